@@ -1,0 +1,49 @@
+"""The `tfx-ext` command line (also `python -m tfx_ext`).
+
+`tfx-ext COMMAND [SUBCOMMAND] [--flags]`. Each command lives in its own module `tfx_ext.cli.<command>` that
+defines its absl flags at import and a `main(argv)`; only the chosen command's module is imported, so flags of
+different commands never collide and `tfx-ext COMMAND --help` lists just that command's flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "demo": "End-to-end demo: synthesize keywords, train, stream, export, federated run, report.",
+    "data": "Data sets: `data synthesize` writes the offline keyword data set in Speech Commands layout.",
+    "kws": "Keyword spotting: `kws train`, `kws convert`, `kws export`, `kws evaluate`.",
+    "federated": "Federated simulation: `federated simulate`.",
+}
+
+
+def _quiet_tensorflow() -> None:
+    """Hides TensorFlow's start-up chatter (C++ INFO/WARNING logs); errors still print."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: tfx-ext COMMAND [SUBCOMMAND] [--flags]   (tfx-ext COMMAND --help for its flags)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help", "--helpfull"):
+        print(usage())
+        sys.exit(0 if len(argv) >= 2 else 2)
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"tfx-ext: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    _quiet_tensorflow()
+    module = importlib.import_module(f"tfx_ext.cli.{command}")
+    from absl import app
+
+    app.run(module.main, argv=[f"tfx-ext {command}", *argv[2:]])
