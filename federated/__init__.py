@@ -1,5 +1,81 @@
-"""Federated learning simulator of tfx-ext (installed as `tfx_ext.federated`)."""
+"""Federated learning simulator of tfx-ext (installed as `tfx_ext.federated`).
+
+- `ClientData` and the partitioners (`iid_partition`, `dirichlet_partition`, `shard_partition`,
+  `natural_partition`), `plot_label_distribution`;
+- aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`), their pure functions and server optimizers;
+- `LocalTrainer` (one compiled graph trains a whole cohort), `simulate`, `History`, `plot_history`;
+- `run_experiment` (what `tfx-ext federated simulate` runs) and `run_federated_demo` (the demo's short run).
+
+Subpackages built on these: `tfx_ext.federated.fedma` (matched averaging) and `tfx_ext.federated.secure`
+(secure aggregation, plugged in through `simulate(secure=...)`).
+"""
 
 import tfx_ext  # noqa: F401  (checks the Keras backend first)
+from tfx_ext.federated.aggregators import (
+    AGGREGATORS,
+    Aggregator,
+    ClientResult,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    PlainSum,
+    Postprocessor,
+    RoundContext,
+    ServerAdam,
+    ServerMomentum,
+    ServerSGD,
+    ServerYogi,
+    sum_payloads,
+    weighted_average,
+    weighted_delta_sum,
+)
+from tfx_ext.federated.client_data import ClientData, plot_label_distribution
+from tfx_ext.federated.fedma import ClientSideMatching, FedMA, run_fedma
+from tfx_ext.federated.secure import SecAgg, check_aggregator
+from tfx_ext.federated.demo import run_experiment, run_federated_demo
+from tfx_ext.federated.history import History, plot_history
+from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
+from tfx_ext.federated.simulation import simulate, validate_client_result
+from tfx_ext.federated.training import ClientOptimizer, LocalTrainer
 
-__all__: list[str] = []
+__all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "ClientData",
+    "ClientOptimizer",
+    "ClientResult",
+    "ClientSideMatching",
+    "FedMA",
+    "SecAgg",
+    "check_aggregator",
+    "run_fedma",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
+    "History",
+    "LocalTrainer",
+    "PlainSum",
+    "Postprocessor",
+    "RoundContext",
+    "ServerAdam",
+    "ServerMomentum",
+    "ServerSGD",
+    "ServerYogi",
+    "dirichlet_partition",
+    "iid_partition",
+    "natural_partition",
+    "plot_history",
+    "plot_label_distribution",
+    "run_experiment",
+    "run_federated_demo",
+    "shard_partition",
+    "simulate",
+    "sum_payloads",
+    "validate_client_result",
+    "weighted_average",
+    "weighted_delta_sum",
+]

@@ -2,8 +2,38 @@
 
 Every layer is registered for serialization under the package name "tfx_ext", so models that use them save and
 load as `.keras` files with Keras's default `safe_mode=True`.
+
+Streaming (each follows the `tfx_ext.modes.StreamingLayer` contract):
+    Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
+    GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
+    Delay             delays a branch by whole frames (aligns non-causal parts)
+    DeltaActivation   temporal-sparsity activations (quantized deltas or threshold-gated transmission)
+Tensor layers (with tensor dropout):
+    TensorRegression, TensorContraction, FactorizedDense
+Hypernetworks:
+    HyperNetwork, HyperDense, HyperConv1D, HyperConv2D, HyperDepthwiseConv2D
 """
 
 import tfx_ext  # noqa: F401  (checks the Keras backend first)
+from tfx_ext.layers.delay import Delay
+from tfx_ext.layers.delta import DeltaActivation
+from tfx_ext.layers.hyper import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, HyperNetwork
+from tfx_ext.layers.recurrent import GRU, LSTM
+from tfx_ext.layers.stream import Stream
+from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression
 
-__all__: list[str] = []
+__all__ = [
+    "Delay",
+    "DeltaActivation",
+    "FactorizedDense",
+    "GRU",
+    "HyperConv1D",
+    "HyperConv2D",
+    "HyperDense",
+    "HyperDepthwiseConv2D",
+    "HyperNetwork",
+    "LSTM",
+    "Stream",
+    "TensorContraction",
+    "TensorRegression",
+]

@@ -7,6 +7,7 @@ on one device) and `streaming=True` (delegated to `tests/streaming_checks.py`, w
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import tempfile
 from typing import Any, Callable
@@ -19,8 +20,13 @@ FLOAT_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
 
 
+@functools.lru_cache(maxsize=None)
 def two_cpu_strategy() -> tf.distribute.MirroredStrategy:
-    """MirroredStrategy over the two logical CPU devices that tests/conftest.py creates."""
+    """MirroredStrategy over the two logical CPU devices that tests/conftest.py creates.
+
+    One strategy per process: a second MirroredStrategy reuses the first one's collective instance keys, and its
+    all-reduce then aborts with "Shape mismatch in the collective instance" once the models differ.
+    """
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "tests/conftest.py should have split the CPU into two logical devices"
     return tf.distribute.MirroredStrategy(devices)
@@ -96,6 +102,8 @@ class _null_scope:
 
 def assert_distribute_parity(model_fn, x, y, atol: float = 1e-5, loss="mse") -> None:
     """One training step under MirroredStrategy (2 logical CPUs) gives the same loss and weights as one device."""
+    batch = len(x if not isinstance(x, (list, tuple)) else x[0])
+    assert batch % 2 == 0, f"use an even batch for the two-replica check (Keras splits it evenly). Received: {batch}"
     keras.utils.set_random_seed(7)
     single, single_loss = one_step_weights(model_fn, x, y, loss=loss)
     keras.utils.set_random_seed(7)

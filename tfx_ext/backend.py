@@ -6,7 +6,8 @@ confusing ways; we fail at import time with the fix instead.
 TensorFlow's native start-up lines (oneDNN and CPU-feature INFO lines, the "no CUDA drivers" notice on CPU-only
 machines) bypass `TF_CPP_MIN_LOG_LEVEL` because they are written before absl logging is initialised. We capture
 the native stderr while TensorFlow starts and replay every line except those INFO lines, so warnings and errors
-still reach the user. Set `TFX_EXT_KEEP_TF_STARTUP_LOGS=1` to see everything.
+still reach the user. Set `TFX_EXT_KEEP_TF_STARTUP_LOGS=1` to see everything. `quiet_native_logs()` does the same around the
+TFLite converter and the LiteRT interpreter.
 """
 
 from __future__ import annotations
@@ -20,19 +21,25 @@ import tempfile
 
 from tfx_ext.errors import BackendError
 
-# Native INFO lines ("I0000 00:00:... file.cc:123] ...") and absl's preamble line; nothing at WARNING or above,
-# except the cuInit failure that every CPU-only machine prints when it looks for a GPU.
+# Native INFO lines ("I0000 00:00:... file.cc:123] ..."), absl's preamble line, LiteRT's delegate notice and the
+# converter's notes about options it ignores; nothing else at WARNING or above, except the cuInit failure that
+# every CPU-only machine prints when it looks for a GPU.
 _STARTUP_NOISE = re.compile(
-    r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|E\d{4} .*failed call to cuInit)"
+    r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|E\d{4} .*failed call to cuInit"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate|W\d{4} .*Ignored (output_format|drop_control_dependency))"
 )
 
 _LOG_PREFIX = re.compile(r"^([IWEF]\d{4} |WARNING|ERROR|Traceback)")
 
 
 @contextlib.contextmanager
-def _filtered_native_stderr():
-    """Redirects file descriptor 2 to a temporary file and replays its non-noise lines afterwards."""
-    if os.environ.get("TFX_EXT_KEEP_TF_STARTUP_LOGS") or "tensorflow" in sys.modules:
+def quiet_native_logs():
+    """Redirects file descriptor 2 to a temporary file and replays its lines afterwards, minus known noise.
+
+    Used around TensorFlow's start-up, the TFLite converter and the LiteRT interpreter, whose native INFO lines
+    ignore `TF_CPP_MIN_LOG_LEVEL` once TensorFlow is imported. Warnings and errors are replayed untouched.
+    """
+    if os.environ.get("TFX_EXT_KEEP_TF_STARTUP_LOGS"):
         yield
         return
     try:
@@ -81,7 +88,7 @@ def require_tensorflow_backend() -> None:
             f"tfx-ext needs Keras 3 with the TensorFlow backend, but {source} selects {requested!r}. "
             "Set KERAS_BACKEND=tensorflow before importing keras or tfx_ext."
         )
-    with _filtered_native_stderr():
+    with quiet_native_logs() if "tensorflow" not in sys.modules else contextlib.nullcontext():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # Looks for GPUs now, inside the filter (cuInit noise on CPU machines).

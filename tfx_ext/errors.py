@@ -21,6 +21,36 @@ class ExportError(TfxExtError, RuntimeError):
     """Conversion to TFLite/LiteRT failed or produced a model that is not what was asked for."""
 
 
+class DistributeError(TfxExtError, RuntimeError):
+    """A distribution strategy cannot be created or used as asked (says what to change)."""
+
+
+class ClusterConfigError(DistributeError, ValueError):
+    """TF_CONFIG is missing or malformed (names the key that is wrong and what it holds)."""
+
+
+class WorkerFailedError(DistributeError):
+    """A local worker process exited with an error; names the worker, its exit status and its log tail.
+
+    Attributes:
+        worker: index of the worker that failed first (None when the whole cluster timed out).
+        returncode: its exit status (negative: killed by that signal), or None.
+        log_tail: the last lines of its output.
+        logs: {worker index: log tail} for every worker.
+    """
+
+    def __init__(self, message: str, *, worker=None, returncode=None, log_tail: str = "", logs=None):
+        super().__init__(message)
+        self.worker = worker
+        self.returncode = returncode
+        self.log_tail = log_tail
+        self.logs = dict(logs or {})
+
+
+class ClusterTimeoutError(WorkerFailedError, TimeoutError):
+    """The local cluster did not finish within its timeout (names the workers that were still running)."""
+
+
 class DataError(TfxExtError, ValueError):
     """A data directory or array is missing or malformed (says what was expected and where)."""
 
@@ -42,6 +72,10 @@ __all__ = [
     "BackendError",
     "NotStreamableError",
     "ExportError",
+    "DistributeError",
+    "ClusterConfigError",
+    "WorkerFailedError",
+    "ClusterTimeoutError",
     "DataError",
     "FederatedError",
     "MalformedUpdateError",

@@ -19,9 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfx_ext.backend import quiet_native_logs
 from tfx_ext.errors import ExportError
+from tfx_ext.quantize_export import dequantize_output, quantize_input
 
 SIGNATURE = "serving_default"
+# Extra signature of internal-state streaming models: zeroes every state variable (starts a new stream). LiteRT's
+# `reset_all_variables()` does not touch resource variables, so this is how apps and `TFLiteModel` restart.
+RESET_SIGNATURE = "reset_states"
 FLOAT_QUANTIZE_MODES = (None, "dynamic", "float16")
 
 
@@ -68,13 +73,41 @@ def serving_function(model: keras.Model, batch_size: int | None = None):
     return serve, [specs]
 
 
+def state_variables(model: keras.Model) -> list:
+    """Internal-state variables of the streaming layers of `model` (empty for other models)."""
+    from tfx_ext.modes import streaming_layers
+
+    return [variable for layer in streaming_layers(model) for variable in layer.state_variables]
+
+
 def _converter(model: keras.Model, batch_size: int | None, workdir: str) -> tf.lite.TFLiteConverter:
     serve, signature = serving_function(model, batch_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=signature)
-    archive.write_out(workdir, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=[SIGNATURE])
+    keys = [SIGNATURE]
+    states = state_variables(model)
+    if states:
+
+        def reset():
+            for variable in states:
+                variable.assign(tf.zeros(variable.shape, variable.dtype))
+            return {"reset": tf.constant(0, tf.int32)}
+
+        archive.add_endpoint(name=RESET_SIGNATURE, fn=reset, input_signature=[])
+        keys.append(RESET_SIGNATURE)
+        # The exported variables start from their current values: export a fresh stream (zeros), then restore.
+        saved = [np.asarray(variable) for variable in states]
+        for variable in states:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        try:
+            archive.write_out(workdir, verbose=False)
+        finally:
+            for variable, value in zip(states, saved):
+                variable.assign(value)
+    else:
+        archive.write_out(workdir, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=keys)
     # Internal-state streaming models keep their state in resource variables (VAR_HANDLE/ASSIGN_VARIABLE ops).
     converter.experimental_enable_resource_variables = True
     return converter
@@ -86,6 +119,9 @@ def to_tflite(
     *,
     quantize: str | None = None,
     batch_size: int | None = 1,
+    representative_data=None,
+    int8_io: bool = True,
+    allow_float_ops: bool = False,
 ) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer with a named signature.
 
@@ -93,19 +129,42 @@ def to_tflite(
         model: a functional or Sequential Keras 3 model (non-streaming, or streaming with internal or external
             state from `to_streaming`).
         path: where to write the `.tflite` file (parents created); None to only return the bytes.
-        quantize: None (float32), "dynamic" (int8 weights, float activations) or "float16" (float16 weights).
+        quantize: None (float32), "dynamic" (int8 weights, float activations), "float16" (float16 weights) or
+            "int8" (full-integer: int8 weights, activations and streaming states; `tfx_ext.quantize_export`).
         batch_size: static batch size of the signature (TFLite runs fastest with static shapes); None keeps the
             model's batch size, falling back to 1 when it is unknown.
+        representative_data: int8 only: calibration samples, an iterable (or a function returning one) of dicts
+            input name -> array shaped like the signature (states included for external-state models); build them
+            for streaming models with `tfx_ext.quantize_export.streaming_calibration_data`. Optional for
+            `quantize_aware` models (their learned ranges are used).
+        int8_io: int8 only: int8 signature inputs/outputs (True) or float ones with QUANTIZE/DEQUANTIZE at the
+            boundary (False). `TFLiteModel` (de)quantizes int8 I/O for you.
+        allow_float_ops: int8 only: accept a hybrid model (ops without int8 kernels stay float) instead of raising.
 
     Returns:
         The flatbuffer bytes.
 
     Raises:
         ValueError: `quantize` is not one of the allowed values.
-        ExportError: the converter fails (its message is included).
+        ExportError: the converter fails (its message is included); for int8, an op without an int8 kernel (named)
+            or float ops / inner QUANTIZE-DEQUANTIZE left in the model (listed) unless `allow_float_ops`.
+        DataError: int8 representative data with the wrong input names, shapes or dtypes.
     """
-    if quantize not in FLOAT_QUANTIZE_MODES:
-        raise ValueError(f"`quantize` must be one of {FLOAT_QUANTIZE_MODES}. Received: quantize={quantize!r}")
+    if quantize not in FLOAT_QUANTIZE_MODES + ("int8",):
+        raise ValueError(
+            f"`quantize` must be one of {FLOAT_QUANTIZE_MODES + ('int8',)}. Received: quantize={quantize!r}"
+        )
+    if quantize == "int8":
+        from tfx_ext.quantize_export import convert_int8
+
+        with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
+            flatbuffer = convert_int8(model, workdir, representative_data=representative_data,
+                                      batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
+        if path is not None:
+            path = pathlib.Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(flatbuffer)
+        return flatbuffer
     with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
         converter = _converter(model, batch_size, workdir)
         if quantize == "dynamic":
@@ -114,7 +173,8 @@ def to_tflite(
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         try:
-            flatbuffer = converter.convert()
+            with quiet_native_logs():
+                flatbuffer = converter.convert()
         except Exception as error:  # The converter raises several unrelated types; name the model in one error.
             raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
     if path is not None:
@@ -131,27 +191,33 @@ class TFLiteModel:
         model: path to a `.tflite` file or the flatbuffer bytes.
         signature: signature key (default "serving_default").
         num_threads: interpreter threads (None: LiteRT's default).
+        dequantize: for int8 models, return float outputs (states included) from each tensor's scale and zero
+            point (True), or the raw integers (False). Float inputs to int8 tensors are always quantized.
 
     Example:
         >>> runner = TFLiteModel(to_tflite(model))           # doctest: +SKIP
         >>> outputs = runner(audio=np.zeros((1, 49, 40)))    # doctest: +SKIP
     """
 
-    def __init__(self, model: bytes | str | os.PathLike, *, signature: str = SIGNATURE, num_threads: int | None = None):
+    def __init__(self, model: bytes | str | os.PathLike, *, signature: str = SIGNATURE, num_threads: int | None = None,
+                 dequantize: bool = True):
         from ai_edge_litert.interpreter import Interpreter
 
         if isinstance(model, (bytes, bytearray)):
             self.content = bytes(model)
         else:
             self.content = pathlib.Path(model).read_bytes()
-        self.interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
-        signatures = self.interpreter.get_signature_list()
-        if signature not in signatures:
-            raise ExportError(f"signature {signature!r} not in the model; available: {sorted(signatures)}")
-        self.signature = signature
-        self.runner = self.interpreter.get_signature_runner(signature)
+        with quiet_native_logs():  # The XNNPACK delegate announces itself when tensors are first allocated.
+            self.interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            signatures = self.interpreter.get_signature_list()
+            if signature not in signatures:
+                raise ExportError(f"signature {signature!r} not in the model; available: {sorted(signatures)}")
+            self.signature = signature
+            self.runner = self.interpreter.get_signature_runner(signature)
         self.input_details = self.runner.get_input_details()
         self.output_details = self.runner.get_output_details()
+        self.dequantize = dequantize
 
     @property
     def input_names(self) -> list[str]:
@@ -182,11 +248,48 @@ class TFLiteModel:
                 raise ValueError(
                     f"input {name!r} must have shape {tuple(detail['shape'])}. Received: shape={value.shape}"
                 )
-            cast[name] = value.astype(detail["dtype"], copy=False)
-        return {name: np.array(value) for name, value in self.runner(**cast).items()}
+            cast[name] = quantize_input(value, detail)  # float -> int8 by the tensor's scale/zero point
+        outputs = {name: np.array(value) for name, value in self.runner(**cast).items()}
+        if self.dequantize:
+            outputs = {name: dequantize_output(value, self.output_details[name]) for name, value in outputs.items()}
+        return outputs
+
+    @property
+    def state_names(self) -> list[str]:
+        """External states: names that are both signature inputs and outputs (`<layer>_<state>`)."""
+        return [name for name in self.input_names if name in self.output_details]
+
+    def run_stream(self, sequence, *, reset: bool = True) -> dict[str, np.ndarray]:
+        """Streams a `(batch, time, ...)` sequence through a streaming model, feeding external states back.
+
+        The chunk length is the frames of the signature's data input; `time` must be a multiple of it. Returns the
+        non-state outputs stacked along a new axis 1 (one entry per step).
+        """
+        data = [name for name in self.input_names if name not in self.state_names]
+        if len(data) != 1:
+            raise ValueError(f"run_stream needs exactly one data input. Received: inputs={self.input_names}")
+        step = int(self.input_details[data[0]]["shape"][1])
+        sequence = np.asarray(sequence)
+        if sequence.ndim < 2 or sequence.shape[1] % step:
+            raise ValueError(f"sequence length must be a multiple of {step} frames. Received: shape={sequence.shape}")
+        if reset:
+            self.reset_variables()
+        states = {name: np.zeros(self.input_details[name]["shape"], np.float32) for name in self.state_names}
+        if not self.dequantize:  # raw integers: zero state is the zero point
+            states = {name: quantize_input(value, self.input_details[name]) for name, value in states.items()}
+        steps = []
+        for start in range(0, sequence.shape[1], step):
+            outputs = self({data[0]: sequence[:, start:start + step], **states})
+            states = {name: outputs[name] for name in self.state_names}
+            steps.append({name: value for name, value in outputs.items() if name not in states})
+        return {name: np.stack([s[name] for s in steps], axis=1) for name in steps[0]}
 
     def reset_variables(self) -> None:
-        """Resets resource variables (internal streaming state) to their initial values."""
+        """Restarts the stream: zeroes internal streaming state (via the `reset_states` signature when present)."""
+        if RESET_SIGNATURE in self.interpreter.get_signature_list():
+            reset = self.interpreter.get_signature_runner(RESET_SIGNATURE)
+            # int8 exports give the reset signature a dummy int32 input (the calibrator needs one).
+            reset(**{name: np.zeros(d["shape"], d["dtype"]) for name, d in reset.get_input_details().items()})
         self.interpreter.reset_all_variables()
 
     def latency(self, inputs: Mapping[str, Any], *, warmup: int = 3, repeats: int = 20) -> float:
@@ -201,4 +304,4 @@ class TFLiteModel:
         return float(np.median(times))
 
 
-__all__ = ["to_tflite", "TFLiteModel", "serving_function", "output_names"]
+__all__ = ["to_tflite", "TFLiteModel", "serving_function", "output_names", "state_variables", "RESET_SIGNATURE"]

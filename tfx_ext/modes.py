@@ -90,6 +90,10 @@ class StreamingLayer(keras.layers.Layer):
     block_size: int = 1
     # Frames (of this layer's input) by which streamed outputs lag the whole-sequence outputs (look-ahead layers).
     output_delay: int = 0
+    # Input frames per output frame (a strided layer emits one frame per `time_stride` input frames).
+    time_stride: int = 1
+    # True when the output has no time axis (a window summary such as Flatten, or an RNN's last state).
+    drops_time_axis: bool = False
 
     def __init__(self, mode: Mode | str = Mode.TRAINING, **kwargs):
         super().__init__(**kwargs)

@@ -93,3 +93,22 @@ def test_errors_are_catchable_by_family():
     assert issubclass(tfx_ext.MalformedUpdateError, tfx_ext.FederatedError)
     assert issubclass(tfx_ext.NotStreamableError, ValueError)
     assert issubclass(tfx_ext.SecureAggregationError, tfx_ext.TfxExtError)
+
+
+def test_command_help_lists_that_commands_flags(tmp_path):
+    result = _run([sys.executable, "-m", "tfx_ext", "demo", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tfx-ext demo:") and "--output_dir" in result.stdout and "--size" in result.stdout
+
+
+def test_public_api_names_resolve():
+    import tfx_ext
+    import tfx_ext.federated
+    import tfx_ext.layers
+
+    for module in (tfx_ext, tfx_ext.layers, tfx_ext.federated):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+    assert tfx_ext.to_streaming.__module__ == "tfx_ext.streaming"
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        tfx_ext.nope

@@ -44,6 +44,19 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(2)
     _quiet_tensorflow()
     module = importlib.import_module(f"tfx_ext.cli.{command}")
-    from absl import app
+    from absl import app, flags, logging
 
-    app.run(module.main, argv=[f"tfx-ext {command}", *argv[2:]])
+    if any(arg in ("-h", "--help", "--helpshort") for arg in argv[2:]):
+        # absl would list only __main__'s flags; show this command's text and flags instead.
+        print(f"tfx-ext {command}: {(module.__doc__ or COMMANDS[command]).strip()}\n")
+        print(flags.FLAGS.module_help(module))
+        if "tfx_ext.cli.flags" in flags.FLAGS.flags_by_module_dict():  # Shared flags (--strategy, ...).
+            print(flags.FLAGS.module_help("tfx_ext.cli.flags"))
+        sys.exit(0)
+
+    def main(args):
+        if not flags.FLAGS["verbosity"].present:  # TF's Python INFO lines (export, saving) unless -v asks.
+            logging.set_verbosity(logging.WARNING)
+        return module.main(args)
+
+    app.run(main, argv=[f"tfx-ext {command}", *argv[2:]])

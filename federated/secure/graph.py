@@ -1,0 +1,198 @@
+"""Who shares with whom: the complete graph (SecAgg) or a sparse random graph of logarithmic degree (SecAgg+).
+
+SecAgg+ (Bell, Bonawitz, Gascón, Lepoint, Raykova, "Secure Single-Server Aggregation with (Poly)Logarithmic
+Overhead", CCS 2020) replaces the complete graph of Bonawitz et al. (CCS 2017) by a random graph of degree
+`k = O(log n)`: each client exchanges masks and Shamir shares with its `k` neighbours only, with a `t`-of-`k`
+threshold. We use a Harary graph `H(k, n)` (each client linked to the `k/2` nearest on each side of a ring) over a
+random permutation of the clients: a regular graph, so every client has exactly `k` neighbours (Bell et al. analyse
+random graphs of that degree; the conditions below are stated for this one). The permutation is drawn from
+a public per-round seed, `SHA-256(round, public round seed, every advertised public key in id order)`, so every
+client recomputes and checks the graph, and the server cannot choose it without knowing all the clients' fresh
+keys first.
+
+Parameter formula (our union-bound instantiation of the conditions in Bell et al. 2020; not the paper's exact
+constants). With `n` clients, tolerated dropout rate `delta`, fraction of clients colluding with the server
+`gamma`, statistical security parameter `sigma` (default 40) and correctness parameter `eta` (default 20), and
+`B(k, p)` a binomial count of neighbours (each independently dropped with probability `delta`, corrupt with `gamma`):
+
+  * correctness: every secret can be rebuilt, P[B(k, delta) > k - t] <= 2^-eta / n;
+  * privacy of each client's secrets: the corrupt neighbours alone cannot rebuild them,
+    P[B(k, gamma) >= t] <= 2^-sigma / n;
+  * no partial sums: the honest survivors stay connected; in `H(k, n)` that needs `k/2` consecutive bad clients on
+    the ring, n (delta + gamma)^(k/2) <= 2^-sigma;
+  * honest majority of shares: t > k / 2.
+
+SecAgg+ takes the smallest even `k` (then the smallest `t`) meeting all four; each bound carries a `1/n` union
+factor, which is where `k = O(log n)` comes from (e.g. delta = gamma = 0.1: k = 46, t = 26 at n = 100; k = 50 at
+n = 1,000; k = 64 at n = 10^6). SecAgg uses the complete graph, `k = n - 1`, with the smallest `t > k/2` that
+meets the privacy bound; its correctness bound is reported (`correctness_failure`) rather than enforced, since `k`
+cannot grow. When `k` would reach `n - 1`, SecAgg+ is the complete graph. When `n` is too small to meet both the
+privacy and the correctness bound (tens of clients), `t` is the largest threshold that still tolerates
+`ceil(delta * k)` dropped neighbours (at least `k/2 + 1`), and the achieved `privacy_failure` is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+VARIANTS = ("secagg", "secagg+")
+
+
+def _binom_tail_ge(k: int, p: float, t: int) -> float:
+    """P[Binomial(k, p) >= t]."""
+    if t <= 0:
+        return 1.0
+    if t > k or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    return float(sum(math.comb(k, i) * p**i * (1 - p) ** (k - i) for i in range(t, k + 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphParameters:
+    """Degree `k`, threshold `t` and the failure bounds they achieve (see module docstring)."""
+
+    num_clients: int
+    degree: int
+    threshold: int
+    correctness_failure: float  # union bound on P[some secret cannot be rebuilt] at the stated dropout rate
+    privacy_failure: float  # union bound on P[corrupt neighbours alone can rebuild some client's secrets]
+
+    @property
+    def tolerated_dropouts(self) -> int:
+        """Dropped neighbours a client's secrets survive: `k - t`."""
+        return self.degree - self.threshold
+
+
+def _check_rate(name, value, upper):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value < upper:
+        raise ValueError(f"`{name}` must be a number in [0, {upper}). Received: {name}={value!r}")
+
+
+def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rate: float = 0.1,
+                      corrupt_fraction: float = 0.1, security: int = 40, correctness: int = 20,
+                      threshold: int | float | None = None, degree: int | None = None) -> GraphParameters:
+    """Degree and threshold from `n`, the tolerated dropout rate and the security parameter (module docstring).
+
+    Args:
+        num_clients: `n` (>= 2).
+        variant: "secagg" (complete graph) or "secagg+" (logarithmic degree).
+        dropout_rate: tolerated fraction of dropouts `delta` in [0, 0.5).
+        corrupt_fraction: fraction `gamma` of clients assumed to collude with the server, in [0, 0.5).
+        security: `sigma`, bits of statistical security.
+        correctness: `eta`, bits of correctness (failure probability <= 2^-eta).
+        threshold: override `t`: an integer, or a fraction of the degree in (0, 1] (rounded up); must exceed k/2.
+        degree: override `k` (SecAgg+ only; rounded up to even, capped at n - 1).
+
+    Raises:
+        ValueError: on bad arguments or an override threshold <= k/2 or > k.
+    """
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 2:
+        raise ValueError(f"`num_clients` must be an integer >= 2. Received: num_clients={num_clients!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+    _check_rate("dropout_rate", dropout_rate, 0.5)
+    _check_rate("corrupt_fraction", corrupt_fraction, 0.5)
+    n = int(num_clients)
+    eps_c = 2.0**-correctness / n
+    eps_s = 2.0**-security / n
+
+    def privacy(k, t):
+        return _binom_tail_ge(k, corrupt_fraction, t) if corrupt_fraction > 0 else 0.0
+
+    def min_threshold(k):
+        t = k // 2 + 1
+        while t < k and privacy(k, t) > eps_s:
+            t += 1
+        return t
+
+    def default_threshold(k):
+        t_priv = min_threshold(k)
+        t_corr = next((t for t in range(k, k // 2, -1) if _binom_tail_ge(k, dropout_rate, k - t + 1) <= eps_c), None)
+        if t_corr is None:  # too few clients for the bound: tolerate the expected number of dropouts
+            t_corr = max(k // 2 + 1, k - max(1, math.ceil(dropout_rate * k)))
+        return t_priv if t_priv <= t_corr else t_corr
+
+    def resolve_threshold(k):
+        if threshold is None:
+            return default_threshold(k)
+        t = math.ceil(threshold * k) if isinstance(threshold, float) else int(threshold)
+        if isinstance(threshold, float) and not 0 < threshold <= 1:
+            raise ValueError(f"A fractional `threshold` must be in (0, 1]. Received: threshold={threshold!r}")
+        if not k // 2 < t <= k:
+            raise ValueError(
+                f"`threshold` must exceed half the degree and not exceed it ({k // 2 + 1}..{k} for degree {k}). "
+                f"Received: threshold={threshold!r}"
+            )
+        return t
+
+    full = n - 1
+    if variant == "secagg":
+        k = full
+    elif degree is not None:
+        if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 2:
+            raise ValueError(f"`degree` must be an integer >= 2. Received: degree={degree!r}")
+        k = min(full, int(degree) + int(degree) % 2)
+    else:
+        k = full
+        for cand in range(2, full, 2):
+            t = min_threshold(cand)
+            connected = n * (dropout_rate + corrupt_fraction) ** (cand / 2) <= 2.0**-security
+            if connected and privacy(cand, t) <= eps_s and _binom_tail_ge(cand, dropout_rate, cand - t + 1) <= eps_c:
+                k = cand
+                break
+    t = resolve_threshold(k)
+    return GraphParameters(
+        num_clients=n, degree=k, threshold=t,
+        correctness_failure=min(1.0, n * _binom_tail_ge(k, dropout_rate, k - t + 1)),
+        privacy_failure=min(1.0, n * privacy(k, t)),
+    )
+
+
+def graph_seed(round_id: int, public_seed: bytes, public_keys: Mapping[int, tuple[bytes, bytes]]) -> bytes:
+    """`SHA-256(round, public seed, (id, c_pk, s_pk) for every advertised client in id order)`."""
+    h = hashlib.sha256(b"tfx-ext/secagg/graph" + struct.pack(">Q", round_id) + public_seed)
+    for cid in sorted(public_keys):
+        c_pk, s_pk = public_keys[cid]
+        h.update(struct.pack(">Q", cid) + c_pk + s_pk)
+    return h.digest()
+
+
+def _ring(ids, degree, seed):
+    ids = np.asarray(sorted(int(i) for i in ids), np.int64)
+    perm = np.random.Generator(np.random.PCG64(int.from_bytes(seed, "little"))).permutation(ids)
+    return perm, degree // 2
+
+
+def neighbours(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, tuple[int, ...]]:
+    """Each client's neighbours: complete graph when `degree >= len(ids) - 1`, else Harary `H(degree, n)` over a
+    permutation of `ids` drawn from `seed` (symmetric; every client has exactly `degree` neighbours)."""
+    ids = sorted(int(i) for i in ids)
+    n = len(ids)
+    if degree >= n - 1:
+        return {u: tuple(v for v in ids if v != u) for u in ids}
+    perm, half = _ring(ids, degree, seed)
+    offsets = [d for d in range(1, half + 1)] + [-d for d in range(1, half + 1)]
+    table = np.sort(np.stack([np.roll(perm, -d) for d in offsets], axis=1), axis=1)
+    return {int(u): tuple(row) for u, row in zip(perm.tolist(), table.tolist())}
+
+
+def neighbours_of(client: int, ids: Sequence[int], degree: int, seed: bytes) -> tuple[int, ...]:
+    """`neighbours(ids, degree, seed)[client]` in O(n), for a client that only needs its own row."""
+    n = len(ids)
+    if degree >= n - 1:
+        return tuple(sorted(int(v) for v in ids if int(v) != client))
+    perm, half = _ring(ids, degree, seed)
+    pos = int(np.flatnonzero(perm == client)[0])
+    picks = [(pos + d) % n for d in range(1, half + 1)] + [(pos - d) % n for d in range(1, half + 1)]
+    return tuple(sorted(int(perm[i]) for i in picks))
+
+
+__all__ = ["GraphParameters", "VARIANTS", "choose_parameters", "graph_seed", "neighbours", "neighbours_of"]

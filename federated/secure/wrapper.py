@@ -1,0 +1,242 @@
+"""`SecAgg`: secure aggregation for `simulate(..., secure=SecAgg(...))`, wrapping any sum-based aggregator.
+
+The simulator hands `secure_sum` every client's payload (the arrays a sum-based aggregator's `client_payload`
+returns; the server only needs their sum). `SecAgg`
+
+1. reads each payload as `[w * x, w]` (the FedAvg layout: weighted update arrays, then the scalar weight
+   `w = n_k`; `ClientSideMatching` has the same shape) and encodes `[w' clip(x), w']` with
+   `w' = min(w, max_weight) / max_weight` in fixed point modulo `2^bits` (`encoding.WeightedEncoder`), or with
+   `weighted=False` clips and encodes the payload as is;
+2. runs one SecAgg or SecAgg+ round (`protocol.run_round`: real X25519/AES-GCM/Shamir/AES-CTR, messages as
+   bytes) with seeded simulated dropouts at every stage;
+3. decodes the survivors' sum and returns it in the aggregator's units (times `max_weight`), so
+   `aggregator.finalize` runs unchanged: FedAvg's `sum(w x) / sum(w)` is the example-weighted mean over the
+   survivors (weights capped at `max_weight`), up to clipping and the quantization bound.
+
+Aggregators that need each client's weights (server-side FedMA: `requires_individual_updates = True` or
+`sum_based = False`) are refused by `check_aggregator` with a `SecureAggregationError` pointing to client-side
+matching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from tfx_ext.errors import SecureAggregationError
+from tfx_ext.federated.secure.encoding import ROUNDINGS, FixedPointEncoder, WeightedEncoder
+from tfx_ext.federated.secure.graph import VARIANTS, choose_parameters
+from tfx_ext.federated.secure.protocol import STAGES, make_pki, run_round
+from tfx_ext.federated.secure.config import RoundConfig
+
+
+def check_aggregator(aggregator) -> None:
+    """Raises `SecureAggregationError` when `aggregator` needs individual client updates (server-side FedMA)."""
+    if getattr(aggregator, "requires_individual_updates", False) or not getattr(aggregator, "sum_based", True):
+        raise SecureAggregationError(
+            f"Secure aggregation cannot be used with {type(aggregator).__name__}: it needs each client's individual "
+            "weights at the server (server-side matching), and secure aggregation reveals only their sum. Use "
+            "client-side matching instead (tfx_ext.federated.fedma.ClientSideMatching), which sends sums only."
+        )
+
+
+def _check_number(name, value, low, high, low_open=False):
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok and math.isfinite(value) and (value > low if low_open else value >= low) and value < high
+    if not ok:
+        raise ValueError(f"`{name}` must be a number in {'(' if low_open else '['}{low}, {high}). "
+                         f"Received: {name}={value!r}")
+
+
+class SecAgg:
+    """Secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020) for `simulate(secure=...)`.
+
+    Args:
+        threshold: Shamir threshold: an integer, a fraction of each client's neighbourhood in (0, 1], or None to
+            derive it from the number of clients, `tolerated_dropout` and the security parameter
+            (`graph.choose_parameters`).
+        clip: per-coordinate clipping bound of the client update `x` (of `payload / w` when `weighted`).
+        bits: modulus exponent: the masked vectors are `bits`-bit words (32: the same bytes as float32).
+        variant: "secagg" (complete graph) or "secagg+" (neighbour graph of logarithmic degree).
+        dropout_rate: probability that a client drops during the round (simulated, spread evenly over the
+            protocol stages); `dropout_rates` overrides it per stage.
+        seed: seeds dropouts and stochastic rounding (combined with the simulator's per-round Generator).
+        rounding: "stochastic" (unbiased) or "deterministic".
+        max_weight: weight cap and normaliser of the `[w, w x]` encoding.
+        weighted: payloads are `[w * x arrays..., w]` (FedAvg family, client-side FedMA); False: clip as is.
+        tolerated_dropout: dropout rate the threshold and degree are sized for (default `max(dropout_rate, 0.1)`).
+        corrupt_fraction: fraction of clients assumed to collude with the server (sizes degree and threshold).
+        degree: SecAgg+ degree override.
+        consistency_check: run the Ed25519 consistency round (active-adversary variant; a simulated PKI).
+        dropout_rates: `{stage: probability}` for stages in `protocol.STAGES`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> secure = SecAgg(variant="secagg+", seed=0)
+    >>> payloads = [[np.full(3, 0.5 * n), np.array(float(n))] for n in (1, 2, 3)]
+    >>> total, metrics = secure.secure_sum(payloads, ["a", "b", "c"], np.random.default_rng(0))
+    >>> np.allclose(total[0], 3.0, atol=1e-4), round(float(total[1]), 3), metrics["survivors"]
+    (True, 6.0, 3)
+    """
+
+    def __init__(self, *, threshold=None, clip: float = 1.0, bits: int = 32, variant: str = "secagg+",
+                 dropout_rate: float = 0.0, seed: int = 0, rounding: str = "stochastic", max_weight: float = 1000.0,
+                 weighted: bool = True, tolerated_dropout: float | None = None, corrupt_fraction: float = 0.1,
+                 degree: int | None = None, consistency_check: bool = False, dropout_rates=None):
+        if variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"`rounding` must be one of {ROUNDINGS}. Received: rounding={rounding!r}")
+        _check_number("clip", clip, 0, math.inf, low_open=True)
+        _check_number("max_weight", max_weight, 0, math.inf, low_open=True)
+        _check_number("dropout_rate", dropout_rate, 0, 1)
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 64:
+            raise ValueError(f"`bits` must be an integer in [2, 64]. Received: bits={bits!r}")
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+                    or threshold <= 0 or (isinstance(threshold, float) and threshold > 1):
+                raise ValueError("`threshold` must be a positive integer, a fraction in (0, 1] or None. "
+                                 f"Received: threshold={threshold!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
+        if dropout_rates is not None:
+            bad = [s for s in dropout_rates if s not in STAGES]
+            if bad:
+                raise ValueError(f"`dropout_rates` keys must be among {STAGES}. Received: {bad}")
+        self.tolerated_dropout = max(float(dropout_rate), 0.1) if tolerated_dropout is None else tolerated_dropout
+        _check_number("tolerated_dropout", self.tolerated_dropout, 0, 0.5)
+        _check_number("corrupt_fraction", corrupt_fraction, 0, 0.5)
+        self.threshold, self.clip, self.bits, self.variant = threshold, float(clip), int(bits), variant
+        self.dropout_rate, self.seed, self.rounding = float(dropout_rate), int(seed), rounding
+        self.max_weight, self.weighted, self.corrupt_fraction = float(max_weight), bool(weighted), corrupt_fraction
+        self.degree, self.consistency_check = degree, bool(consistency_check)
+        stages = [s for s in STAGES if s != "consistency" or consistency_check]
+        per_stage = 1 - (1 - self.dropout_rate) ** (1 / len(stages))
+        self.dropout_rates = dict(dropout_rates) if dropout_rates is not None else {s: per_stage for s in stages}
+        self._round = 0
+        self.last_result = None
+
+    check_aggregator = staticmethod(check_aggregator)
+
+    def parameters(self, num_clients: int):
+        """The `GraphParameters` (degree, threshold, failure bounds) used for `num_clients` clients."""
+        return choose_parameters(num_clients, variant=self.variant, dropout_rate=self.tolerated_dropout,
+                                 corrupt_fraction=self.corrupt_fraction,
+                                 threshold=self.threshold, degree=self.degree)
+
+    def _encoder(self, n):
+        if self.weighted:
+            return WeightedEncoder(clip=self.clip, bits=self.bits, num_clients=n, rounding=self.rounding,
+                                   max_weight=self.max_weight)
+        return FixedPointEncoder(bound=self.clip, bits=self.bits, num_clients=n, rounding=self.rounding)
+
+    def secure_sum(self, payloads, client_ids, rng):
+        """The `SecureSum` hook of `simulate`: `(sum of the survivors' payloads, metrics)`.
+
+        Raises:
+            SecureAggregationError: too many dropouts for the threshold, or the encoding could overflow.
+            ValueError: a weighted payload whose last array is not a positive scalar.
+        """
+        n = len(payloads)
+        if n < 2:
+            raise SecureAggregationError(f"Secure aggregation needs at least 2 clients. Received: {n}")
+        self._round += 1
+        gen = np.random.default_rng([self.seed, int(rng.integers(2**63 - 1))])
+        shapes = [np.shape(a) for a in payloads[0]]
+        encoder = self._encoder(n)
+        params = self.parameters(n)
+        ids = list(range(1, n + 1))
+        t0 = time.perf_counter()
+        words, weights = {}, []
+        clipped = 0
+        for pid, payload in zip(ids, payloads):
+            arrays = [np.asarray(a, np.float64) for a in payload]
+            if [a.shape for a in arrays] != shapes:
+                raise ValueError(f"Client {client_ids[pid - 1]!r}: payload shapes differ from the first client's.")
+            if self.weighted:
+                w = float(arrays[-1].reshape(-1)[0]) if arrays[-1].size == 1 else float("nan")
+                if not (math.isfinite(w) and w > 0):
+                    raise ValueError("With `weighted=True` the last payload array must be the positive scalar weight "
+                                     f"w. Received: {arrays[-1]!r} from client {client_ids[pid - 1]!r}")
+                x = np.concatenate([a.ravel() for a in arrays[:-1]]) / w
+                words[pid] = encoder.encode(x, w, gen)
+                weights.append(w)
+            else:
+                x = np.concatenate([a.ravel() for a in arrays])
+                words[pid] = encoder.encode(x, gen)
+            clipped += int(np.sum(np.abs(x) > self.clip))
+        encode_s = time.perf_counter() - t0
+        length = len(next(iter(words.values())))
+        public_seed = gen.bytes(32)
+        signing, verify = make_pki(ids) if self.consistency_check else (None, None)
+        config = RoundConfig(round_id=self._round, client_ids=tuple(ids), vector_length=length, bits=self.bits,
+                             threshold=params.threshold, degree=params.degree, variant=self.variant,
+                             public_seed=public_seed, consistency_check=self.consistency_check,
+                             verify_keys=verify)
+        result = run_round(words, config, dropout_rates=self.dropout_rates, rng=gen, randbytes=os.urandom,
+                           signing_keys=signing)
+        self.last_result = result
+        t1 = time.perf_counter()
+        if self.weighted:
+            values, wsum = encoder.decode_sum(result.total)
+            total = np.concatenate([values, [wsum]]) * self.max_weight
+        else:
+            total = encoder.decode_sum(result.total)
+        out, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            out.append(total[start:start + size].reshape(shape))
+            start += size
+        decode_s = time.perf_counter() - t1
+        plain = np.zeros_like(total)
+        for p in result.survivors:  # the plain sum over the same clients, for the error metric only
+            plain += np.concatenate([np.asarray(a, np.float64).ravel() for a in payloads[p - 1]])
+        err = float(np.linalg.norm(total - plain) / max(np.linalg.norm(plain), 1e-300))
+        m = result.metrics
+        metrics = {
+            "survivors": len(result.survivors),
+            "dropped": n - len(result.survivors),
+            "rejected": len(result.rejections),
+            "threshold": params.threshold,
+            "degree": params.degree,
+            "relative_error": err,
+            "clipped_fraction": clipped / max(1, n * length),
+            "weights_capped": int(sum(w > self.max_weight for w in weights)),
+            "bytes_up_per_client": m["bytes_up_per_client"],
+            "bytes_down_per_client": m["bytes_down_per_client"],
+            "server_bytes_in": m["server_bytes_in"],
+            "server_bytes_out": m["server_bytes_out"],
+            "time_encode_s": encode_s,
+            "time_decode_s": decode_s,
+            "time_server_s": m["server_time_s"],
+            "time_clients_total_s": m["clients_time_total_s"],
+            "time_critical_path_s": m["critical_path_s"],
+        }
+        for stage, t in m["time_s"].items():
+            metrics[f"time_{stage}_s"] = t["server_s"] + t["clients_max_s"]
+        metrics["survivor_ids"] = [client_ids[p - 1] for p in result.survivors]
+        metrics["rejections"] = [[client_ids[r.client_id - 1], str(r)] for r in result.rejections]
+        return out, metrics
+
+    def aggregate(self, aggregator, global_weights, results, state):
+        """One aggregation step by hand: `client_payload` per result, `secure_sum`, `finalize`.
+
+        Returns `(weights, state, metrics)` like `Aggregator.aggregate`.
+        """
+        check_aggregator(aggregator)
+        payloads = [aggregator.client_payload(global_weights, r) for r in results]
+        total, metrics = self.secure_sum(payloads, [r.client_id for r in results],
+                                         np.random.default_rng([self.seed, self._round]))
+        weights, state, agg_metrics = aggregator.finalize(global_weights, total, state)
+        return weights, state, {**agg_metrics, **{f"secure/{k}": v for k, v in metrics.items()}}
+
+    def __repr__(self):
+        return (f"SecAgg(threshold={self.threshold!r}, clip={self.clip}, bits={self.bits}, variant={self.variant!r}, "
+                f"dropout_rate={self.dropout_rate}, seed={self.seed})")
+
+
+__all__ = ["SecAgg", "check_aggregator"]

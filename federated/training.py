@@ -1,0 +1,351 @@
+"""Compiled local training: one `tf.function`, traced once, trains a whole cohort of clients.
+
+`LocalTrainer.train_cohort(weights, x, y, offsets, seeds)` takes the global weights and the concatenated data of
+the round's clients (`offsets[k]:offsets[k+1]` is client k) and returns every client's new weights and its loss and
+accuracy sums. Inside one graph a `tf.while_loop` walks over the clients; for each it runs `local_epochs` epochs of
+shuffled mini-batches (the last batch of a client may be smaller) of
+
+    loss(model.stateless_call(w, x_b)) + mu/2 ||w - w_global||^2  ->  gradient  ->  client optimizer step
+
+with the model evaluated functionally (`keras.Model.stateless_call`): client weights are loop tensors that start
+from the global weights, and the optimizer slots start from zero, for every client. Nothing is assigned to
+variables, so there is no per-client Python overhead, and the function's input signature has an unknown number of
+clients and examples: the trace count stays 1 whatever the clients' sizes (tested).
+
+The client optimizer is a Keras optimizer (`keras.optimizers.SGD` with optional momentum/nesterov, or `Adam`)
+whose update rule is applied as pure tensor maths matching Keras' own (tested against `model.fit`): Keras 3's
+`optimizer.stateless_apply` is not available on the TensorFlow backend.
+
+Under a `tf.distribute` strategy (`train_cohort_distributed`), each replica trains its shard of the cohort with the
+same function and the clients' weighted updates are summed with the strategy's all-reduce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from tfx_ext.errors import FederatedError
+
+_SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
+
+
+class ClientOptimizer:
+    """Pure-tensor form of a Keras SGD/Adam optimizer: `apply(step, grads, weights, slots) -> (weights, slots)`.
+
+    Args:
+        optimizer: a `keras.optimizers.SGD` or `keras.optimizers.Adam` instance, or the string "sgd"/"adam".
+    """
+
+    def __init__(self, optimizer):
+        if isinstance(optimizer, str):
+            optimizer = keras.optimizers.get(optimizer)
+        kind = type(optimizer).__name__
+        if kind not in _SUPPORTED_OPTIMIZERS:
+            raise ValueError(
+                f"`client_optimizer` must be a keras.optimizers.SGD or Adam. Received: client_optimizer={optimizer!r}"
+            )
+        cfg = optimizer.get_config()
+        for key in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
+            if cfg.get(key):
+                raise ValueError(
+                    f"`client_optimizer` option {key} is not supported in local training. Received: {key}={cfg[key]!r}"
+                )
+        if cfg.get("use_ema") or cfg.get("amsgrad") or (cfg.get("gradient_accumulation_steps") or 1) > 1:
+            raise ValueError(
+                "`client_optimizer` options use_ema, amsgrad and gradient_accumulation_steps are not supported. "
+                f"Received: config={cfg!r}"
+            )
+        self.kind = kind
+        self.config = cfg
+        lr = cfg["learning_rate"]
+        self._schedule = keras.optimizers.schedules.deserialize(lr) if isinstance(lr, dict) else None
+        self._lr = None if self._schedule is not None else float(lr)
+
+    def learning_rate(self, step):
+        if self._schedule is not None:
+            return tf.cast(self._schedule(step), tf.float32)
+        return tf.constant(self._lr, tf.float32)
+
+    def init_slots(self, weights):
+        if self.kind == "SGD":
+            return [tf.zeros_like(w) for w in weights] if self.config["momentum"] else []
+        return [tf.zeros_like(w) for w in weights] + [tf.zeros_like(w) for w in weights]
+
+    def apply(self, step, grads, weights, slots):
+        """One update at 0-based `step` (Keras counts iterations from 0)."""
+        lr = self.learning_rate(step)
+        cfg = self.config
+        if self.kind == "SGD":
+            mom = cfg["momentum"]
+            if not mom:
+                return [w - tf.cast(lr, w.dtype) * g for w, g in zip(weights, grads)], slots
+            new_m = [mom * m - tf.cast(lr, w.dtype) * g for w, g, m in zip(weights, grads, slots)]
+            if cfg["nesterov"]:
+                new_w = [w + mom * m - tf.cast(lr, w.dtype) * g for w, g, m in zip(weights, grads, new_m)]
+            else:
+                new_w = [w + m for w, m in zip(weights, new_m)]
+            return new_w, new_m
+        b1, b2, eps = cfg["beta_1"], cfg["beta_2"], cfg["epsilon"]
+        n = len(weights)
+        ms, vs = slots[:n], slots[n:]
+        t = tf.cast(step + 1, tf.float32)
+        alpha = lr * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
+        new_m = [m + (g - m) * (1 - b1) for m, g in zip(ms, grads)]
+        new_v = [v + (tf.square(g) - v) * (1 - b2) for v, g in zip(vs, grads)]
+        new_w = [w - tf.cast(alpha, w.dtype) * m / (tf.sqrt(v) + eps) for w, m, v in zip(weights, new_m, new_v)]
+        return new_w, new_m + new_v
+
+
+def _mean_loss(loss, y, out):
+    """Batch-mean loss computed from per-example values.
+
+    A `keras.losses.Loss` object is called through its public `call` (per-example values), because its reduction
+    divides by the number of replicas under a tf.distribute strategy; here every replica trains whole clients, so
+    each client's loss must not depend on how many replicas there are.
+    """
+    values = loss.call(y, out) if isinstance(loss, keras.losses.Loss) else loss(y, out)
+    return tf.reduce_mean(tf.cast(values, tf.float32))
+
+
+def _accuracy_fn(y, logits):
+    """Correct predictions in a batch: argmax for class scores (sparse labels), threshold 0.5 for one output."""
+    if logits.shape[-1] == 1:
+        pred = tf.cast(tf.reshape(logits, [-1]) > 0.5, tf.int64)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, [-1]), tf.int64)), tf.float32))
+    pred = tf.argmax(logits, axis=-1)
+    return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)), tf.float32))
+
+
+class LocalTrainer:
+    """Trains a cohort of clients from the same start weights in one compiled graph.
+
+    Args:
+        model: a built Keras model (its variables are only read for shapes; training is functional).
+        loss: a Keras loss object, name, or callable `loss(y_true, y_pred)` returning per-example values; the
+            batch loss is their mean (a `keras.losses.Loss` is called through `.call`, so its reduction and
+            tf.distribute scaling do not apply).
+        client_optimizer: Keras SGD/Adam (see `ClientOptimizer`).
+        batch_size: local mini-batch size.
+        local_epochs: local epochs per client.
+        proximal_mu: FedProx coefficient (0 = plain local SGD).
+        shuffle: reshuffle each client's data every epoch (seeded per client, stateless).
+
+    The weights are `model.trainable_variables + model.non_trainable_variables` in that order (`weight_paths`).
+    """
+
+    def __init__(self, model, *, loss, client_optimizer, batch_size: int, local_epochs: int = 1,
+                 proximal_mu: float = 0.0, shuffle: bool = True):
+        if not model.built:
+            raise ValueError("`model` must be built (give it an Input or call it once). Received: an unbuilt model")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+        if isinstance(local_epochs, bool) or not isinstance(local_epochs, (int, np.integer)) or local_epochs < 1:
+            raise ValueError(f"`local_epochs` must be a positive integer. Received: local_epochs={local_epochs!r}")
+        self.model = model
+        self.loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        if not callable(self.loss):
+            raise ValueError(f"`loss` must be a Keras loss or callable. Received: loss={loss!r}")
+        self.optimizer = client_optimizer if isinstance(client_optimizer, ClientOptimizer) else ClientOptimizer(
+            client_optimizer)
+        self.batch_size = int(batch_size)
+        self.local_epochs = int(local_epochs)
+        self.proximal_mu = float(proximal_mu)
+        self.shuffle = bool(shuffle)
+        self.num_trainable = len(model.trainable_variables)
+        self.variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+        self.weight_paths = [v.path for v in self.variables]
+        self.trace_count = 0
+        w_spec = [tf.TensorSpec(v.shape, v.dtype) for v in self.variables]
+        x_spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype) if getattr(
+            model, "inputs", None) else None
+        self._w_spec = w_spec
+        self._x_spec = x_spec
+        self._fn = None
+        self._dist = {}
+
+    # ----- weights -----------------------------------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.array(v.numpy()) for v in self.variables]
+
+    def set_weights(self, weights) -> None:
+        for v, w in zip(self.variables, weights):
+            v.assign(np.asarray(w, dtype=v.dtype))
+
+    # ----- the compiled cohort function ---------------------------------------------------------------------------
+    def _client_update(self, weights, xk, yk, n, seed):
+        """Local training of one client (graph code). Returns (new weights, loss sum, correct sum)."""
+        nt = self.num_trainable
+        bs = self.batch_size
+        start_tr = weights[:nt]
+        tr = list(start_tr)
+        ntr = list(weights[nt:])
+        slots = self.optimizer.init_slots(tr)
+        num_batches = (n + bs - 1) // bs
+        loss_sum = tf.constant(0.0, tf.float32)
+        correct = tf.constant(0.0, tf.float32)
+        step = tf.constant(0, tf.int64)
+        mu = self.proximal_mu
+        for epoch in tf.range(self.local_epochs):
+            if self.shuffle:
+                perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed + tf.stack([0, epoch])))
+            else:
+                perm = tf.range(n)
+            for b in tf.range(num_batches):
+                idx = perm[b * bs : tf.minimum((b + 1) * bs, n)]
+                xb = tf.gather(xk, idx)
+                yb = tf.gather(yk, idx)
+                with tf.GradientTape() as tape:
+                    tape.watch(tr)
+                    out, new_ntr, losses = self.model.stateless_call(tr, ntr, xb, training=True, return_losses=True)
+                    loss = _mean_loss(self.loss, yb, out)
+                    total = loss + tf.add_n([tf.cast(l, tf.float32) for l in losses]) if losses else loss
+                    if mu:
+                        total += 0.5 * mu * tf.add_n(
+                            [tf.reduce_sum(tf.square(tf.cast(w - w0, tf.float32))) for w, w0 in zip(tr, start_tr)])
+                grads = tape.gradient(total, tr)
+                tr, slots = self.optimizer.apply(step, grads, tr, slots)
+                ntr = list(new_ntr)
+                count = tf.cast(tf.shape(idx)[0], tf.float32)
+                loss_sum += loss * count
+                correct += _accuracy_fn(yb, out)
+                step += 1
+        return list(tr) + list(ntr), loss_sum, correct
+
+    def _cohort(self, weights, x, y, offsets, seeds):
+        self.trace_count += 1  # Python side effect: runs once per trace
+        k_total = tf.shape(offsets)[0] - 1
+        arrays = [tf.TensorArray(w.dtype, size=k_total, element_shape=w.shape) for w in weights]
+        metrics = tf.TensorArray(tf.float32, size=k_total, element_shape=[3])
+
+        def body(k, arrays, metrics):
+            s, e = offsets[k], offsets[k + 1]
+            new_w, loss_sum, correct = self._client_update(weights, x[s:e], y[s:e], e - s, seeds[k])
+            arrays = [a.write(k, w) for a, w in zip(arrays, new_w)]
+            metrics = metrics.write(k, tf.stack([loss_sum, correct, tf.cast(e - s, tf.float32)]))
+            return k + 1, arrays, metrics
+
+        _, arrays, metrics = tf.while_loop(lambda k, *_: k < k_total, body, (tf.constant(0), arrays, metrics))
+        return [a.stack() for a in arrays], metrics.stack()
+
+    def _signature(self, x, y):
+        x_spec = self._x_spec or tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype))
+        y_spec = tf.TensorSpec([None, *y.shape[1:]], tf.as_dtype(y.dtype))
+        return (self._w_spec, x_spec, y_spec, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 2], tf.int32))
+
+    def train_cohort(self, weights, x, y, offsets, seeds):
+        """Trains clients `k = 0..K-1` on `x[offsets[k]:offsets[k+1]]` from `weights`.
+
+        Args:
+            weights: list of arrays (global weights, `weight_paths` order).
+            x, y: concatenated client data.
+            offsets: int array of K + 1 offsets.
+            seeds: int32 array (K, 2) of per-client shuffle seeds.
+
+        Returns:
+            `(client_weights, metrics)`: a list of arrays each of shape (K, *weight.shape), and a (K, 3) array of
+            (loss sum, correct predictions, examples) per client.
+        """
+        if self._fn is None:
+            self._fn = tf.function(self._cohort, input_signature=self._signature(x, y))
+        x = np.asarray(x)
+        if self._x_spec is not None:
+            x = x.astype(self._x_spec.dtype.as_numpy_dtype, copy=False)
+        stacked, metrics = self._fn([np.asarray(w) for w in weights], x, np.asarray(y),
+                                    np.asarray(offsets, np.int32), np.asarray(seeds, np.int32))
+        return [s.numpy() for s in stacked], metrics.numpy()
+
+    # ----- under a tf.distribute strategy --------------------------------------------------------------------------
+    def _replica_round(self, weights, x, y, offsets, seeds):
+        """Per replica: train the shard, sum valid clients' weighted updates, all-reduce (graph code)."""
+        stacked, metrics = self._cohort(weights, x, y, offsets, seeds)
+        n = metrics[:, 2]
+        finite = tf.ones_like(n, tf.bool)
+        for s in stacked:
+            axes = list(range(1, len(s.shape)))
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(s), axis=axes) if axes else tf.math.is_finite(s))
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(metrics), axis=1))
+        valid = tf.logical_and(finite, n > 0)
+        wt = tf.where(valid, n, tf.zeros_like(n))
+        sums = []
+        for s, w in zip(stacked, weights):
+            d = tf.cast(s, tf.float32) - tf.cast(w, tf.float32)[None]
+            d = tf.where(tf.reshape(valid, [-1] + [1] * (len(s.shape) - 1)), d, tf.zeros_like(d))
+            sums.append(tf.tensordot(wt, tf.reshape(d, [tf.shape(d)[0], -1]), axes=1))
+        valid_f = tf.cast(valid, tf.float32)
+        stats = tf.stack([tf.reduce_sum(wt), tf.reduce_sum(metrics[:, 0] * valid_f),
+                          tf.reduce_sum(metrics[:, 1] * valid_f), tf.reduce_sum(1.0 - valid_f),
+                          tf.reduce_sum(tf.cast(n <= 0, tf.float32))])
+        ctx = tf.distribute.get_replica_context()
+        sums, stats = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (sums, stats))
+        return sums, stats
+
+    def train_cohort_distributed(self, strategy, weights, x, y, offsets, seeds, bounds):
+        """Trains a cohort sharded across `strategy`'s replicas and all-reduces the weighted update sum.
+
+        Every replica receives the whole round's inputs as ordinary tensors and trains clients
+        `bounds[r]:bounds[r + 1]` (r = its replica id in sync). Inputs have an input signature with unknown sizes,
+        so each worker traces the step exactly once, in the same order as every other worker (collectives of a
+        MultiWorkerMirroredStrategy need that).
+
+        Args:
+            strategy: a `tf.distribute.Strategy`.
+            weights: global weights.
+            x, y, offsets, seeds: the cohort as in `train_cohort`.
+            bounds: int array of `num_replicas_in_sync + 1` client boundaries.
+
+        Returns:
+            `(delta_sums, stats)`: per layer `sum_k n_k (w_k - w)` over valid clients (float32, layer shape), and
+            `[sum n_k, sum loss sums, sum correct, rejected clients, clients with zero examples]`.
+        """
+        key = id(strategy)
+        if key not in self._dist:
+            sig = (*self._signature(x, y), tf.TensorSpec([None], tf.int32))
+
+            def replica_fn(weights, x, y, offsets, seeds, bounds):
+                r = tf.distribute.get_replica_context().replica_id_in_sync_group
+                k0, k1 = bounds[r], bounds[r + 1]
+                s0, s1 = offsets[k0], offsets[k1]
+                return self._replica_round(weights, x[s0:s1], y[s0:s1], offsets[k0 : k1 + 1] - s0, seeds[k0:k1])
+
+            @tf.function(input_signature=sig)
+            def step(weights, x, y, offsets, seeds, bounds):
+                return strategy.run(replica_fn, args=(weights, x, y, offsets, seeds, bounds))
+
+            self._dist[key] = step
+        x = np.asarray(x)
+        if self._x_spec is not None:
+            x = x.astype(self._x_spec.dtype.as_numpy_dtype, copy=False)
+        sums, stats = self._dist[key]([np.asarray(w) for w in weights], x, np.asarray(y),
+                                      np.asarray(offsets, np.int32), np.asarray(seeds, np.int32).reshape(-1, 2),
+                                      np.asarray(bounds, np.int32))
+        sums = [strategy.experimental_local_results(s)[0].numpy() for s in sums]
+        stats = strategy.experimental_local_results(stats)[0].numpy()
+        return [s.reshape(np.shape(g)) for s, g in zip(sums, weights)], stats
+
+
+def make_evaluator(model, loss, batch_size: int = 512):
+    """Returns `evaluate(x, y) -> (mean loss, accuracy)` using `model`'s current variables (one trace)."""
+    loss_fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+
+    @tf.function(reduce_retracing=True)
+    def batch_stats(xb, yb):
+        out = model(xb, training=False)
+        n = tf.cast(tf.shape(xb)[0], tf.float32)
+        return _mean_loss(loss_fn, yb, out) * n, _accuracy_fn(yb, out)
+
+    def evaluate(x, y):
+        if len(x) == 0:
+            raise FederatedError("Evaluation data is empty.")
+        total_loss = total_correct = 0.0
+        for s in range(0, len(x), batch_size):
+            lsum, c = batch_stats(x[s : s + batch_size], y[s : s + batch_size])
+            total_loss += float(lsum)
+            total_correct += float(c)
+        return total_loss / len(x), total_correct / len(x)
+
+    return evaluate
+
+
+__all__ = ["LocalTrainer", "ClientOptimizer", "make_evaluator"]

@@ -1,0 +1,78 @@
+"""`Delay`: aligns branches of non-causal streaming models by delaying frames in the streaming modes."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+
+
+@keras.saving.register_keras_serializable(package="tfx_ext")
+class Delay(StreamingLayer):
+    """Identity on whole sequences; delays frames by `delay` when streaming.
+
+    A `Stream(..., pad_time_dim="same")` layer looks ahead in the whole-sequence form, so streamed it emits its
+    outputs `output_delay` frames late. A branch that skips such a layer (a residual connection, a concatenation)
+    must be delayed by the same number of frames to stay aligned; put `Delay(delay)` on it. `to_streaming` checks
+    the alignment and names the merge and the missing delay when it is wrong.
+
+    Args:
+        delay: frames to delay by (a non-negative integer).
+        mode: a `tfx_ext.Mode`.
+
+    Call arguments:
+        inputs: `(batch, time, ...)`; `[inputs, buffer]` in `STREAM_EXTERNAL_STATE` mode.
+
+    Input shape:
+        `(batch, time, ...)`.
+
+    Output shape:
+        Same as the input.
+
+    Streaming:
+        State `buffer`: `(delay, *input_shape[2:])` (no state when delay is 0). Block size 1. Latency: `delay`
+        frames (`output_delay`).
+
+    Example:
+        >>> tuple(Delay(2)(np.zeros((1, 4, 3), "float32")).shape)
+        (1, 4, 3)
+    """
+
+    def __init__(self, delay: int, mode=Mode.TRAINING, **kwargs):
+        super().__init__(mode=mode, **kwargs)
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ValueError(f"`delay` must be a non-negative integer. Received: delay={delay!r}")
+        self.delay = delay
+
+    @property
+    def output_delay(self) -> int:
+        return self.delay
+
+    def state_specs(self, input_shape) -> list[StateSpec]:
+        shape = self._data_shape(input_shape)
+        if self.delay == 0:
+            return []
+        return [StateSpec("buffer", (self.delay, *shape[2:]), self.compute_dtype)]
+
+    def call_full(self, inputs, training=None):
+        return inputs
+
+    def step(self, inputs, states, training=None):
+        if self.delay == 0:
+            return inputs, []
+        frames = inputs.shape[1]
+        x = ops.concatenate([states[0], inputs], axis=1)
+        return x[:, :frames], [x[:, frames:]]
+
+    def compute_output_shape(self, input_shape):
+        shape = self._data_shape(input_shape)
+        if self.mode == Mode.STREAM_EXTERNAL_STATE:
+            return [tuple(shape), *[(shape[0], *spec.shape) for spec in self.state_specs(shape)]]
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "delay": self.delay}
+
+
+__all__ = ["Delay"]

@@ -1,0 +1,198 @@
+"""Streaming `GRU` and `LSTM`: train over whole sequences, carry (h) or (h, c) across chunks when streaming."""
+
+from __future__ import annotations
+
+import keras
+
+from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+
+
+class _StreamingRNN(StreamingLayer):
+    """Shared machinery: an inner Keras RNN layer (return_sequences and return_state on) driven per mode."""
+
+    _rnn_class: type = None
+    _state_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        units: int,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        dropout: float = 0.0,
+        return_sequences: bool = True,
+        mode=Mode.TRAINING,
+        seed: int | None = None,
+        _rnn_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(mode=mode, **kwargs)
+        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+            raise ValueError(f"`units` must be a positive integer. Received: units={units!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        self.units = units
+        self.activation = keras.activations.get(activation)
+        self.recurrent_activation = keras.activations.get(recurrent_activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.dropout = float(dropout)
+        self.return_sequences = bool(return_sequences)
+        self.seed = seed
+        self.rnn = self._rnn_class(
+            units,
+            activation=self.activation,
+            recurrent_activation=self.recurrent_activation,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            recurrent_initializer=self.recurrent_initializer,
+            bias_initializer=self.bias_initializer,
+            dropout=self.dropout,
+            seed=seed,
+            return_sequences=True,
+            return_state=True,
+            # Streaming chunks are a few static frames: unrolled, they convert to plain TFLite ops (no WHILE).
+            unroll=self.mode.is_streaming,
+            name="rnn",
+            **(_rnn_kwargs or {}),
+        )
+
+    def build(self, input_shape):
+        shape = self._data_shape(input_shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}) expects inputs (batch, time, features). "
+                f"Received: input_shape={shape}"
+            )
+        self.rnn.build(shape)
+        super().build(input_shape)
+
+    def state_specs(self, input_shape) -> list[StateSpec]:
+        return [StateSpec(name, (self.units,), self.compute_dtype) for name in self._state_names]
+
+    @property
+    def drops_time_axis(self) -> bool:
+        return not self.return_sequences
+
+    def _output(self, sequence):
+        return sequence if self.return_sequences else sequence[:, -1]
+
+    def call_full(self, inputs, training=None):
+        sequence, *_ = self.rnn(inputs, training=training)
+        return self._output(sequence)
+
+    def step(self, inputs, states, training=None):
+        sequence, *new_states = self.rnn(inputs, initial_state=list(states), training=False)
+        return self._output(sequence), list(new_states)
+
+    def compute_output_shape(self, input_shape):
+        shape = self._data_shape(input_shape)
+        out = (shape[0], shape[1], self.units) if self.return_sequences else (shape[0], self.units)
+        if self.mode == Mode.STREAM_EXTERNAL_STATE:
+            return [out, *[(shape[0], self.units) for _ in self._state_names]]
+        return out
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "dropout": self.dropout,
+            "return_sequences": self.return_sequences,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfx_ext")
+class GRU(_StreamingRNN):
+    """Gated recurrent unit that trains on whole sequences and streams chunk by chunk with its hidden state.
+
+    Same maths as `keras.layers.GRU` (reset_after=True, the cuDNN-compatible variant), which it runs inside.
+
+    Args:
+        units: size of the hidden state.
+        activation, recurrent_activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
+            dropout, seed: as in `keras.layers.GRU` (dropout on the inputs, training only).
+        return_sequences: True: one output per frame `(batch, time, units)`; False: the last one `(batch, units)`
+            (streamed: the hidden state after each chunk, which after the whole sequence equals the non-streaming
+            output).
+        mode: a `tfx_ext.Mode`.
+
+    Call arguments:
+        inputs: `(batch, time, features)`; `[inputs, h]` in `STREAM_EXTERNAL_STATE` mode.
+        training: enables dropout in `TRAINING` mode.
+
+    Input shape:
+        `(batch, time, features)`.
+
+    Output shape:
+        `(batch, time, units)` or `(batch, units)`.
+
+    Streaming:
+        State `h`: `(units,)` float32. Block size 1. Latency 0.
+
+    Example:
+        >>> layer = GRU(8)
+        >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+        (2, 5, 8)
+    """
+
+    _rnn_class = keras.layers.GRU
+    _state_names = ("h",)
+
+
+@keras.saving.register_keras_serializable(package="tfx_ext")
+class LSTM(_StreamingRNN):
+    """Long short-term memory layer that trains on whole sequences and streams chunk by chunk with (h, c).
+
+    Same maths as `keras.layers.LSTM`, which it runs inside.
+
+    Args:
+        units: size of the hidden and cell states.
+        activation, recurrent_activation, use_bias, kernel_initializer, recurrent_initializer, bias_initializer,
+            dropout, seed: as in `keras.layers.LSTM`.
+        unit_forget_bias: add 1 to the forget-gate bias at initialization (as Keras does).
+        return_sequences: True: `(batch, time, units)`; False: the last output `(batch, units)`.
+        mode: a `tfx_ext.Mode`.
+
+    Call arguments:
+        inputs: `(batch, time, features)`; `[inputs, h, c]` in `STREAM_EXTERNAL_STATE` mode.
+        training: enables dropout in `TRAINING` mode.
+
+    Input shape:
+        `(batch, time, features)`.
+
+    Output shape:
+        `(batch, time, units)` or `(batch, units)`.
+
+    Streaming:
+        States `h` and `c`: `(units,)` float32 each. Block size 1. Latency 0.
+
+    Example:
+        >>> layer = LSTM(8, return_sequences=False)
+        >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+        (2, 8)
+    """
+
+    _rnn_class = keras.layers.LSTM
+    _state_names = ("h", "c")
+
+    def __init__(self, units: int, unit_forget_bias: bool = True, **kwargs):
+        super().__init__(units, _rnn_kwargs={"unit_forget_bias": bool(unit_forget_bias)}, **kwargs)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
+
+__all__ = ["GRU", "LSTM"]

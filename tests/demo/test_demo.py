@@ -1,0 +1,55 @@
+"""The end-to-end demo runs from the CLI on tiny settings and its report holds every stage's figures."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tfx_ext.demo import STAGES, DemoConfig
+
+
+@pytest.mark.slow
+def test_demo_cli_runs_every_stage_and_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tfx_ext", "demo", "--size=tiny", f"--output_dir={out}"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    titles = [section["title"] for section in report["sections"]]
+    assert titles == [title for title, _ in STAGES]
+    for section in report["sections"]:
+        for figure in section["figures"]:
+            assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    sections = {section["title"]: section for section in report["sections"]}
+    assert sections["Streaming"]["metrics"]["max |stream - window model|, first window"] < 1e-5
+    assert sections["Streaming"]["metrics"]["max |external - internal|"] < 1e-5
+    assert sections["TFLite in LiteRT"]["metrics"]["max |LiteRT - Keras| posterior"] < 1e-4
+    assert 0.0 <= sections["Train"]["metrics"]["test_accuracy"] <= 1.0
+    markdown = (out / "report.md").read_text()
+    assert "confusion_matrix.png" in markdown and "posteriors_tflite.png" in markdown
+    assert "I0000" not in result.stderr, "TensorFlow start-up noise leaked into the CLI output"
+
+
+def test_demo_config_validates_its_settings():
+    with pytest.raises(ValueError, match=r"`epochs` must be an integer >= 1. Received: epochs=0"):
+        DemoConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"`federated_rounds` must be an integer >= 0"):
+        DemoConfig(federated_rounds=-1)
+
+
+def test_demo_cache_directory_is_keyed_by_data_settings(tmp_path):
+    a = DemoConfig.tiny(str(tmp_path / "out"))
+    b = DemoConfig.tiny(str(tmp_path / "out"), speakers=6)
+    assert a.data_root != b.data_root and a.data_root.parent == pathlib.Path(tmp_path / ".cache")
+
+
+def test_demo_cli_rejects_positional_arguments(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tfx_ext", "demo", "extra"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "takes no positional arguments" in (result.stderr + result.stdout)

@@ -1,0 +1,100 @@
+"""tfx_ext.kws and `tfx-ext kws`: train, evaluate (whole clips == streamed), stream posteriors, plot, convert."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfx_ext import kws
+from tfx_ext.data import COMMAND_WORDS, FeatureConfig, compute_features, label_names, synthesize_keywords
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kws_data")
+    synthesize_keywords(root, words=COMMAND_WORDS, speakers=3, clips_per_speaker=1, engine="numpy",
+                        progress=False, seed=0)
+    out = tmp_path_factory.mktemp("kws_out")
+    model, metrics = kws.train("ds_cnn", root, out, epochs=1, batch_size=8, seed=0,
+                               model_kwargs={"width": 4, "num_blocks": 1})
+    return root, out, model, metrics
+
+
+def test_train_saves_model_and_metrics(trained):
+    root, out, model, metrics = trained
+    assert pathlib.Path(metrics["model_path"]).exists() and (out / "ds_cnn_metrics.json").exists()
+    assert metrics["input_shape"] == [49, 40] and metrics["num_classes"] == 12
+    assert metrics["params"] == model.count_params()
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_streamed_accuracy_equals_whole_clip_accuracy(trained):
+    root, _, model, _ = trained
+    whole = kws.evaluate(model, root, split="test", batch_size=4)
+    for mode in ("stream_internal_state", "stream_external_state"):
+        streamed = kws.evaluate(model, root, split="test", batch_size=4, mode=mode)
+        assert streamed["num_examples"] == whole["num_examples"] > 0
+        assert streamed["accuracy"] == whole["accuracy"]
+
+
+def test_stream_posteriors_over_concatenated_clips(trained, tmp_path):
+    root, _, model, _ = trained
+    waveform, segments = kws.long_stream(root, num_clips=3, split="train", seed=1)
+    assert waveform.shape == (3 * 16000,) and [s[:2] for s in segments] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    posteriors = kws.stream_posteriors(model, waveform)
+    frames = np.asarray(compute_features(waveform, FeatureConfig())).shape[0]
+    assert posteriors.shape == (frames, 12)
+    np.testing.assert_allclose(posteriors.sum(-1), 1.0, atol=1e-5)
+    # After the first clip's 49 frames from a fresh state, the stream equals the model on that clip.
+    first = np.asarray(compute_features(waveform[:16000], FeatureConfig()))[None]
+    np.testing.assert_allclose(posteriors[48], np.asarray(model(first, training=False))[0], atol=1e-5)
+    png = kws.plot_posteriors(posteriors, label_names("12"), tmp_path / "posteriors.png", segments=segments,
+                              waveform=waveform, title="ds_cnn streaming")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"`waveform_or_features` must be a waveform"):
+        kws.stream_posteriors(model, np.zeros((1, 2, 3)))
+
+
+CLI_SCRIPT = """
+import contextlib, io, json, sys
+from absl import flags
+from tfx_ext.cli import kws
+results = []
+for flag_args in [sys.argv[1:], ["--mode=internal"]]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["tfx-ext kws", *flag_args])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = kws.main(["tfx-ext kws", "convert"])
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow  # one TensorFlow start-up in a subprocess (the flags are parsed as the dispatcher does)
+def test_cli_convert_writes_streaming_keras_and_tflite(trained, tmp_path):
+    import json
+
+    _, _, model, metrics = trained
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_SCRIPT, f"--model_path={metrics['model_path']}", "--mode=external",
+         f"--output={tmp_path / 'stream.keras'}", f"--tflite={tmp_path / 'stream.tflite'}"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (ok, ok_err), (missing, missing_err) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert ok == 0, ok_err
+    streaming = keras.saving.load_model(tmp_path / "stream.keras")
+    assert [t.name for t in streaming.inputs][0] == "features"
+    assert "pool_buffer" in streaming.output
+    from tfx_ext.export import TFLiteModel
+
+    lite = TFLiteModel(tmp_path / "stream.tflite")
+    assert set(lite.input_names) == {t.name for t in streaming.inputs}
+    assert missing == 2 and "--model_path, --output required" in missing_err

@@ -1,0 +1,101 @@
+"""`tfx-ext federated`: federated simulation.
+
+    tfx-ext federated simulate --dataset=digits --partition=dirichlet --alpha=0.5 --clients=100 \
+        --clients_per_round=10 --rounds=30 --aggregator=fedavg --output_dir=out/fed
+        Partitions the data set, runs the simulation, and writes history.json, history.csv, learning_curve.png,
+        label_distribution.png, summary.json (and TensorBoard summaries) into --output_dir.
+        --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
+        synthesize`); --partition=natural splits it by speaker.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from tfx_ext.cli import flags as cli_flags
+
+FLAGS = flags.FLAGS
+
+SUBCOMMANDS = {"simulate": "run a federated simulation and write its history, learning curve and summary"}
+
+cli_flags.define_strategy_flags()  # --strategy (cohort sharded over replicas), --local_workers, ...
+flags.DEFINE_enum("dataset", "digits", ["digits", "speech_commands"], "Data set.")
+flags.DEFINE_string("data_dir", None, "Speech Commands directory (for --dataset=speech_commands).")
+flags.DEFINE_enum("partition", "dirichlet", ["iid", "dirichlet", "shards", "natural"], "How to split into clients.")
+flags.DEFINE_float("alpha", 0.5, "Dirichlet concentration for --partition=dirichlet (smaller = more skew).")
+flags.DEFINE_integer("shards_per_client", 2, "Shards per client for --partition=shards.", lower_bound=1)
+flags.DEFINE_integer("clients", 100, "Number of clients (not used by --partition=natural).", lower_bound=1)
+flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round.", lower_bound=1)
+flags.DEFINE_integer("rounds", 30, "Rounds.", lower_bound=1)
+flags.DEFINE_integer("local_epochs", 1, "Local epochs per client.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Local batch size.", lower_bound=1)
+flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
+flags.DEFINE_float("client_lr", 0.05, "Client learning rate.")
+flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"], "Aggregator.")
+flags.DEFINE_float("mu", 0.01, "FedProx proximal coefficient.")
+flags.DEFINE_float("server_lr", None, "Server learning rate (default: 1.0 for fedavg/fedavgm, 0.01 for adam/yogi).")
+flags.DEFINE_integer("eval_every", 1, "Evaluate every k rounds.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of partition, sampling and training.")
+flags.DEFINE_string("output_dir", None, "Where to write the results.")
+flags.DEFINE_bool("checkpoint", False, "Checkpoint every round into OUTPUT_DIR/checkpoint.")
+flags.DEFINE_bool("resume", False, "Resume from OUTPUT_DIR/checkpoint.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _usage() -> str:
+    lines = ["usage: tfx-ext federated SUBCOMMAND --output_dir=DIR [--flags]", "", "subcommands:"]
+    lines += [f"  {name.ljust(10)}  {text}" for name, text in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def format_summary(summary: dict) -> str:
+    acc = summary["final_eval_accuracy"]
+    lines = [
+        f"{summary['aggregator']} on {summary['dataset']} ({summary['partition']}, {summary['clients']} clients, "
+        f"{summary['clients_per_round']} per round, {summary['rounds']} rounds)",
+        f"  final eval accuracy   {acc:.4f}" if acc is not None else "  final eval accuracy   n/a",
+        f"  client updates / s    {summary['client_updates_per_s']:.1f}",
+        f"  wall time             {summary['wall_time_s']:.1f} s",
+        f"  bytes down / up       {summary['bytes_down']:,} / {summary['bytes_up']:,}",
+        f"  history               {summary['history_json']}",
+        f"  learning curve        {summary['learning_curve_png']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if not FLAGS.output_dir:
+        print("tfx-ext federated simulate: --output_dir is required.", file=sys.stderr)
+        return 2
+    from tfx_ext.federated.demo import run_experiment
+
+    if cli_flags.run_local_cluster_if_requested():
+        return 0  # The local worker processes ran the simulation.
+    strategy = cli_flags.strategy_from_flags() if FLAGS.strategy != "default" else None
+    output_dir = FLAGS.output_dir
+    if strategy is not None:  # Only the chief writes into --output_dir; other workers use a temporary directory.
+        from tfx_ext.distribute import write_dirpath
+
+        output_dir = write_dirpath(FLAGS.output_dir, strategy)
+    summary = run_experiment(
+        output_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, partition=FLAGS.partition,
+        alpha=FLAGS.alpha, shards_per_client=FLAGS.shards_per_client, clients=FLAGS.clients,
+        clients_per_round=FLAGS.clients_per_round, rounds=FLAGS.rounds, local_epochs=FLAGS.local_epochs,
+        batch_size=FLAGS.batch_size, client_optimizer=FLAGS.client_optimizer, client_lr=FLAGS.client_lr,
+        aggregator=FLAGS.aggregator, mu=FLAGS.mu, server_lr=FLAGS.server_lr, eval_every=FLAGS.eval_every,
+        seed=FLAGS.seed, checkpoint=FLAGS.checkpoint, resume=FLAGS.resume, progress=FLAGS.progress,
+        strategy=strategy,
+    )
+    if strategy is not None:
+        from tfx_ext.distribute import is_chief, remove_temp_dirpath
+
+        if not is_chief(strategy):
+            remove_temp_dirpath(output_dir, strategy)
+            return 0
+    print(format_summary(summary))
+    return 0

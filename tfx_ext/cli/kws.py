@@ -1,0 +1,119 @@
+"""`tfx-ext kws`: keyword spotting with the reference models.
+
+    tfx-ext kws train --model=ds_cnn --data_root=DIR --output_dir=DIR [--epochs=10 --batch_size=64 --seed=0]
+        Trains a reference model (ds_cnn, crnn, gru, tc_resnet) on a Speech Commands directory, saves
+        DIR/<model>.keras and DIR/<model>_metrics.json and prints the metrics.
+    tfx-ext kws convert --model_path=M.keras --mode=internal|external --output=S.keras [--tflite=S.tflite]
+        Writes the streaming model (one frame per step, or the model's time stride) and optionally a float .tflite.
+    tfx-ext kws evaluate --model_path=M.keras --data_root=DIR [--mode=none|internal|external --split=test]
+        Accuracy on whole clips, or streamed clip by clip.
+    tfx-ext kws export --model_path=M.keras --output=M.tflite [--quantize=none|dynamic|float16]
+        Float TFLite of a (streaming or non-streaming) model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from tfx_ext.cli import flags as cli_flags
+
+FLAGS = flags.FLAGS
+
+SUBCOMMANDS = {
+    "train": "train a reference model on --data_root, save --output_dir/<model>.keras",
+    "convert": "convert --model_path to a streaming model (--mode) saved at --output (and --tflite)",
+    "evaluate": "accuracy of --model_path on --data_root (--mode=none for whole clips, or streamed)",
+    "export": "write a float TFLite of --model_path to --output",
+}
+MODES = {"internal": "stream_internal_state", "external": "stream_external_state"}
+
+cli_flags.define_strategy_flags()  # --strategy, --local_workers, --logical_cpus, --worker_timeout (train)
+flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet"], "train: reference model.")
+flags.DEFINE_string("data_root", None, "Speech Commands directory (train, evaluate).")
+flags.DEFINE_string("output_dir", None, "train: where the .keras model and metrics go.")
+flags.DEFINE_integer("epochs", 10, "train: epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "train: random seed.")
+flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
+flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
+flags.DEFINE_enum("labels", "12", ["12", "35"], "label view of the data set.")
+flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
+flags.DEFINE_enum("mode", "internal", ["internal", "external", "none"], "convert/evaluate: streaming mode.")
+flags.DEFINE_string("output", None, "convert: streaming .keras path; export: .tflite path.")
+flags.DEFINE_string("tflite", None, "convert: also write a float .tflite of the streaming model here.")
+flags.DEFINE_integer("frames_per_step", None, "convert: frames per step (default: the model's time stride).")
+flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: split.")
+flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16"], "export: weight quantization.")
+
+
+def _usage() -> str:
+    lines = ["usage: tfx-ext kws SUBCOMMAND [--flags]", "", "subcommands:"]
+    lines += [f"  {name.ljust(9)}  {text}" for name, text in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _require(subcommand: str, *names: str) -> bool:
+    missing = [name for name in names if not getattr(FLAGS, name)]
+    if missing:
+        print(f"tfx-ext kws {subcommand}: " + ", ".join(f"--{n}" for n in missing) + " required.", file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+        given = argv[1] if len(argv) > 1 else None
+        print((f"tfx-ext kws: unknown subcommand {given!r}.\n\n" if given else "") + _usage(), file=sys.stderr)
+        return 2
+    if len(argv) > 2:
+        print(f"tfx-ext kws {argv[1]}: unexpected arguments {argv[2:]}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    command = argv[1]
+    from tfx_ext import kws
+    from tfx_ext.errors import TfxExtError
+
+    try:
+        if command == "train":
+            if not _require(command, "data_root", "output_dir"):
+                return 2
+            if cli_flags.run_local_cluster_if_requested():
+                return 0  # The local worker processes trained (the chief saved the model).
+            strategy = cli_flags.strategy_from_flags() if FLAGS.strategy != "default" else None
+            _, metrics = kws.train(FLAGS.model, FLAGS.data_root, FLAGS.output_dir, epochs=FLAGS.epochs,
+                                   strategy=strategy,
+                                   batch_size=FLAGS.batch_size, seed=FLAGS.seed, labels=FLAGS.labels,
+                                   learning_rate=FLAGS.learning_rate,
+                                   model_kwargs=json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else None)
+            print(json.dumps(metrics, indent=2))
+        elif command == "convert":
+            if not _require(command, "model_path", "output"):
+                return 2
+            if FLAGS.mode == "none":
+                print("tfx-ext kws convert: --mode must be internal or external.", file=sys.stderr)
+                return 2
+            result = kws.convert(FLAGS.model_path, FLAGS.output, mode=MODES[FLAGS.mode],
+                                 frames_per_step=FLAGS.frames_per_step, tflite=FLAGS.tflite)
+            print(json.dumps(result, indent=2))
+        elif command == "evaluate":
+            if not _require(command, "model_path", "data_root"):
+                return 2
+            result = kws.evaluate(FLAGS.model_path, FLAGS.data_root, split=FLAGS.split, batch_size=FLAGS.batch_size,
+                                  labels=FLAGS.labels, mode=None if FLAGS.mode == "none" else MODES[FLAGS.mode])
+            print(json.dumps(result, indent=2))
+        else:
+            if not _require(command, "model_path", "output"):
+                return 2
+            import keras
+
+            from tfx_ext.export import to_tflite
+
+            model = keras.saving.load_model(FLAGS.model_path)
+            flatbuffer = to_tflite(model, FLAGS.output, quantize=None if FLAGS.quantize == "none" else FLAGS.quantize)
+            print(json.dumps({"tflite": FLAGS.output, "bytes": len(flatbuffer)}))
+    except (TfxExtError, ValueError, OSError) as error:
+        print(f"tfx-ext kws {command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,478 @@
+"""Offline keyword data: writes a small data set in exactly the Speech Commands layout.
+
+Two engines:
+
+* `"espeak"`: speaks each word with the `espeak-ng` binary. A *speaker* is a fixed (voice, variant, pitch, speed)
+  tuple, e.g. (`en-gb-scotland`, `f3`, pitch 62, 171 words/min); each clip of that speaker jitters speed and pitch
+  a little. espeak-ng writes 22.05 kHz audio, which is resampled to 16 kHz (`scipy.signal.resample_poly`), trimmed
+  of leading/trailing silence, scaled to a random peak level, placed at a random offset within the 1 s clip and
+  mixed with a little white/pink noise.
+* `"numpy"` (fallback when espeak-ng is missing): each word is a fixed sequence (derived from the word's text) of
+  formant-like segments: gliding tone chirps amplitude-modulated at a speaker's f0, or band-passed noise bursts.
+  A speaker shifts all frequencies by a factor and speaks faster or slower; clips get a random offset and noise.
+  Not speech, but the classes are distinct and learnable, so pipelines and models can be tested anywhere.
+
+Splits follow the real data set's rule that a speaker appears in exactly one split: speakers are ordered by the
+SHA-1 hash of their id, and the first `round(validation_fraction * speakers)` go to validation, the next
+`round(test_fraction * speakers)` to test (at least one each when there are 3 or more speakers and the fraction is
+positive), the rest to train.
+
+`_background_noise_/` gets 10 s of white noise, pink noise, brown noise and a 50 Hz mains hum with harmonics.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tfx_ext.data.speech_commands import (
+    BACKGROUND_NOISE_DIR,
+    COMMAND_WORDS,
+    SAMPLE_RATE,
+    SPLITS,
+    TESTING_LIST,
+    VALIDATION_LIST,
+)
+from tfx_ext.errors import DataError
+
+UNKNOWN_WORDS = ("house", "tree", "bird", "dog")
+DEFAULT_WORDS = COMMAND_WORDS + UNKNOWN_WORDS
+MARKER_FILE = ".tfx_ext_synthesis.json"
+ENGINES = ("auto", "espeak", "numpy")
+_FORMAT_VERSION = 1
+_ESPEAK_RATE = 22050
+_NOISE_SECONDS = 10
+# Candidate espeak-ng voices and variants; the ones this installation lacks are dropped at run time.
+_ESPEAK_VOICES = ("en", "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-029", "en-us-nyc")  # fmt: skip
+_ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+                    "klatt3", "croak")  # fmt: skip
+_WORD_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9'-]*$")
+
+
+def espeak_available() -> bool:
+    """Whether the `espeak-ng` binary is on PATH."""
+    return shutil.which("espeak-ng") is not None
+
+
+def _run_espeak(text: str, voice: str, speed: int = 160, pitch: int = 50, amplitude: int = 100) -> np.ndarray:
+    """Speaks `text`; returns float32 audio at 22.05 kHz (espeak-ng's rate)."""
+    command = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude), "--stdout", text]
+    result = subprocess.run(command, capture_output=True, timeout=60, check=False)
+    if result.returncode != 0 or len(result.stdout) < 44:
+        message = result.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"espeak-ng failed (exit {result.returncode}) for {command}: {message}")
+    return _parse_stream_wav(result.stdout)
+
+
+def _parse_stream_wav(data: bytes) -> np.ndarray:
+    # espeak-ng --stdout writes a streaming header whose chunk sizes are placeholders, so read it by hand.
+    position = data.find(b"data")
+    if data[:4] != b"RIFF" or position < 0:
+        raise RuntimeError("espeak-ng did not write a wav stream.")
+    rate = int.from_bytes(data[24:28], "little")
+    if rate != _ESPEAK_RATE:
+        raise RuntimeError(f"espeak-ng wrote {rate} Hz audio; expected {_ESPEAK_RATE} Hz.")
+    payload = data[position + 8 :]
+    payload = payload[: len(payload) // 2 * 2]
+    return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+
+
+@functools.lru_cache(maxsize=None)
+def espeak_voices() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (voices, variants) from the candidate lists that this espeak-ng installation can speak with.
+
+    Probes each candidate once (a few hundred milliseconds in all) and caches the answer for the process.
+
+    Raises:
+        RuntimeError: espeak-ng is missing or none of the voices works.
+    """
+    if not espeak_available():
+        raise RuntimeError("espeak-ng is not on PATH (install it with `apt-get install espeak-ng`).")
+
+    def works(voice):
+        try:
+            return _run_espeak("yes", voice).size > 0
+        except (RuntimeError, subprocess.SubprocessError, OSError):
+            return False
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        voices = tuple(v for v, ok in zip(_ESPEAK_VOICES, pool.map(works, _ESPEAK_VOICES)) if ok)
+        if not voices:
+            raise RuntimeError(f"espeak-ng cannot speak with any of the voices {_ESPEAK_VOICES}.")
+        candidates = [f"{voices[0]}+{variant}" for variant in _ESPEAK_VARIANTS]
+        variants = tuple(v for v, ok in zip(_ESPEAK_VARIANTS, pool.map(works, candidates)) if ok)
+    return voices, variants or ("",)
+
+
+def _speaker_ids(speakers: int, seed: int) -> list[str]:
+    ids, seen = [], set()
+    for i in range(speakers):
+        salt = 0
+        while True:
+            sid = hashlib.sha1(f"tfx-ext/{seed}/{i}/{salt}".encode()).hexdigest()[:8]
+            if sid not in seen:
+                break
+            salt += 1
+        seen.add(sid)
+        ids.append(sid)
+    return ids
+
+
+def assign_speaker_splits(speaker_ids, validation_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Speaker id -> split, ordered by the SHA-1 of the id (see the module docstring).
+
+    Returns:
+        A dict mapping every speaker id to `"train"`, `"validation"` or `"test"`.
+    """
+    order = sorted(speaker_ids, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    n = len(order)
+
+    def count(fraction):
+        k = int(round(fraction * n))
+        return max(k, 1) if fraction > 0 and n >= 3 else k
+
+    n_val = count(validation_fraction)
+    n_test = min(count(test_fraction), max(n - n_val - 1, 0))
+    splits = {}
+    for i, sid in enumerate(order):
+        splits[sid] = "validation" if i < n_val else "test" if i < n_val + n_test else "train"
+    return splits
+
+
+def _place(speech: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Trims silence, scales, puts the sound at a random offset in 1 s and adds noise; float32 in [-1, 1]."""
+    peak = float(np.max(np.abs(speech))) if speech.size else 0.0
+    if peak > 0:
+        active = np.flatnonzero(np.abs(speech) > 0.02 * peak)
+        margin = int(0.01 * SAMPLE_RATE)
+        speech = speech[max(active[0] - margin, 0) : active[-1] + margin]
+        speech = speech / peak * rng.uniform(0.3, 0.9)
+    speech = speech[:SAMPLE_RATE]
+    clip = np.zeros(SAMPLE_RATE, np.float32)
+    offset = int(rng.integers(0, SAMPLE_RATE - speech.size + 1))
+    clip[offset : offset + speech.size] = speech
+    if noise > 0:
+        level = rng.uniform(0.0, noise)
+        color = rng.uniform()
+        clip += level * ((1 - color) * rng.standard_normal(SAMPLE_RATE) + color * _pink(SAMPLE_RATE, rng))
+    return np.clip(clip, -1.0, 1.0).astype(np.float32)
+
+
+def _pink(num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance pink (1/f power) noise."""
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+    freqs = np.arange(spectrum.size, dtype=np.float64)
+    freqs[0] = 1.0
+    noise = np.fft.irfft(spectrum / np.sqrt(freqs), n=num_samples)
+    return noise / (noise.std() + 1e-12)
+
+
+def _background_noises(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = _NOISE_SECONDS * SAMPLE_RATE
+    t = np.arange(n) / SAMPLE_RATE
+    brown = np.cumsum(rng.standard_normal(n))
+    brown -= np.convolve(brown, np.ones(1601) / 1601, mode="same")  # Remove the slow drift of the random walk.
+    hum = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3, 5))
+    hum = hum + 0.1 * rng.standard_normal(n)
+    return {
+        "white_noise.wav": 0.1 * rng.standard_normal(n),
+        "pink_noise.wav": 0.1 * _pink(n, rng),
+        "brown_noise.wav": 0.1 * brown / brown.std(),
+        "hum.wav": 0.1 * hum / hum.std(),
+    }
+
+
+def _write_wav(path, audio: np.ndarray) -> None:
+    from scipy.io import wavfile
+
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    wavfile.write(os.fspath(path), SAMPLE_RATE, pcm)
+
+
+# ----------------------------------------------------------------------------------------------------- numpy engine
+def _word_pattern(word: str) -> tuple[float, list[dict]]:
+    """(duration in s, segments) for `word`, derived from its text (independent of the word list and seed)."""
+    rng = np.random.default_rng(zlib.crc32(word.encode("utf-8")))
+    duration = rng.uniform(0.35, 0.6)
+    segments = []
+    for i in range(int(rng.integers(2, 5))):
+        if i > 0 and rng.uniform() < 0.3:
+            segments.append({"kind": "noise", "weight": rng.uniform(0.4, 0.9), "center": rng.uniform(2500, 6000)})
+        else:
+            segments.append(
+                {
+                    "kind": "tone",
+                    "weight": rng.uniform(0.6, 1.4),
+                    "start": np.array([rng.uniform(250, 1000), rng.uniform(900, 2600), rng.uniform(2200, 3800)]),
+                    "end": np.array([rng.uniform(250, 1000), rng.uniform(900, 2600), rng.uniform(2200, 3800)]),
+                    "gains": rng.uniform(0.3, 1.0, size=3),
+                }
+            )
+    return duration, segments
+
+
+def _numpy_word(word: str, voice: dict, rng: np.random.Generator) -> np.ndarray:
+    duration, segments = _word_pattern(word)
+    total = duration * voice["speed"] * rng.uniform(0.92, 1.08)
+    weights = np.array([s["weight"] for s in segments])
+    shift = voice["shift"] * rng.uniform(0.98, 1.02)
+    f0 = voice["f0"] * rng.uniform(0.95, 1.05)
+    pieces = []
+    for segment, weight in zip(segments, weights / weights.sum()):
+        n = max(int(total * weight * SAMPLE_RATE), 32)
+        t = np.arange(n) / SAMPLE_RATE
+        envelope = np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 0.5
+        if segment["kind"] == "tone":
+            ramp = np.linspace(0.0, 1.0, n)[:, None]
+            freqs = shift * (segment["start"] + (segment["end"] - segment["start"]) * ramp)  # (n, 3)
+            phases = 2 * np.pi * np.cumsum(freqs, axis=0) / SAMPLE_RATE + rng.uniform(0, 2 * np.pi, size=3)
+            tones = (np.sin(phases) * segment["gains"]).sum(axis=1)
+            piece = tones * (0.6 + 0.4 * np.sin(2 * np.pi * f0 * t))
+        else:
+            spectrum = np.fft.rfft(rng.standard_normal(n))
+            freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+            center = min(segment["center"] * shift, 7000.0)
+            spectrum[np.abs(freqs - center) > 0.2 * center] = 0
+            piece = np.fft.irfft(spectrum, n=n)
+            piece = 0.5 * piece / (np.abs(piece).max() + 1e-12)
+        pieces.append(piece * envelope)
+    return np.concatenate(pieces).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------ the writer
+def _check_args(words, speakers, clips_per_speaker, engine, noise, validation_fraction, test_fraction):
+    if isinstance(words, str) or not words:
+        raise ValueError(f"`words` must be a non-empty sequence of words. Received: words={words!r}")
+    words = tuple(words)
+    for word in words:
+        if not isinstance(word, str) or not _WORD_PATTERN.match(word):
+            raise ValueError(
+                "Each word must be letters/digits (also ' and -) and not start with '_' (it becomes a folder "
+                f"name). Received: word={word!r}"
+            )
+    if len(set(words)) != len(words):
+        raise ValueError(f"`words` must not repeat. Received: words={words!r}")
+    for name, value in (("speakers", speakers), ("clips_per_speaker", clips_per_speaker)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
+    if not noise >= 0:
+        raise ValueError(f"`noise` must be >= 0. Received: noise={noise!r}")
+    for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            "`validation_fraction + test_fraction` must be below 1 so train keeps speakers. Received: "
+            f"validation_fraction={validation_fraction!r}, test_fraction={test_fraction!r}"
+        )
+    return words
+
+
+def _prepare_root(root: Path, settings: dict):
+    """Returns the summary of a complete matching data set, or clears what an earlier run wrote and returns None."""
+    marker = root / MARKER_FILE
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if (
+            previous.get("complete")
+            and previous.get("settings") == settings
+            and all((root / name).is_file() for name in (VALIDATION_LIST, TESTING_LIST))
+            and all((root / word).is_dir() for word in settings["words"])
+        ):
+            return previous["summary"]
+        for name in previous.get("written", []):
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        marker.unlink()
+    elif root.is_dir() and any(not name.startswith(".") for name in os.listdir(root)):
+        raise DataError(
+            f"{str(root)!r} is not empty and was not written by synthesize_keywords (no {MARKER_FILE}); choose an "
+            "empty or new directory so no existing data is overwritten."
+        )
+    return None
+
+
+def synthesize_keywords(
+    root,
+    *,
+    words=DEFAULT_WORDS,
+    speakers: int = 36,
+    clips_per_speaker: int = 3,
+    seed: int = 0,
+    engine: str = "auto",
+    noise: float = 0.02,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict:
+    """Writes a keyword data set in the Speech Commands layout (see `tfx_ext.data.speech_commands`).
+
+    Every word gets `speakers * clips_per_speaker` clips named `<speaker>_nohash_<k>.wav` (16 kHz mono 16-bit,
+    exactly 1 s); `validation_list.txt` and `testing_list.txt` split by speaker; `_background_noise_/` holds four
+    10 s noise recordings. The defaults (10 command words + 4 unknown words, 36 speakers x 3 clips) give
+    108 clips per word, 1512 clips in all.
+
+    Idempotent: `root/.tfx_ext_synthesis.json` records the settings; when it says a complete data set with the
+    same settings is there, the call returns at once (with `cached=True`). A data set from other settings (or an
+    interrupted run) is removed and rewritten; a non-empty directory without the marker is never touched.
+
+    Args:
+        root: output directory (created if needed).
+        words: the words to speak; default the ten command words plus `UNKNOWN_WORDS` (which become `_unknown_`
+            in the 12-label view). Use `WORDS_35` for the 35-label view.
+        speakers: number of synthetic speakers.
+        clips_per_speaker: clips per speaker and word (each with its own offset, jitter and noise).
+        seed: seeds speakers, offsets and noise; the same seed writes the same data set.
+        engine: `"espeak"`, `"numpy"`, or `"auto"` (espeak-ng when the binary is on PATH, else numpy).
+        noise: maximum standard deviation of the white/pink noise added to each clip.
+        validation_fraction: fraction of speakers in the validation split.
+        test_fraction: fraction of speakers in the test split.
+        progress: show a tqdm progress bar.
+        workers: threads writing clips (default: 2 per CPU, at most 8; espeak-ng runs as subprocesses).
+
+    Returns:
+        A summary dict: `root`, `engine` (the one used), `words`, `num_speakers`, `num_clips`, `counts`
+        (word -> clips), `split_counts` (split -> clips), `speakers_per_split`, `seconds` (time spent writing)
+        and `cached` (True when an existing data set was reused).
+
+    Raises:
+        ValueError: an argument is out of range.
+        DataError: `root` is a non-empty directory not written by this function.
+        RuntimeError: `engine="espeak"` but espeak-ng is missing or fails.
+    """
+    words = _check_args(words, speakers, clips_per_speaker, engine, noise, validation_fraction, test_fraction)
+    if engine == "auto":
+        engine = "espeak" if espeak_available() else "numpy"
+    if engine == "espeak":
+        voices, variants = espeak_voices()
+    root = Path(root).expanduser()
+    settings = {
+        "format": _FORMAT_VERSION,
+        "words": list(words),
+        "speakers": speakers,
+        "clips_per_speaker": clips_per_speaker,
+        "seed": seed,
+        "engine": engine,
+        "noise": float(noise),
+        "validation_fraction": float(validation_fraction),
+        "test_fraction": float(test_fraction),
+        "sample_rate": SAMPLE_RATE,
+    }
+    cached = _prepare_root(root, settings)
+    if cached is not None:
+        return dict(cached, cached=True)
+
+    start = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    written = [*words, BACKGROUND_NOISE_DIR, VALIDATION_LIST, TESTING_LIST]
+    (root / MARKER_FILE).write_text(json.dumps({"settings": settings, "complete": False, "written": written}))
+
+    rng = np.random.default_rng(seed)
+    ids = _speaker_ids(speakers, seed)
+    split_of = assign_speaker_splits(ids, validation_fraction, test_fraction)
+    if engine == "espeak":
+        profiles = [
+            {
+                "voice": str(rng.choice(voices)),
+                "variant": str(rng.choice(variants)),
+                "pitch": int(rng.integers(20, 81)),
+                "speed": int(rng.integers(130, 201)),
+            }
+            for _ in ids
+        ]
+    else:
+        profiles = [
+            {"shift": rng.uniform(0.9, 1.12), "speed": rng.uniform(0.8, 1.25), "f0": rng.uniform(90, 250)}
+            for _ in ids
+        ]
+
+    noise_dir = root / BACKGROUND_NOISE_DIR
+    noise_dir.mkdir(exist_ok=True)
+    for name, audio in _background_noises(np.random.default_rng([seed, 1])).items():
+        _write_wav(noise_dir / name, audio)
+    for word in words:
+        (root / word).mkdir(exist_ok=True)
+
+    from scipy.signal import resample_poly  # Imported here, not first inside the worker threads.
+
+    def write_clip(job):
+        word, s, k = job
+        clip_rng = np.random.default_rng([seed, s, zlib.crc32(word.encode("utf-8")), k])
+        profile = profiles[s]
+        if engine == "espeak":
+            voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
+            speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
+            pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
+            speech = resample_poly(_run_espeak(word, voice, speed, pitch), 320, 441).astype(np.float32)
+        else:
+            speech = _numpy_word(word, profile, clip_rng)
+        relative = f"{word}/{ids[s]}_nohash_{k}.wav"
+        _write_wav(root / relative, _place(speech, clip_rng, noise))
+        return relative
+
+    jobs = [(word, s, k) for word in words for s in range(speakers) for k in range(clips_per_speaker)]
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    from tqdm.auto import tqdm
+
+    lists = {"validation": [], "test": []}
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
+        total=len(jobs), disable=not progress, desc=f"synthesizing keywords ({engine})", unit="clip"
+    ) as bar:
+        for relative in pool.map(write_clip, jobs):
+            split = split_of[relative.split("/")[1].split("_nohash_")[0]]
+            if split in lists:
+                lists[split].append(relative)
+            bar.update(1)
+    (root / VALIDATION_LIST).write_text("".join(f"{p}\n" for p in sorted(lists["validation"])))
+    (root / TESTING_LIST).write_text("".join(f"{p}\n" for p in sorted(lists["test"])))
+
+    per_clip = clips_per_speaker * len(words)
+    speakers_per_split = {split: sum(1 for v in split_of.values() if v == split) for split in SPLITS}
+    summary = {
+        "root": str(root),
+        "engine": engine,
+        "words": list(words),
+        "num_speakers": speakers,
+        "num_clips": len(jobs),
+        "counts": {word: speakers * clips_per_speaker for word in words},
+        "split_counts": {split: n * per_clip for split, n in speakers_per_split.items()},
+        "speakers_per_split": speakers_per_split,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    (root / MARKER_FILE).write_text(
+        json.dumps({"settings": settings, "complete": True, "written": written, "summary": summary}, indent=1)
+    )
+    return dict(summary, cached=False)
+
+
+__all__ = [
+    "DEFAULT_WORDS",
+    "ENGINES",
+    "MARKER_FILE",
+    "UNKNOWN_WORDS",
+    "assign_speaker_splits",
+    "espeak_available",
+    "espeak_voices",
+    "synthesize_keywords",
+]

@@ -1,0 +1,363 @@
+"""Keyword spotting end to end: train a reference model, evaluate it (whole clips or streamed), stream posteriors
+over a long recording, plot them. Used by `tfx-ext kws ...` and the demo.
+
+    train(model_name, data_root, output_dir, ...)  -> (model, metrics)   saves <output_dir>/<model_name>.keras
+    evaluate(model, data_root, ..., mode=None)     -> metrics            whole clips, or streamed clip by clip
+    long_stream(data_root, ...)                    -> (waveform, segments)   clips concatenated into one recording
+    stream_posteriors(model_or_runner, waveform_or_features, ...) -> (steps, classes) posteriors, frame by frame
+    plot_posteriors(posteriors, label_names, path, ...)               PNG of posteriors over time
+    convert(model_path, output, mode=..., ...)     -> paths            streaming .keras (+ float .tflite)
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from tfx_ext.data.features import FeatureConfig, compute_features, num_frames
+from tfx_ext.modes import Mode, StreamingLayer
+from tfx_ext.models import get_model
+from tfx_ext.streaming import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+
+
+def input_shape(features: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
+    """(frames, bins) of a 1 s clip under `features` (49 x 40 by default)."""
+    return num_frames(features.sample_rate, features), features.num_features
+
+
+def _datasets(data_root, batch_size, features, labels, seed, splits):
+    from tfx_ext.data.speech_commands import load_speech_commands
+
+    return [
+        load_speech_commands(data_root, split, labels=labels, batch_size=batch_size, features=features, seed=seed,
+                             cache=True)
+        for split in splits
+    ]
+
+
+def train(
+    model_name: str,
+    data_root,
+    output_dir,
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    features: FeatureConfig = FeatureConfig(),
+    seed: int = 0,
+    strategy=None,
+    model_kwargs: dict | None = None,
+    labels: str = "12",
+    learning_rate: float = 3e-3,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict]:
+    """Trains a reference KWS model on a Speech Commands directory and saves it as `.keras`.
+
+    Args:
+        model_name: "ds_cnn", "crnn", "gru" or "tc_resnet" (`tfx_ext.models.MODELS`).
+        data_root: a directory in the Speech Commands layout (real or from `tfx_ext.data.synthesize_keywords`).
+        output_dir: where `<model_name>.keras` and `<model_name>_metrics.json` go (created if needed).
+        epochs: training epochs (Adam with a cosine-decayed learning rate).
+        batch_size: global batch size.
+        features: the front end (`FeatureConfig`); fixes the input shape (frames, bins).
+        seed: seeds Keras (weights, dropout) and the data pipeline.
+        strategy: an optional `tf.distribute.Strategy`; the model is built and compiled in its scope.
+        model_kwargs: size knobs of the model (e.g. `{"width": 32}`).
+        labels: "12" or "35".
+        learning_rate: initial learning rate.
+        verbose: Keras fit verbosity.
+
+    Returns:
+        `(model, metrics)`: the trained non-streaming model and a dict with `model_path`, `params`, `epochs`,
+        `seconds`, `train_accuracy`, `val_accuracy`, `test_accuracy`, `num_classes`, `input_shape`.
+    """
+    from tfx_ext.data.speech_commands import label_names
+
+    keras.utils.set_random_seed(seed)
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    shape = input_shape(features)
+    num_classes = len(label_names(labels))
+    train_ds, val_ds, test_ds = _datasets(data_root, batch_size, features, labels, seed, ("train", "validation", "test"))
+    steps = max(int(train_ds.cardinality()), 1) * epochs
+
+    def build():
+        model = get_model(model_name, shape, num_classes, **(model_kwargs or {}))
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.05)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    if strategy is not None:
+        with strategy.scope():
+            model = build()
+    else:
+        model = build()
+    start = time.perf_counter()
+    from tfx_ext.distribute import is_chief, is_multi_worker, remove_temp_dirpath, write_filepath
+    from tfx_ext.distribute import evaluate as distributed_evaluate
+    from tfx_ext.distribute import fit as distributed_fit
+
+    path = output_dir / f"{model_name}.keras"
+    if strategy is not None and is_multi_worker(strategy):
+        # Keras 3's model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): use our loop.
+        history = distributed_fit(model, train_ds, epochs=epochs, strategy=strategy, validation_data=val_ds,
+                                  verbose=verbose)
+        seconds = time.perf_counter() - start
+        test = distributed_evaluate(model, test_ds, strategy=strategy)
+    else:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+        seconds = time.perf_counter() - start
+        test = model.evaluate(test_ds, verbose=0, return_dict=True)
+    target = write_filepath(str(path), strategy) if strategy is not None else str(path)
+    model.save(target)
+    if strategy is not None and not is_chief(strategy):
+        remove_temp_dirpath(str(pathlib.Path(target).parent), strategy)
+    metrics = {
+        "model": model_name,
+        "model_path": str(path),
+        "params": int(model.count_params()),
+        "epochs": epochs,
+        "seconds": round(seconds, 2),
+        "train_accuracy": float(history.history["accuracy"][-1]),
+        "val_accuracy": float(history.history["val_accuracy"][-1]),
+        "test_accuracy": float(test["accuracy"]),
+        "num_classes": num_classes,
+        "input_shape": list(shape),
+    }
+    (output_dir / f"{model_name}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return model, metrics
+
+
+def _load(model) -> keras.Model:
+    if isinstance(model, (str, pathlib.Path)):
+        return keras.saving.load_model(model)
+    return model
+
+
+def evaluate(
+    model,
+    data_root,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    features: FeatureConfig = FeatureConfig(),
+    labels: str = "12",
+    mode: Mode | str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Accuracy of a (non-streaming) model on one split, on whole clips or streamed frame by frame.
+
+    Args:
+        model: a trained non-streaming model or the path of its `.keras` file.
+        data_root: the Speech Commands directory.
+        split: "train", "validation" or "test".
+        batch_size: clips per batch (the streaming model is built for this batch size).
+        features: the front end used in training.
+        labels: "12" or "35".
+        mode: None (whole clips through `to_non_streaming(model)`) or a streaming mode: each batch of clips is
+            streamed frame by frame from a reset state, and the posterior after the last frame is the prediction.
+        seed: data pipeline seed.
+
+    Returns:
+        `{"accuracy", "num_examples", "mode"}`.
+    """
+    model = _load(model)
+    (dataset,) = _datasets(data_root, batch_size, features, labels, seed, (split,))
+    correct = total = 0
+    if mode is None:
+        inference = to_non_streaming(model)
+        for x, y in dataset:
+            correct += int(np.sum(np.argmax(np.asarray(inference(x, training=False)), -1) == y.numpy()))
+            total += int(y.shape[0])
+        return {"accuracy": correct / max(total, 1), "num_examples": total, "mode": "non_stream_inference"}
+    mode = Mode.of(mode)
+    step = _frames_per_step(model)
+    converted = to_streaming(model, mode, batch_size=batch_size, frames_per_step=step)
+    runner = converted if isinstance(converted, StreamingRunner) else StreamingRunner(converted)
+    for x, y in dataset:
+        x = np.asarray(x)
+        n = x.shape[0]
+        if n < batch_size:  # the streaming model has a static batch: pad the last batch
+            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+        usable = x.shape[1] - x.shape[1] % step
+        probs = runner.run(x[:, :usable])
+        last = np.asarray(probs)[:n, -1]
+        correct += int(np.sum(np.argmax(last, -1) == y.numpy()))
+        total += n
+    return {"accuracy": correct / max(total, 1), "num_examples": total, "mode": mode.value}
+
+
+def _frames_per_step(model: keras.Model) -> int:
+    """The smallest frames_per_step the model accepts (its total time stride)."""
+    return min_frames_per_step(model)
+
+
+def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: str = "12", seed: int = 0,
+                include_silence: bool = False) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Concatenates `num_clips` 1 s clips of one split into one long recording.
+
+    Args:
+        data_root: the Speech Commands directory.
+        num_clips: how many clips (drawn with `seed`, keyword classes first choice).
+        split: which split to draw from.
+        labels: "12" or "35".
+        seed: selects the clips.
+        include_silence: also draw `_silence_` examples.
+
+    Returns:
+        `(waveform, segments)`: float32 samples at 16 kHz and a list of `(start_s, end_s, label_name)`.
+    """
+    from tfx_ext.data.speech_commands import label_names, list_examples, read_wav
+
+    names = label_names(labels)
+    examples = [e for e in list_examples(data_root, split, labels, seed=seed)
+                if include_silence or e.speaker != ""]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(examples), size=min(num_clips, len(examples)), replace=False)
+    clips, segments, start = [], [], 0.0
+    for index in picks:
+        example = examples[int(index)]
+        audio, rate = read_wav(example.path)
+        audio = np.asarray(audio, np.float32)[:rate]
+        audio = np.pad(audio, (0, rate - audio.size))
+        clips.append(audio)
+        segments.append((start, start + 1.0, names[example.label]))
+        start += 1.0
+    return np.concatenate(clips), segments
+
+
+def stream_posteriors(model_or_runner, waveform_or_features, *, features: FeatureConfig = FeatureConfig(),
+                      frames_per_step: int | None = None) -> np.ndarray:
+    """Runs a streaming model over a long recording frame by frame and returns the posteriors of every step.
+
+    Args:
+        model_or_runner: a `StreamingRunner`, an internal-state streaming model, or a non-streaming model (converted
+            here with `to_streaming(..., STREAM_INTERNAL_STATE, batch_size=1)`). Its state is reset first.
+        waveform_or_features: a 1-D waveform (features computed here with `features`) or `(frames, bins)` features.
+        features: the front end for waveforms.
+        frames_per_step: frames per call when converting a non-streaming model (default: its total time stride).
+
+    Returns:
+        `(steps, num_classes)` float32 posteriors; step `i` ends at frame `(i + 1) * frames_per_step - 1`, i.e. at
+        `((i + 1) * frames_per_step - 1) * hop + window` seconds.
+    """
+    data = np.asarray(waveform_or_features, np.float32)
+    if data.ndim == 1:
+        data = np.asarray(compute_features(data, features))
+    if data.ndim != 2:
+        raise ValueError(
+            "`waveform_or_features` must be a waveform (samples,) or features (frames, bins). "
+            f"Received: shape={data.shape}"
+        )
+    runner = model_or_runner
+    if not isinstance(runner, StreamingRunner):
+        layers = [layer for layer in runner.layers if isinstance(layer, StreamingLayer)]
+        if layers and not layers[0].mode.is_streaming:
+            step = frames_per_step or _frames_per_step(runner)
+            runner = to_streaming(runner, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
+        runner = StreamingRunner(runner)
+    step = runner.frames_per_step
+    usable = data.shape[0] - data.shape[0] % step
+    outputs = runner.run(data[None, :usable])
+    outputs = outputs[runner.output_names[0]] if isinstance(outputs, dict) else outputs
+    outputs = np.asarray(outputs)[0]
+    return outputs.reshape(outputs.shape[0], -1) if outputs.ndim > 2 else outputs
+
+
+def plot_posteriors(posteriors: np.ndarray, label_names: Sequence[str], path, *, step_s: float = 0.02,
+                    offset_s: float = 0.03, segments: Sequence[tuple[float, float, str]] | None = None,
+                    waveform: np.ndarray | None = None, sample_rate: int = 16000, title: str | None = None,
+                    hide: Sequence[str] = ("_silence_", "_unknown_")) -> pathlib.Path:
+    """Plots posteriors over time (one line per class) above the waveform, with the true words marked; PNG.
+
+    Args:
+        posteriors: `(steps, classes)` from `stream_posteriors`.
+        label_names: class names.
+        path: output `.png`.
+        step_s: seconds between steps (hop x frames_per_step).
+        offset_s: time of the first step's end (the analysis window).
+        segments: `(start_s, end_s, label)` of the clips, drawn as shaded spans with their label.
+        waveform: optional waveform drawn in a panel below.
+        sample_rate: of the waveform.
+        title: figure title.
+        hide: classes drawn thin and grey (not keywords).
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    posteriors = np.asarray(posteriors)
+    times = offset_s + step_s * np.arange(posteriors.shape[0])
+    rows = 2 if waveform is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(12, 3.2 * rows), sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    colors = plt.get_cmap("tab10")
+    for k, name in enumerate(label_names):
+        if name in hide:
+            ax.plot(times, posteriors[:, k], color="0.7", lw=0.8, label=name)
+        else:
+            ax.plot(times, posteriors[:, k], color=colors(k % 10), lw=1.4, label=name)
+    for i, (start, end, label) in enumerate(segments or ()):
+        ax.axvspan(start, end, color="0.90" if i % 2 == 0 else "0.97", zorder=0)
+        ax.text((start + end) / 2, 1.03, label, ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("posterior")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    if title:
+        ax.set_title(title, pad=14)
+    if waveform is not None:
+        wave_ax = axes[1, 0]
+        wave_ax.plot(np.arange(len(waveform)) / sample_rate, waveform, lw=0.4, color="0.3")
+        wave_ax.set_ylabel("waveform")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE, frames_per_step: int | None = None,
+            batch_size: int = 1, tflite: str | None = None) -> dict:
+    """Converts a saved non-streaming model to a streaming `.keras` file (and optionally a float `.tflite`).
+
+    Args:
+        model_path: `.keras` file of a trained model.
+        output: path of the streaming `.keras` file.
+        mode: "internal" / "external" (short forms accepted) or a `Mode`.
+        frames_per_step: frames per step (default: the model's total time stride).
+        batch_size: static batch size of the streaming model.
+        tflite: also write a float `.tflite` of the streaming model here.
+
+    Returns:
+        `{"keras": path, "tflite": path or None, "mode", "frames_per_step", "state_names"}`.
+    """
+    mode = Mode.of({"internal": Mode.STREAM_INTERNAL_STATE, "external": Mode.STREAM_EXTERNAL_STATE}.get(mode, mode))
+    model = _load(model_path)
+    step = frames_per_step or _frames_per_step(model)
+    converted = to_streaming(model, mode, batch_size=batch_size, frames_per_step=step)
+    streaming = converted.model if isinstance(converted, StreamingRunner) else converted
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    streaming.save(output)
+    lite = None
+    if tflite:
+        from tfx_ext.export import to_tflite
+
+        to_tflite(streaming, tflite, batch_size=batch_size)
+        lite = str(tflite)
+    states = converted.state_names if isinstance(converted, StreamingRunner) else []
+    return {"keras": str(output), "tflite": lite, "mode": mode.value, "frames_per_step": step, "state_names": states}
+
+
+__all__ = ["train", "evaluate", "long_stream", "stream_posteriors", "plot_posteriors", "convert", "input_shape"]

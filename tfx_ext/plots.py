@@ -1,0 +1,85 @@
+"""Figures people would rather look at than read (matplotlib, Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
+    """Counts `matrix[true, predicted]`.
+
+    Raises:
+        ValueError: labels and predictions differ in length, or a class index is outside [0, num_classes).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    if labels.shape != predictions.shape:
+        raise ValueError(
+            f"`labels` and `predictions` must have the same length. Received: {labels.size} and {predictions.size}"
+        )
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"`{name}` must lie in [0, {num_classes}). Received: range [{values.min()}, {values.max()}]")
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
+                          title: str = "Confusion matrix") -> str:
+    """Saves a row-normalised confusion matrix with counts in the cells; returns the path."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike, *, xlabel: str, ylabel: str,
+                title: str = "", x: Sequence[float] | None = None) -> str:
+    """Saves one line per named curve; returns the path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, values in curves.items():
+        values = [np.nan if v is None else v for v in values]  # Rounds without a measurement leave a gap.
+        xs = x if x is not None else range(1, len(values) + 1)
+        ax.plot(list(xs)[: len(values)], list(values), marker="o", markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,417 @@
+"""Full-integer (int8) TFLite export: representative data with realistic streaming states, and an op check.
+
+`to_tflite(model, quantize="int8", representative_data=...)` (in `tfx_ext.export`) calls `convert_int8` here.
+
+Three kinds of models:
+- non-streaming models: representative data are dicts of input name -> array (one signature invocation each);
+- external-state streaming models (`to_streaming(..., "stream_external_state").model`): the states are signature
+  inputs, so they must be in the representative data with realistic values; `streaming_calibration_data` runs the
+  float streaming model over real sequences and yields every step's inputs together with the states it saw
+  (calibrating on zero states leaves the state tensors with a useless range);
+- internal-state streaming models: the states are resource variables, quantized with
+  `_experimental_variable_quantization` (no QUANTIZE/DEQUANTIZE around them). The calibrator runs the float model
+  invocation after invocation, so the variables follow real streams; `streaming_calibration_data` restarts each
+  sequence through the `reset_states` signature. That signature takes a dummy int32 input `reset` here, because
+  the calibrator cannot load a model with an input-less signature.
+
+After conversion `check_full_integer` reads the flatbuffer (every subgraph) and lists the ops that still compute in
+float and the QUANTIZE/DEQUANTIZE ops that are not at the model boundary; `ExportError` names them unless
+`allow_float_ops=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfx_ext.errors import DataError, ExportError
+
+SERVING = "serving_default"
+RESET = "reset_states"
+RESET_INPUT = "reset"
+# Ops that hold no arithmetic: variables, control flow and shape plumbing on int32.
+_BOOKKEEPING_OPS = {"VAR_HANDLE", "CALL_ONCE", "READ_VARIABLE", "ASSIGN_VARIABLE", "WHILE", "IF"}
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
+
+
+# ----- converter ---------------------------------------------------------------------------------------------------
+def int8_converter(model: keras.Model, batch_size: int | None, workdir: str) -> tuple[tf.lite.TFLiteConverter, dict]:
+    """A converter for `model` with a `serving_default` signature (and `reset_states` for internal-state models).
+
+    Returns the converter and the input specs by signature: `{signature: {input name: tf.TensorSpec}}`.
+    """
+    from tfx_ext.export import serving_function, state_variables
+
+    serve, signature = serving_function(model, batch_size)
+    specs = {SERVING: dict(signature[0])}
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name=SERVING, fn=serve, input_signature=signature)
+    keys = [SERVING]
+    states = state_variables(model)
+    saved = [np.asarray(variable) for variable in states]
+    if states:
+        reset_spec = tf.TensorSpec((1,), tf.int32, name=RESET_INPUT)
+
+        def reset(flag):
+            for variable in states:
+                variable.assign(tf.zeros(variable.shape, variable.dtype))
+            return {RESET_INPUT: flag + 0}
+
+        archive.add_endpoint(name=RESET, fn=reset, input_signature=[reset_spec])
+        keys.append(RESET)
+        specs[RESET] = {RESET_INPUT: reset_spec}
+        for variable in states:  # export a fresh stream (zeros), then restore the user's state
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    try:
+        archive.write_out(workdir, verbose=False)
+    finally:
+        for variable, value in zip(states, saved):
+            variable.assign(value)
+    converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=keys)
+    converter.experimental_enable_resource_variables = True
+    return converter, specs
+
+
+# ----- representative data -----------------------------------------------------------------------------------------
+def _samples(representative_data) -> list:
+    if callable(representative_data):
+        representative_data = representative_data()
+    if isinstance(representative_data, (Mapping, np.ndarray, tf.Tensor)) or not isinstance(
+        representative_data, Iterable
+    ):
+        raise DataError(
+            "`representative_data` must be an iterable (or a function returning one) of dicts of input name -> "
+            "array, one per invocation (see tfx_ext.quantize_export.streaming_calibration_data). "
+            f"Received: representative_data of type {type(representative_data).__name__}"
+        )
+    return list(representative_data)
+
+
+def check_representative_data(representative_data, specs: Mapping[str, Mapping[str, tf.TensorSpec]]) -> list:
+    """Materializes `representative_data` and checks every sample against the signature inputs.
+
+    Args:
+        representative_data: an iterable (or a function returning one) of dicts input name -> array, or of
+            `(signature_key, dict)` tuples.
+        specs: `{signature: {input name: tf.TensorSpec}}` of the exported model.
+
+    Returns:
+        A list of `(signature_key, {name: float32 array})` samples.
+
+    Raises:
+        DataError: empty data, unknown signature, missing or unknown input names, wrong shape or non-float dtype.
+    """
+    samples = _samples(representative_data)
+    if not samples:
+        raise DataError("`representative_data` is empty; int8 calibration needs at least one sample.")
+    checked = []
+    for index, sample in enumerate(samples):
+        key = SERVING
+        if isinstance(sample, tuple) and len(sample) == 2 and isinstance(sample[0], str):
+            key, sample = sample
+        if key not in specs:
+            raise DataError(
+                f"representative sample {index} is for signature {key!r}; the model has {sorted(specs)}."
+            )
+        if not isinstance(sample, Mapping):
+            raise DataError(
+                f"representative sample {index} must be a dict of input name -> array. "
+                f"Received: {type(sample).__name__}"
+            )
+        expected = specs[key]
+        missing, unknown = sorted(set(expected) - set(sample)), sorted(set(sample) - set(expected))
+        if missing or unknown:
+            raise DataError(
+                f"representative sample {index} must have exactly the inputs {sorted(expected)} of signature "
+                f"{key!r} (streaming states included). Missing: {missing}; unknown: {unknown}"
+            )
+        values = {}
+        for name, spec in expected.items():
+            value = np.asarray(sample[name])
+            want = spec.dtype.as_numpy_dtype
+            if np.issubdtype(want, np.floating) != np.issubdtype(value.dtype, np.floating) or value.dtype == bool:
+                raise DataError(
+                    f"representative input {name!r} (sample {index}) must have dtype {np.dtype(want).name}. "
+                    f"Received: dtype={value.dtype}"
+                )
+            if tuple(value.shape) != tuple(spec.shape):
+                raise DataError(
+                    f"representative input {name!r} (sample {index}) must have shape {tuple(spec.shape)} (the "
+                    f"exported signature, batch included). Received: shape={tuple(value.shape)}"
+                )
+            values[name] = value.astype(want)
+        checked.append((key, values))
+    return checked
+
+
+def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True) -> list:
+    """Calibration samples from streaming the float model over real sequences (states included).
+
+    Args:
+        model_or_runner: a `StreamingRunner` (external state: `to_streaming(..., "stream_external_state")`), an
+            external-state streaming model, or an internal-state streaming model.
+        sequences: `(num, time, ...)` whole sequences (features), `time` a multiple of the model's frames per step;
+            each is streamed from a fresh state, one batch of the streaming model's batch size at a time.
+        reset: for internal-state models, start every sequence with a `reset_states` invocation (the calibrator
+            then sees states of real streams from zero, as the app will).
+
+    Returns:
+        A list of samples for `to_tflite(..., representative_data=...)`: for external-state models a dict of the
+        data inputs and the states each step received; for internal-state models the data inputs, preceded at every
+        sequence start by `("reset_states", {"reset": ...})`.
+    """
+    from tfx_ext.export import state_variables
+    from tfx_ext.streaming import StreamingRunner
+
+    runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
+    internal = bool(state_variables(runner.model))
+    if len(runner.input_names) != 1:
+        raise ValueError(f"streaming_calibration_data supports one data input. Received: {runner.input_names}")
+    name = runner.input_names[0]
+    batch, step = runner.batch_size or 1, runner.frames_per_step
+    sequences = np.asarray(sequences, dtype="float32")
+    if sequences.ndim < 3 or sequences.shape[1] % step:
+        raise DataError(
+            f"`sequences` must be (num, time, ...) with time a multiple of frames_per_step={step}. "
+            f"Received: shape={sequences.shape}"
+        )
+    samples: list = []
+    for start in range(0, len(sequences) - batch + 1, batch):
+        sequence = sequences[start:start + batch]
+        runner.reset()
+        if internal and reset:
+            samples.append((RESET, {RESET_INPUT: np.zeros((1,), np.int32)}))
+        for t in range(0, sequence.shape[1], step):
+            chunk = sequence[:, t:t + step]
+            samples.append({name: chunk, **{k: np.asarray(v) for k, v in runner.states.items()}})
+            runner(chunk)
+    runner.reset()
+    return samples
+
+
+# ----- inspection --------------------------------------------------------------------------------------------------
+def _enum_names(enum) -> dict[int, str]:
+    return {value: key for key, value in vars(enum).items() if not key.startswith("_") and isinstance(value, int)}
+
+
+def model_ops(flatbuffer: bytes) -> list[dict]:
+    """Every op of every subgraph: `{"subgraph", "index", "op", "inputs", "outputs"}` with tensor type names and
+    whether each tensor is a subgraph input/output (`"boundary"`)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    op_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    result = []
+    for s, subgraph in enumerate(model.subgraphs):
+        boundary = set(np.atleast_1d(subgraph.inputs).tolist()) | set(np.atleast_1d(subgraph.outputs).tolist())
+        for i, op in enumerate(subgraph.operators or []):
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            name = op_names.get(builtin, str(builtin))
+            if name == "CUSTOM" and code.customCode:
+                name = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+
+            def describe(indices):
+                return [
+                    (type_names[subgraph.tensors[t].type], t in boundary)
+                    for t in (np.atleast_1d(indices).tolist() if indices is not None else [])
+                    if t >= 0
+                ]
+
+            result.append({"subgraph": s, "index": i, "op": name, "inputs": describe(op.inputs),
+                           "outputs": describe(op.outputs)})
+    return result
+
+
+def non_integer_ops(flatbuffer: bytes) -> list[str]:
+    """Ops that keep a model from being full-integer: float arithmetic, and QUANTIZE/DEQUANTIZE away from the model
+    boundary (a QUANTIZE of a float signature input or a DEQUANTIZE to a float signature output is the boundary
+    conversion of `int8_io=False` and is allowed; an int8 -> int8 QUANTIZE is a requantization and is allowed).
+
+    Returns:
+        Descriptions like `"subgraph 0 op 12 DEQUANTIZE (INT8 -> FLOAT32)"`; empty for a full-integer model.
+    """
+    found = []
+    for op in model_ops(flatbuffer):
+        name = op["op"]
+        if name in _BOOKKEEPING_OPS:
+            continue
+        in_types = [t for t, _ in op["inputs"]]
+        out_types = [t for t, _ in op["outputs"]]
+        label = f"subgraph {op['subgraph']} op {op['index']} {name} ({','.join(in_types)} -> {','.join(out_types)})"
+        if name == "QUANTIZE":
+            if any(t in _FLOAT_TYPES for t in in_types) and not all(b for _, b in op["inputs"]):
+                found.append(label)
+        elif name == "DEQUANTIZE":
+            if not all(b for _, b in op["outputs"]):
+                found.append(label)
+        elif any(t in _FLOAT_TYPES for t in in_types + out_types):
+            found.append(label)
+    return found
+
+
+def check_full_integer(flatbuffer: bytes, model_name: str = "model") -> None:
+    """Raises `ExportError` listing the float ops and inner QUANTIZE/DEQUANTIZE ops of an int8 flatbuffer."""
+    found = non_integer_ops(flatbuffer)
+    if found:
+        shown = "; ".join(found[:20]) + (f"; ... ({len(found) - 20} more)" if len(found) > 20 else "")
+        float_ops = sorted({item.split(" ")[4] for item in found} - {"QUANTIZE", "DEQUANTIZE"})
+        raise ExportError(
+            f"int8 export of model {model_name!r} is not full-integer: ops without int8 kernels: {float_ops}; "
+            f"{len(found)} op(s) compute in float or convert between float and int8 inside the model: {shown}. "
+            "Pass allow_float_ops=True to accept a hybrid model, or replace those layers."
+        )
+
+
+def _unsupported_op(message: str) -> str | None:
+    for pattern in (r"op: '?([A-Za-z0-9_.]+)'?", r"'(tfl\.[a-z0-9_]+)'", r"'(tf\.[A-Za-z0-9_]+)'"):
+        match = re.search(pattern, message)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _all_layers(model) -> list:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+        for attribute in ("rnn", "cell", "layer"):  # wrappers: tfx_ext GRU/LSTM (.rnn), Stream (.cell), Bidirectional
+            inner = getattr(layer, attribute, None)
+            if isinstance(inner, keras.layers.Layer):
+                found.append(inner)
+    return found
+
+
+def _check_no_loops(model: keras.Model) -> None:
+    """A recurrent layer that is not unrolled converts to a WHILE loop, which the int8 calibrator cannot handle
+    (it crashes the process in TF 2.21): refuse it with a named error before converting."""
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.RNN) and not getattr(layer, "unroll", False):
+            raise ExportError(
+                f"int8 export of model {model.name!r}: layer {layer.path!r} ({type(layer).__name__}) runs as a "
+                "TFLite WHILE loop, an op with no int8 support. Export the streaming form instead "
+                "(tfx_ext.to_streaming: recurrent layers are unrolled over each chunk), or use quantize='dynamic'."
+            )
+
+
+# ----- conversion --------------------------------------------------------------------------------------------------
+def has_fake_quant(model: keras.Model) -> bool:
+    """True when the model carries learned quantization ranges (a `quantize_aware` model)."""
+    try:
+        from tfx_ext.quantization import is_quantize_aware
+    except ImportError:
+        return False
+    return is_quantize_aware(model)
+
+
+def convert_int8(
+    model: keras.Model,
+    workdir: str,
+    *,
+    representative_data=None,
+    batch_size: int | None = 1,
+    int8_io: bool = True,
+    allow_float_ops: bool = False,
+) -> bytes:
+    """Converts `model` to a full-integer int8 flatbuffer (see the module docstring).
+
+    Raises:
+        ValueError: `representative_data` missing for a model without learned ranges.
+        DataError: representative data of the wrong names, shapes or dtypes.
+        ExportError: an op has no int8 kernel (named), or the result is not full-integer.
+    """
+    from tfx_ext.backend import quiet_native_logs
+
+    _check_no_loops(model)
+    qat = has_fake_quant(model)
+    if representative_data is None and not qat:
+        raise ValueError(
+            "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
+            "streaming states included; see streaming_calibration_data), unless the model was trained with "
+            "tfx_ext.quantization.quantize_aware. Received: representative_data=None"
+        )
+    converter, specs = int8_converter(model, batch_size, workdir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if representative_data is not None:
+        samples = check_representative_data(representative_data, specs)
+        if RESET in specs and not any(key == RESET for key, _ in samples):
+            samples.append((RESET, {RESET_INPUT: np.zeros((1,), np.int32)}))
+
+        def generator():
+            for key, values in samples:
+                yield (key, values) if len(specs) > 1 else values
+
+        converter.representative_dataset = generator
+    if representative_data is not None and allow_float_ops:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    elif representative_data is not None:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # (QAT without representative data: TFLITE_BUILTINS_INT8 would make the converter demand a representative
+    # dataset before it looks for the fake-quant ops; full-integer is checked on the result instead.)
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    # State variables (internal-state streaming) quantized too: no QUANTIZE/DEQUANTIZE around READ/ASSIGN_VARIABLE.
+    converter._experimental_variable_quantization = True
+    try:
+        with quiet_native_logs():
+            flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        message = str(error)
+        op = _unsupported_op(message) if ("quantiz" in message.lower() or "int8" in message.lower()) else None
+        if op is not None:
+            raise ExportError(
+                f"int8 export of model {model.name!r} failed: op {op!r} has no int8 kernel. Replace the layer that "
+                f"produces it, or pass allow_float_ops=True for a hybrid model. Converter message: {message}"
+            ) from error
+        raise ExportError(f"int8 TFLite conversion of model {model.name!r} failed: {message}") from error
+    if not allow_float_ops:
+        check_full_integer(flatbuffer, model.name)
+    return flatbuffer
+
+
+__all__ = [
+    "convert_int8",
+    "streaming_calibration_data",
+    "check_representative_data",
+    "check_full_integer",
+    "non_integer_ops",
+    "model_ops",
+]
+
+
+# ----- int8 I/O for runners ----------------------------------------------------------------------------------------
+def _scale_zero_point(detail: Mapping) -> tuple[float, int] | None:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale or not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+        return None
+    return float(scale), int(zero_point)
+
+
+def quantize_input(value: np.ndarray, detail: Mapping) -> np.ndarray:
+    """Quantizes a float array for an integer tensor with `detail["quantization"]` (scale, zero point); other
+    arrays are cast to the tensor's dtype."""
+    dtype = np.dtype(detail["dtype"])
+    params = _scale_zero_point(detail)
+    if params is None or not np.issubdtype(value.dtype, np.floating):
+        return value.astype(dtype, copy=False)
+    scale, zero_point = params
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(value: np.ndarray, detail: Mapping) -> np.ndarray:
+    """Float values of an integer tensor with a scale and zero point (other arrays unchanged)."""
+    params = _scale_zero_point(detail)
+    if params is None:
+        return value
+    scale, zero_point = params
+    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
