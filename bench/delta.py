@@ -107,7 +107,7 @@ def run(smoke: bool = False) -> dict:
 
     keras.utils.set_random_seed(settings["seed"])
     baseline = _compile(plain, 3e-4)
-    baseline.fit(train, epochs=settings["finetune_epochs"], verbose=0)
+    baseline.fit(train, epochs=settings["finetune_epochs"], verbose=0, shuffle=False)
     measured = insert_delta_activations(baseline, method="gated", threshold=1e-9)
     _compile(measured, 3e-4)
     base_row = _measure(measured, test, "plain (fine-tuned)", 0.0)
@@ -119,7 +119,7 @@ def run(smoke: bool = False) -> dict:
         delta = insert_delta_activations(plain, method="quantize", threshold=settings["step"],
                                          threshold_shape="channel", trainable_threshold=True, penalty=penalty)
         _compile(delta, 3e-4)
-        delta.fit(train, epochs=settings["finetune_epochs"], verbose=0)
+        delta.fit(train, epochs=settings["finetune_epochs"], verbose=0, shuffle=False)
         bench.add_row(_measure(delta, test, "delta (fine-tuned)", penalty))
 
     for row in bench.rows:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from tfx_ext.errors import FederatedError
+from tfx_ext.federated.history import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
@@ -27,17 +27,7 @@ def save_checkpoint(directory, *, weights, server_state: dict, meta: dict) -> st
             arrays[f"state/{name}/{i:04d}"] = np.asarray(v)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = os.path.join(directory, CHECKPOINT_NAME)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
     return path
 
 

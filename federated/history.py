@@ -24,14 +24,15 @@ def _jsonable(value):
     return str(value)
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Writes `text` to `path` atomically (temporary file in the same folder, then `os.replace`)."""
+def atomic_write(path, write, *, binary: bool = False) -> None:
+    """Calls `write(file)` on a temporary file in `path`'s folder, syncs it, then `os.replace`s it onto `path`,
+    so a reader (or a resumed run after a crash) sees the old file or the new one, never half of one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +40,11 @@ def atomic_write_text(path, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Writes `text` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text))
 
 
 class History:
@@ -140,4 +146,4 @@ def plot_history(history: History, path=None, *, title: str = "Federated trainin
     return str(path)
 
 
-__all__ = ["History", "plot_history", "atomic_write_text"]
+__all__ = ["History", "plot_history", "atomic_write", "atomic_write_text"]

@@ -6,7 +6,8 @@ Public API:
     tfx_ext.data        Speech Commands layout, keyword synthesis, features, digits.
     tfx_ext.models      reference keyword-spotting models (ds_cnn, crnn, gru, tc_resnet); tfx_ext.kws trains them.
     Mode, StateSpec     the streaming-mode contract; to_streaming / to_non_streaming / StreamingRunner convert.
-    to_tflite, TFLiteModel   LiteRT export and runner (bound by signature names).
+    to_tflite, TFLiteModel   LiteRT export (float, dynamic, float16, full int8) and runner (bound by names).
+    verify, streaming_calibration_data, quantize_aware   int8 verification, state calibration, Keras 3 QAT.
     bake                turns hypernetwork layers into plain layers for export.
     insert_delta_activations, sparsity_report, delta_mac_savings   DeltaActivation model helpers.
 
@@ -36,6 +37,9 @@ from tfx_ext.modes import Mode, StateSpec, StreamingLayer, reset_model_states, s
 
 __version__ = "0.1.0"
 
+# Importing the layers registers them with Keras, so `keras.saving.load_model` finds them after `import tfx_ext`.
+from tfx_ext import layers  # noqa: E402
+
 # Public names loaded on first access: name -> module that defines it.
 _LAZY = {
     "to_streaming": "tfx_ext.streaming",
@@ -43,6 +47,13 @@ _LAZY = {
     "StreamingRunner": "tfx_ext.streaming",
     "to_tflite": "tfx_ext.export",
     "TFLiteModel": "tfx_ext.export",
+    "verify": "tfx_ext.verify",
+    "Verification": "tfx_ext.verify",
+    "streaming_calibration_data": "tfx_ext.quantize_export",
+    "check_full_integer": "tfx_ext.quantize_export",
+    "non_integer_ops": "tfx_ext.quantize_export",
+    "quantize_aware": "tfx_ext.quantization",
+    "FakeQuant": "tfx_ext.quantization",
     "bake": "tfx_ext.hyper",
     "insert_delta_activations": "tfx_ext.delta",
     "sparsity_report": "tfx_ext.delta",
@@ -50,7 +61,8 @@ _LAZY = {
     "get_model": "tfx_ext.models",
 }
 _SUBMODULES = (
-    "data", "delta", "demo", "distribute", "export", "hyper", "kws", "layers", "federated", "models", "streaming",
+    "data", "delta", "demo", "distribute", "export", "hyper", "kws", "layers", "federated", "models", "quantization",
+    "streaming",
 )
 
 

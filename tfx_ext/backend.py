@@ -26,7 +26,8 @@ from tfx_ext.errors import BackendError
 # every CPU-only machine prints when it looks for a GPU.
 _STARTUP_NOISE = re.compile(
     r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\)|E\d{4} .*failed call to cuInit"
-    r"|INFO: Created TensorFlow Lite XNNPACK delegate|W\d{4} .*Ignored (output_format|drop_control_dependency))"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate|W\d{4} .*Ignored (output_format|drop_control_dependency)"
+    r"|W\d{4} .*Skipping runtime version metadata)"
 )
 
 _LOG_PREFIX = re.compile(r"^([IWEF]\d{4} |WARNING|ERROR|Traceback)")

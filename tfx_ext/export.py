@@ -158,8 +158,9 @@ def to_tflite(
         from tfx_ext.quantize_export import convert_int8
 
         with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
-            flatbuffer = convert_int8(model, workdir, representative_data=representative_data,
-                                      batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
+            with quiet_native_logs():
+                flatbuffer = convert_int8(model, workdir, representative_data=representative_data,
+                                          batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
         if path is not None:
             path = pathlib.Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)

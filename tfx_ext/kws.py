@@ -7,6 +7,7 @@ over a long recording, plot them. Used by `tfx-ext kws ...` and the demo.
     stream_posteriors(model_or_runner, waveform_or_features, ...) -> (steps, classes) posteriors, frame by frame
     plot_posteriors(posteriors, label_names, path, ...)               PNG of posteriors over time
     convert(model_path, output, mode=..., ...)     -> paths            streaming .keras (+ float .tflite)
+    export(model_path, output, quantize=..., ...)  -> report           .tflite (float/dynamic/float16/int8), verified
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def train(
         seconds = time.perf_counter() - start
         test = distributed_evaluate(model, test_ds, strategy=strategy)
     else:
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+        # The data set shuffles itself (seeded); Keras would only warn that shuffle=True is ignored.
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False)
         seconds = time.perf_counter() - start
         test = model.evaluate(test_ds, verbose=0, return_dict=True)
     target = write_filepath(str(path), strategy) if strategy is not None else str(path)
@@ -198,7 +200,8 @@ def _frames_per_step(model: keras.Model) -> int:
 
 
 def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: str = "12", seed: int = 0,
-                include_silence: bool = False) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+                include_silence: bool = False, include_unknown: bool = False
+                ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Concatenates `num_clips` 1 s clips of one split into one long recording.
 
     Args:
@@ -208,6 +211,7 @@ def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: s
         labels: "12" or "35".
         seed: selects the clips.
         include_silence: also draw `_silence_` examples.
+        include_unknown: also draw `_unknown_` (non-keyword) examples; by default only keywords are spoken.
 
     Returns:
         `(waveform, segments)`: float32 samples at 16 kHz and a list of `(start_s, end_s, label_name)`.
@@ -216,7 +220,7 @@ def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: s
 
     names = label_names(labels)
     examples = [e for e in list_examples(data_root, split, labels, seed=seed)
-                if include_silence or e.speaker != ""]
+                if (include_silence or e.speaker != "") and (include_unknown or names[e.label] != "_unknown_")]
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(examples), size=min(num_clips, len(examples)), replace=False)
     clips, segments, start = [], [], 0.0
@@ -361,3 +365,60 @@ def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE
 
 
 __all__ = ["train", "evaluate", "long_stream", "stream_posteriors", "plot_posteriors", "convert", "input_shape"]
+
+
+def export(model_path, output, *, quantize: str | None = None, mode: Mode | str | None = None, data_root=None,
+           features: FeatureConfig = FeatureConfig(), labels: str = "12", calibration_clips: int = 64,
+           seed: int = 0) -> dict:
+    """Exports a trained model (optionally converted to streaming first) to TFLite and verifies it in LiteRT.
+
+    Args:
+        model_path: `.keras` file of a trained non-streaming model.
+        output: `.tflite` path.
+        quantize: None, "dynamic", "float16" or "int8" (full integer, states included).
+        mode: None (whole clips) or "internal"/"external" (a streaming model, one step per call).
+        data_root: the Speech Commands directory: int8 calibrates on `calibration_clips` training clips (streamed
+            through the float streaming model for streaming exports) and every export is verified on the test
+            split. Required for int8.
+        features: the front end used in training.
+        labels: "12" or "35".
+        calibration_clips: training clips used for int8 calibration.
+        seed: data pipeline seed.
+
+    Returns:
+        `{"tflite", "bytes", "quantize", "mode"}` plus, with `data_root`, the `verify` figures (max abs error,
+        top-1 agreement, accuracy of the Keras model and of the TFLite model, size ratio to 4 bytes/parameter).
+
+    Raises:
+        ValueError: int8 without `data_root`.
+    """
+    from tfx_ext.data.speech_commands import load_speech_commands
+    from tfx_ext.export import to_tflite
+    from tfx_ext.quantize_export import streaming_calibration_data
+    from tfx_ext.verify import verify
+
+    if quantize == "int8" and data_root is None:
+        raise ValueError("int8 export calibrates on training clips: pass `data_root`. Received: data_root=None")
+    model = _load(model_path)
+    target = model
+    if mode is not None:
+        mode = Mode.of({"internal": Mode.STREAM_INTERNAL_STATE, "external": Mode.STREAM_EXTERNAL_STATE}.get(mode, mode))
+        converted = to_streaming(model, mode, batch_size=1, frames_per_step=_frames_per_step(model))
+        target = converted.model if isinstance(converted, StreamingRunner) else converted
+    representative = None
+    if quantize == "int8":
+        clips = np.concatenate([np.asarray(x) for x, _ in load_speech_commands(
+            data_root, "train", batch_size=64, features=features, labels=labels, seed=seed)])[:calibration_clips]
+        if mode is None:
+            name = model.inputs[0].name
+            representative = [{name: clip[None]} for clip in clips]
+        else:
+            representative = streaming_calibration_data(target, clips)
+    flatbuffer = to_tflite(target, output, quantize=quantize, representative_data=representative)
+    report = {"tflite": str(output), "bytes": len(flatbuffer), "quantize": quantize or "none",
+              "mode": mode.value if mode is not None else "non_stream_inference"}
+    if data_root is not None:
+        x, y = zip(*((np.asarray(a), np.asarray(b)) for a, b in load_speech_commands(
+            data_root, "test", batch_size=64, features=features, labels=labels, shuffle=False, seed=seed)))
+        report.update(verify(to_non_streaming(model), flatbuffer, (np.concatenate(x), np.concatenate(y))).as_dict())
+    return report

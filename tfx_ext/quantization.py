@@ -263,6 +263,14 @@ def _fixed_range(layer) -> bool:
     return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in ("softmax", "sigmoid")
 
 
+def _recurrent(layer) -> bool:
+    """GRU/LSTM: their output is also their state, whose range comes from representative data; a second range on
+    the output would make the converter compute the last ADD in float and quantize it twice."""
+    from tfx_ext.modes import StreamingLayer
+
+    return isinstance(layer, keras.layers.RNN) or (isinstance(layer, StreamingLayer) and not isinstance(layer, Stream))
+
+
 def is_quantize_aware(model: keras.Model) -> bool:
     """True when `model` has `FakeQuant` layers (it carries learned ranges)."""
     return any(isinstance(layer, FakeQuant) for layer in getattr(model, "layers", []))
@@ -322,7 +330,8 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         args = quantize_inputs(args)
         outputs = layer(*args, **kwargs)
         source = by_name[layer.name]
-        if isinstance(source, _RANGE_PRESERVING) or _fused_only(source, consumers) or _fixed_range(source):
+        if isinstance(source, _RANGE_PRESERVING) or _fused_only(source, consumers) or _fixed_range(source) \
+                or _recurrent(source):
             return outputs
         return FakeQuant(momentum, name=f"{layer.name}_fq")(outputs)
 

@@ -21,9 +21,8 @@ float and the QUANTIZE/DEQUANTIZE ops that are not at the model boundary; `Expor
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any, Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import keras
 import numpy as np
@@ -374,7 +373,15 @@ def convert_int8(
             ) from error
         raise ExportError(f"int8 TFLite conversion of model {model.name!r} failed: {message}") from error
     if not allow_float_ops:
-        check_full_integer(flatbuffer, model.name)
+        try:
+            check_full_integer(flatbuffer, model.name)
+        except ExportError as error:
+            if qat and representative_data is None:
+                raise ExportError(
+                    f"{error} (This quantize-aware model has tensors without learned ranges, such as recurrent "
+                    "layers' internals or streaming states: pass representative_data for them.)"
+                ) from None
+            raise
     return flatbuffer
 
 

@@ -112,3 +112,18 @@ def test_public_api_names_resolve():
     assert tfx_ext.to_streaming.__module__ == "tfx_ext.streaming"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         tfx_ext.nope
+
+
+def test_models_with_our_layers_load_after_a_bare_import_tfx_ext(tmp_path):
+    import keras
+
+    from tfx_ext.layers import DeltaActivation, Stream
+
+    inputs = keras.Input((6, 3))
+    outputs = DeltaActivation(0.1)(Stream(keras.layers.Conv1D(2, 3))(inputs))
+    path = tmp_path / "model.keras"
+    keras.Model(inputs, outputs).save(path)
+    code = f"import tfx_ext, keras; print(keras.saving.load_model({str(path)!r}).layers[-1].__class__.__name__)"
+    result = _run([sys.executable, "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "DeltaActivation"

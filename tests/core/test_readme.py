@@ -37,7 +37,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_there_are_quick_starts():
-    assert len(SNIPPETS) >= 7
+    assert len(SNIPPETS) >= 8
 
 
 @pytest.mark.slow

@@ -29,10 +29,13 @@ def test_demo_cli_runs_every_stage_and_writes_the_report(tmp_path):
     sections = {section["title"]: section for section in report["sections"]}
     assert sections["Streaming"]["metrics"]["max |stream - window model|, first window"] < 1e-5
     assert sections["Streaming"]["metrics"]["max |external - internal|"] < 1e-5
-    assert sections["TFLite in LiteRT"]["metrics"]["max |LiteRT - Keras| posterior"] < 1e-4
+    tflite = sections["TFLite in LiteRT (float and int8)"]["metrics"]
+    assert tflite["max |float LiteRT - Keras| posterior"] < 1e-4
+    assert (out / "tflite" / "ds_cnn_stream_external_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    assert 0.0 <= tflite["top-1 agreement int8 vs Keras"] <= 1.0
     assert 0.0 <= sections["Train"]["metrics"]["test_accuracy"] <= 1.0
     markdown = (out / "report.md").read_text()
-    assert "confusion_matrix.png" in markdown and "posteriors_tflite.png" in markdown
+    assert "confusion_matrix.png" in markdown and "posteriors_int8.png" in markdown
     assert "I0000" not in result.stderr, "TensorFlow start-up noise leaked into the CLI output"
 
 

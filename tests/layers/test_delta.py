@@ -250,3 +250,19 @@ def test_insert_delta_activations_needs_an_activation():
     inputs = keras.Input((4, 3))
     with pytest.raises(ValueError, match="has no hidden ReLU"):
         insert_delta_activations(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+
+
+@pytest.mark.parametrize("method", ["quantize", "gated"])
+def test_kws_model_with_delta_activations_streams_and_exports(method):
+    """A DS-CNN with a DeltaActivation after every hidden ReLU: to_streaming in both modes equals the
+    non-streaming model frame by frame (no special case in the converter), and float LiteRT equals Keras."""
+    from tests.streaming_checks import BOTH_MODES, verify_model_streaming, verify_tflite_streaming
+    from tfx_ext.delta import insert_delta_activations
+    from tfx_ext.models import get_model
+
+    model = insert_delta_activations(get_model("ds_cnn", (10, 8), 4, width=4, num_blocks=1), threshold=0.1,
+                                     method=method)
+    x = np.random.default_rng(7).normal(size=(2, 10, 8)).astype("float32")
+    verify_model_streaming(model, x, frames_per_step=(1, 2), compiled=(True,))
+    for mode in BOTH_MODES:
+        assert verify_tflite_streaming(model, x, mode) <= 1e-4

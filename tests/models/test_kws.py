@@ -98,3 +98,19 @@ def test_cli_convert_writes_streaming_keras_and_tflite(trained, tmp_path):
     lite = TFLiteModel(tmp_path / "stream.tflite")
     assert set(lite.input_names) == {t.name for t in streaming.inputs}
     assert missing == 2 and "--model_path, --output required" in missing_err
+
+
+@pytest.mark.parametrize("mode", [None, "external"])
+def test_export_int8_is_verified_against_keras(trained, tmp_path, mode):
+    root, _, model, metrics = trained
+    report = kws.export(metrics["model_path"], tmp_path / "m.tflite", quantize="int8", mode=mode, data_root=root,
+                        calibration_clips=16)
+    assert (tmp_path / "m.tflite").stat().st_size == report["bytes"]
+    assert report["examples"] > 0 and 0.0 <= report["agreement"] <= 1.0
+    assert report["accuracy_model"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert report["max_abs_error"] < 0.5  # int8 posteriors stay posteriors of the same model
+
+
+def test_export_int8_needs_calibration_data(trained, tmp_path):
+    with pytest.raises(ValueError, match="int8 export calibrates on training clips: pass `data_root`"):
+        kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize="int8")

@@ -7,7 +7,8 @@
         Writes the streaming model (one frame per step, or the model's time stride) and optionally a float .tflite.
     tfx-ext kws evaluate --model_path=M.keras --data_root=DIR [--mode=none|internal|external --split=test]
         Accuracy on whole clips, or streamed clip by clip.
-    tfx-ext kws export --model_path=M.keras --output=M.tflite [--quantize=none|dynamic|float16]
+    tfx-ext kws export --model_path=M.keras --output=M.tflite [--quantize=none|dynamic|float16|int8]
+        [--mode=internal|external|none --data_root=DIR]   (int8 calibrates on DIR; DIR also verifies in LiteRT)
         Float TFLite of a (streaming or non-streaming) model.
 """
 
@@ -26,7 +27,7 @@ SUBCOMMANDS = {
     "train": "train a reference model on --data_root, save --output_dir/<model>.keras",
     "convert": "convert --model_path to a streaming model (--mode) saved at --output (and --tflite)",
     "evaluate": "accuracy of --model_path on --data_root (--mode=none for whole clips, or streamed)",
-    "export": "write a float TFLite of --model_path to --output",
+    "export": "write a TFLite of --model_path to --output (float, dynamic, float16 or full int8), verified",
 }
 MODES = {"internal": "stream_internal_state", "external": "stream_external_state"}
 
@@ -41,12 +42,14 @@ flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
 flags.DEFINE_enum("labels", "12", ["12", "35"], "label view of the data set.")
 flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
-flags.DEFINE_enum("mode", "internal", ["internal", "external", "none"], "convert/evaluate: streaming mode.")
+flags.DEFINE_enum("mode", "internal", ["internal", "external", "none"],
+                  "convert/evaluate/export: streaming mode (none: the whole-clip model).")
 flags.DEFINE_string("output", None, "convert: streaming .keras path; export: .tflite path.")
 flags.DEFINE_string("tflite", None, "convert: also write a float .tflite of the streaming model here.")
 flags.DEFINE_integer("frames_per_step", None, "convert: frames per step (default: the model's time stride).")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: split.")
-flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16"], "export: weight quantization.")
+flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
+                  "export: quantization (int8: full integer, calibrated on --data_root).")
 
 
 def _usage() -> str:
@@ -106,13 +109,11 @@ def main(argv):
         else:
             if not _require(command, "model_path", "output"):
                 return 2
-            import keras
-
-            from tfx_ext.export import to_tflite
-
-            model = keras.saving.load_model(FLAGS.model_path)
-            flatbuffer = to_tflite(model, FLAGS.output, quantize=None if FLAGS.quantize == "none" else FLAGS.quantize)
-            print(json.dumps({"tflite": FLAGS.output, "bytes": len(flatbuffer)}))
+            result = kws.export(FLAGS.model_path, FLAGS.output,
+                                quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
+                                mode=None if FLAGS.mode == "none" else MODES[FLAGS.mode], data_root=FLAGS.data_root,
+                                labels=FLAGS.labels, seed=FLAGS.seed)
+            print(json.dumps(result, indent=2))
     except (TfxExtError, ValueError, OSError) as error:
         print(f"tfx-ext kws {command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

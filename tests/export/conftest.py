@@ -1,0 +1,92 @@
+"""Tiny reference KWS models trained a few steps on separable synthetic data, and their exports (session-scoped)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tfx_ext.models import get_model
+
+FRAMES, BINS, CLASSES = 12, 10, 4
+TINY = {
+    "ds_cnn": {"width": 8, "num_blocks": 1},
+    "crnn": {"width": 3, "units": 6, "dense": 5},
+}
+
+
+def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise features where class c lifts bins [2c, 2c + 3) (linearly separable, overlapping neighbours)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, n)
+    x = rng.normal(size=(n, FRAMES, BINS)).astype("float32")
+    for i, c in enumerate(y):
+        x[i, :, 2 * c:2 * c + 3] += 2.0
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def data():
+    return {"train": synthetic(256, 0), "test": synthetic(128, 1)}
+
+
+@pytest.fixture(scope="session")
+def trained(data):
+    """{name: trained non-streaming model}."""
+    models = {}
+    x, y = data["train"]
+    for name, kwargs in TINY.items():
+        keras.utils.set_random_seed(0)
+        model = get_model(name, (FRAMES, BINS), CLASSES, **kwargs)
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+        models[name] = model
+    return models
+
+
+@pytest.fixture(scope="session")
+def exports(trained, data):
+    """exports(name, mode, quantize) -> (keras model or runner, flatbuffer), converted once per session."""
+    from tfx_ext.export import to_tflite
+    from tfx_ext.quantize_export import streaming_calibration_data
+    from tfx_ext.streaming import to_streaming
+
+    cache = {}
+    streaming = {}
+
+    def get(name: str, mode: str, quantize: str | None):
+        key = (name, mode, quantize)
+        if key in cache:
+            return cache[key]
+        model = trained[name]
+        if mode == "non_stream":
+            target = model
+        else:
+            if (name, mode) not in streaming:
+                streaming[(name, mode)] = to_streaming(model, mode, batch_size=1, frames_per_step=1)
+            target = streaming[(name, mode)]
+        keras_model = getattr(target, "model", target)
+        kwargs = {}
+        if quantize == "int8":
+            x = data["train"][0][:48]
+            if mode == "non_stream":
+                kwargs["representative_data"] = [{"features": x[i:i + 1]} for i in range(len(x))]
+            else:
+                kwargs["representative_data"] = streaming_calibration_data(target, x)
+        cache[key] = (target, to_tflite(keras_model, quantize=quantize, **kwargs))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def qat_ds_cnn(trained, data):
+    """The trained DS-CNN made quantize-aware and fine-tuned 3 epochs."""
+    from tfx_ext.quantization import quantize_aware
+
+    keras.utils.set_random_seed(0)
+    qat = quantize_aware(trained["ds_cnn"])
+    qat.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = data["train"]
+    qat.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    return qat
