@@ -127,3 +127,10 @@ def test_models_with_our_layers_load_after_a_bare_import_tfx_ext(tmp_path):
     result = _run([sys.executable, "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "DeltaActivation"
+
+
+def test_pyproject_declares_a_pep517_backend():
+    """Without it, a second `pip install -e .` in a venv that has `wheel` falls back to `setup.py develop`, which
+    ignores package_dir: `tfx_ext.layers` would not import (seen when running the demo then the test command)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'build-backend = "setuptools.build_meta"' in text and "setuptools>=64" in text
