@@ -12,6 +12,7 @@ FRAMES, BINS, CLASSES = 12, 10, 4
 TINY = {
     "ds_cnn": {"width": 8, "num_blocks": 1},
     "crnn": {"width": 3, "units": 6, "dense": 5},
+    "gru": {"units": 6, "num_layers": 2, "dense": 5},
 }
 
 

@@ -12,9 +12,9 @@ from tfx_ext.streaming import to_streaming
 from tfx_ext.verify import verify
 
 MODES = ["non_stream", "stream_internal_state", "stream_external_state"]
-CASES = [(name, mode) for name in ("ds_cnn", "crnn") for mode in MODES]
-# CRNN's whole-sequence GRU is a WHILE loop: int8 only in its streaming forms (unrolled per chunk).
-INT8_CASES = [case for case in CASES if case != ("crnn", "non_stream")]
+CASES = [(name, mode) for name in ("ds_cnn", "crnn", "gru") for mode in MODES]
+# A whole-sequence GRU is a WHILE loop: int8 only in the streaming forms (unrolled per chunk).
+INT8_CASES = [case for case in CASES if case not in (("crnn", "non_stream"), ("gru", "non_stream"))]
 
 
 @pytest.mark.parametrize("name,mode", CASES)
@@ -43,7 +43,7 @@ def test_int8_agrees_with_float_and_is_full_integer(name, mode, trained, data, e
     assert result.accuracy_tflite >= result.accuracy_model - 0.03
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn"])
+@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru"])
 def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
     runner_keras, flatbuffer = exports(name, "stream_external_state", "int8")
     runner = TFLiteModel(flatbuffer)
@@ -56,7 +56,7 @@ def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
             assert scale > 0
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn"])
+@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru"])
 def test_internal_state_variables_are_int8_without_quantize_pairs(name, exports):
     _, flatbuffer = exports(name, "stream_internal_state", "int8")
     ops = model_ops(flatbuffer)
