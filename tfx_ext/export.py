@@ -21,12 +21,14 @@ import tensorflow as tf
 
 from tfx_ext.backend import quiet_native_logs
 from tfx_ext.errors import ExportError
-from tfx_ext.quantize_export import dequantize_output, quantize_input
 
 SIGNATURE = "serving_default"
 # Extra signature of internal-state streaming models: zeroes every state variable (starts a new stream). LiteRT's
 # `reset_all_variables()` does not touch resource variables, so this is how apps and `TFLiteModel` restart.
 RESET_SIGNATURE = "reset_states"
+# The int8 calibrator cannot load a signature without inputs, so int8 exports give `reset_states` a dummy int32
+# input of this name (`TFLiteModel.reset_variables` fills it in).
+RESET_INPUT = "reset"
 FLOAT_QUANTIZE_MODES = (None, "dynamic", "float16")
 
 
@@ -80,37 +82,45 @@ def state_variables(model: keras.Model) -> list:
     return [variable for layer in streaming_layers(model) for variable in layer.state_variables]
 
 
-def _converter(model: keras.Model, batch_size: int | None, workdir: str) -> tf.lite.TFLiteConverter:
+def saved_model_converter(model: keras.Model, batch_size: int | None, workdir: str, *,
+                          reset_input: bool = False) -> tuple[tf.lite.TFLiteConverter, dict]:
+    """Writes `model`'s serving signature (and, for internal-state models, the `reset_states` signature) as a
+    SavedModel in `workdir` and returns a converter for it, with the input specs by signature:
+    `{signature: {input name: tf.TensorSpec}}`.
+
+    The state variables are exported as zeros (a fresh stream) and restored afterwards. `reset_input=True` gives
+    `reset_states` the dummy `RESET_INPUT` (needed for int8 calibration).
+    """
     serve, signature = serving_function(model, batch_size)
+    specs = {SIGNATURE: dict(signature[0])}
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=signature)
     keys = [SIGNATURE]
     states = state_variables(model)
+    saved = [np.asarray(variable) for variable in states]
     if states:
+        reset_signature = [tf.TensorSpec((1,), tf.int32, name=RESET_INPUT)] if reset_input else []
 
-        def reset():
+        def reset(*flag):
             for variable in states:
                 variable.assign(tf.zeros(variable.shape, variable.dtype))
-            return {"reset": tf.constant(0, tf.int32)}
+            return {RESET_INPUT: flag[0] + 0 if flag else tf.constant(0, tf.int32)}
 
-        archive.add_endpoint(name=RESET_SIGNATURE, fn=reset, input_signature=[])
+        archive.add_endpoint(name=RESET_SIGNATURE, fn=reset, input_signature=reset_signature)
+        specs[RESET_SIGNATURE] = {spec.name: spec for spec in reset_signature}
         keys.append(RESET_SIGNATURE)
-        # The exported variables start from their current values: export a fresh stream (zeros), then restore.
-        saved = [np.asarray(variable) for variable in states]
-        for variable in states:
+        for variable in states:  # Export a fresh stream (zeros), then restore the user's state.
             variable.assign(np.zeros(variable.shape, variable.dtype))
-        try:
-            archive.write_out(workdir, verbose=False)
-        finally:
-            for variable, value in zip(states, saved):
-                variable.assign(value)
-    else:
+    try:
         archive.write_out(workdir, verbose=False)
+    finally:
+        for variable, value in zip(states, saved):
+            variable.assign(value)
     converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=keys)
     # Internal-state streaming models keep their state in resource variables (VAR_HANDLE/ASSIGN_VARIABLE ops).
     converter.experimental_enable_resource_variables = True
-    return converter
+    return converter, specs
 
 
 def to_tflite(
@@ -167,7 +177,7 @@ def to_tflite(
             path.write_bytes(flatbuffer)
         return flatbuffer
     with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
-        converter = _converter(model, batch_size, workdir)
+        converter, _ = saved_model_converter(model, batch_size, workdir)
         if quantize == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "float16":
@@ -183,6 +193,34 @@ def to_tflite(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(flatbuffer)
     return flatbuffer
+
+
+def _scale_zero_point(detail: Mapping) -> tuple[float, int] | None:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale or not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+        return None
+    return float(scale), int(zero_point)
+
+
+def quantize_input(value: np.ndarray, detail: Mapping) -> np.ndarray:
+    """Quantizes a float array for an integer tensor with `detail["quantization"]` (scale, zero point); other
+    arrays are cast to the tensor's dtype."""
+    dtype = np.dtype(detail["dtype"])
+    params = _scale_zero_point(detail)
+    if params is None or not np.issubdtype(value.dtype, np.floating):
+        return value.astype(dtype, copy=False)
+    scale, zero_point = params
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(value: np.ndarray, detail: Mapping) -> np.ndarray:
+    """Float values of an integer tensor with a scale and zero point (other arrays unchanged)."""
+    params = _scale_zero_point(detail)
+    if params is None:
+        return value
+    scale, zero_point = params
+    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 class TFLiteModel:
@@ -305,4 +343,14 @@ class TFLiteModel:
         return float(np.median(times))
 
 
-__all__ = ["to_tflite", "TFLiteModel", "serving_function", "output_names", "state_variables", "RESET_SIGNATURE"]
+__all__ = [
+    "to_tflite",
+    "TFLiteModel",
+    "serving_function",
+    "saved_model_converter",
+    "output_names",
+    "state_variables",
+    "quantize_input",
+    "dequantize_output",
+    "RESET_SIGNATURE",
+]

@@ -29,52 +29,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_ext.errors import DataError, ExportError
+from tfx_ext.export import RESET_INPUT, RESET_SIGNATURE, SIGNATURE, saved_model_converter, state_variables
 
-SERVING = "serving_default"
-RESET = "reset_states"
-RESET_INPUT = "reset"
 # Ops that hold no arithmetic: variables, control flow and shape plumbing on int32.
 _BOOKKEEPING_OPS = {"VAR_HANDLE", "CALL_ONCE", "READ_VARIABLE", "ASSIGN_VARIABLE", "WHILE", "IF"}
 _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
-
-
-# ----- converter ---------------------------------------------------------------------------------------------------
-def int8_converter(model: keras.Model, batch_size: int | None, workdir: str) -> tuple[tf.lite.TFLiteConverter, dict]:
-    """A converter for `model` with a `serving_default` signature (and `reset_states` for internal-state models).
-
-    Returns the converter and the input specs by signature: `{signature: {input name: tf.TensorSpec}}`.
-    """
-    from tfx_ext.export import serving_function, state_variables
-
-    serve, signature = serving_function(model, batch_size)
-    specs = {SERVING: dict(signature[0])}
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name=SERVING, fn=serve, input_signature=signature)
-    keys = [SERVING]
-    states = state_variables(model)
-    saved = [np.asarray(variable) for variable in states]
-    if states:
-        reset_spec = tf.TensorSpec((1,), tf.int32, name=RESET_INPUT)
-
-        def reset(flag):
-            for variable in states:
-                variable.assign(tf.zeros(variable.shape, variable.dtype))
-            return {RESET_INPUT: flag + 0}
-
-        archive.add_endpoint(name=RESET, fn=reset, input_signature=[reset_spec])
-        keys.append(RESET)
-        specs[RESET] = {RESET_INPUT: reset_spec}
-        for variable in states:  # export a fresh stream (zeros), then restore the user's state
-            variable.assign(np.zeros(variable.shape, variable.dtype))
-    try:
-        archive.write_out(workdir, verbose=False)
-    finally:
-        for variable, value in zip(states, saved):
-            variable.assign(value)
-    converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=keys)
-    converter.experimental_enable_resource_variables = True
-    return converter, specs
 
 
 # ----- representative data -----------------------------------------------------------------------------------------
@@ -111,7 +70,7 @@ def check_representative_data(representative_data, specs: Mapping[str, Mapping[s
         raise DataError("`representative_data` is empty; int8 calibration needs at least one sample.")
     checked = []
     for index, sample in enumerate(samples):
-        key = SERVING
+        key = SIGNATURE
         if isinstance(sample, tuple) and len(sample) == 2 and isinstance(sample[0], str):
             key, sample = sample
         if key not in specs:
@@ -165,7 +124,6 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         data inputs and the states each step received; for internal-state models the data inputs, preceded at every
         sequence start by `("reset_states", {"reset": ...})`.
     """
-    from tfx_ext.export import state_variables
     from tfx_ext.streaming import StreamingRunner
 
     runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
@@ -185,7 +143,7 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         sequence = sequences[start:start + batch]
         runner.reset()
         if internal and reset:
-            samples.append((RESET, {RESET_INPUT: np.zeros((1,), np.int32)}))
+            samples.append((RESET_SIGNATURE, {RESET_INPUT: np.zeros((1,), np.int32)}))
         for t in range(0, sequence.shape[1], step):
             chunk = sequence[:, t:t + step]
             samples.append({name: chunk, **{k: np.asarray(v) for k, v in runner.states.items()}})
@@ -337,12 +295,12 @@ def convert_int8(
             "streaming states included; see streaming_calibration_data), unless the model was trained with "
             "tfx_ext.quantization.quantize_aware. Received: representative_data=None"
         )
-    converter, specs = int8_converter(model, batch_size, workdir)
+    converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
         samples = check_representative_data(representative_data, specs)
-        if RESET in specs and not any(key == RESET for key, _ in samples):
-            samples.append((RESET, {RESET_INPUT: np.zeros((1,), np.int32)}))
+        if RESET_SIGNATURE in specs and not any(key == RESET_SIGNATURE for key, _ in samples):
+            samples.append((RESET_SIGNATURE, {RESET_INPUT: np.zeros((1,), np.int32)}))
 
         def generator():
             for key, values in samples:
@@ -395,30 +353,3 @@ __all__ = [
 ]
 
 
-# ----- int8 I/O for runners ----------------------------------------------------------------------------------------
-def _scale_zero_point(detail: Mapping) -> tuple[float, int] | None:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    if not scale or not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-        return None
-    return float(scale), int(zero_point)
-
-
-def quantize_input(value: np.ndarray, detail: Mapping) -> np.ndarray:
-    """Quantizes a float array for an integer tensor with `detail["quantization"]` (scale, zero point); other
-    arrays are cast to the tensor's dtype."""
-    dtype = np.dtype(detail["dtype"])
-    params = _scale_zero_point(detail)
-    if params is None or not np.issubdtype(value.dtype, np.floating):
-        return value.astype(dtype, copy=False)
-    scale, zero_point = params
-    info = np.iinfo(dtype)
-    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def dequantize_output(value: np.ndarray, detail: Mapping) -> np.ndarray:
-    """Float values of an integer tensor with a scale and zero point (other arrays unchanged)."""
-    params = _scale_zero_point(detail)
-    if params is None:
-        return value
-    scale, zero_point = params
-    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
