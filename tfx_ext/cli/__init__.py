@@ -25,6 +25,27 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+def subcommand_usage(command: str, subcommands: dict[str, str], synopsis: str = "[--flags]") -> str:
+    """`tfx-ext COMMAND`'s usage: its synopsis and one line per subcommand."""
+    width = max(len(name) for name in subcommands)
+    lines = [f"usage: tfx-ext {command} SUBCOMMAND {synopsis}", "", "subcommands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in subcommands.items()]
+    return "\n".join(lines)
+
+
+def parse_subcommand(command: str, argv: list[str], subcommands: dict[str, str], synopsis: str = "[--flags]"):
+    """The subcommand in `argv[1]`; None after printing what is wrong and the usage (the caller then returns 2)."""
+    text = subcommand_usage(command, subcommands, synopsis)
+    if len(argv) < 2 or argv[1] not in subcommands:
+        given = argv[1] if len(argv) > 1 else None
+        print((f"tfx-ext {command}: unknown subcommand {given!r}.\n\n" if given else "") + text, file=sys.stderr)
+        return None
+    if len(argv) > 2:
+        print(f"tfx-ext {command} {argv[1]}: unexpected arguments {argv[2:]}.\n\n{text}", file=sys.stderr)
+        return None
+    return argv[1]
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: tfx-ext COMMAND [SUBCOMMAND] [--flags]   (tfx-ext COMMAND --help for its flags)", "", "commands:"]

@@ -14,6 +14,8 @@ import sys
 
 from absl import flags
 
+from tfx_ext.cli import parse_subcommand
+
 FLAGS = flags.FLAGS
 
 SUBCOMMANDS = {
@@ -29,12 +31,6 @@ flags.DEFINE_integer("seed", 0, "synthesize: random seed.")
 flags.DEFINE_list("words", None, "synthesize: comma-separated words (default: 10 command words + 4 unknown words).")
 flags.DEFINE_float("noise", 0.02, "synthesize: maximum standard deviation of the noise added to each clip.")
 flags.DEFINE_bool("progress", True, "synthesize: show a progress bar.")
-
-
-def _usage() -> str:
-    lines = ["usage: tfx-ext data SUBCOMMAND --root=DIR [--flags]", "", "subcommands:"]
-    lines += [f"  {name.ljust(10)}  {text}" for name, text in SUBCOMMANDS.items()]
-    return "\n".join(lines)
 
 
 def format_info(info: dict) -> str:
@@ -57,12 +53,7 @@ def format_info(info: dict) -> str:
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
-        given = argv[1] if len(argv) > 1 else None
-        print((f"tfx-ext data: unknown subcommand {given!r}.\n\n" if given else "") + _usage(), file=sys.stderr)
-        return 2
-    if len(argv) > 2:
-        print(f"tfx-ext data {argv[1]}: unexpected arguments {argv[2:]}.\n\n{_usage()}", file=sys.stderr)
+    if parse_subcommand("data", argv, SUBCOMMANDS, "--root=DIR [--flags]") is None:
         return 2
     if not FLAGS.root:
         print(f"tfx-ext data {argv[1]}: --root=DIR is required.", file=sys.stderr)

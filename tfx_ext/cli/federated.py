@@ -15,6 +15,7 @@ import sys
 from absl import flags
 
 from tfx_ext.cli import flags as cli_flags
+from tfx_ext.cli import parse_subcommand
 
 FLAGS = flags.FLAGS
 
@@ -44,12 +45,6 @@ flags.DEFINE_bool("resume", False, "Resume from OUTPUT_DIR/checkpoint.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
-def _usage() -> str:
-    lines = ["usage: tfx-ext federated SUBCOMMAND --output_dir=DIR [--flags]", "", "subcommands:"]
-    lines += [f"  {name.ljust(10)}  {text}" for name, text in SUBCOMMANDS.items()]
-    return "\n".join(lines)
-
-
 def format_summary(summary: dict) -> str:
     acc = summary["final_eval_accuracy"]
     lines = [
@@ -66,8 +61,7 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
-        print(_usage(), file=sys.stderr)
+    if parse_subcommand("federated", argv, SUBCOMMANDS, "--output_dir=DIR [--flags]") is None:
         return 2
     if not FLAGS.output_dir:
         print("tfx-ext federated simulate: --output_dir is required.", file=sys.stderr)

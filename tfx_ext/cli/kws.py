@@ -20,6 +20,7 @@ import sys
 from absl import flags
 
 from tfx_ext.cli import flags as cli_flags
+from tfx_ext.cli import parse_subcommand
 
 FLAGS = flags.FLAGS
 
@@ -52,12 +53,6 @@ flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                   "export: quantization (int8: full integer, calibrated on --data_root).")
 
 
-def _usage() -> str:
-    lines = ["usage: tfx-ext kws SUBCOMMAND [--flags]", "", "subcommands:"]
-    lines += [f"  {name.ljust(9)}  {text}" for name, text in SUBCOMMANDS.items()]
-    return "\n".join(lines)
-
-
 def _require(subcommand: str, *names: str) -> bool:
     missing = [name for name in names if not getattr(FLAGS, name)]
     if missing:
@@ -67,14 +62,9 @@ def _require(subcommand: str, *names: str) -> bool:
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
-        given = argv[1] if len(argv) > 1 else None
-        print((f"tfx-ext kws: unknown subcommand {given!r}.\n\n" if given else "") + _usage(), file=sys.stderr)
+    command = parse_subcommand("kws", argv, SUBCOMMANDS)
+    if command is None:
         return 2
-    if len(argv) > 2:
-        print(f"tfx-ext kws {argv[1]}: unexpected arguments {argv[2:]}.\n\n{_usage()}", file=sys.stderr)
-        return 2
-    command = argv[1]
     from tfx_ext import kws
     from tfx_ext.errors import TfxExtError
 
