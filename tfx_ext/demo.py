@@ -101,11 +101,20 @@ def stage_data(config: DemoConfig, context: dict, report: Report) -> Section:
     return Section("Keyword data", text=text, metrics=metrics)
 
 
+def _test_split(data_root: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the whole test split (loaded once; the train and TFLite stages both use it)."""
+    from tfx_ext.data import load_speech_commands
+
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in load_speech_commands(data_root, "test", batch_size=64,
+                                                                            shuffle=False)))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
     """Trains the streaming-ready reference model on the synthesized data."""
     from tfx_ext import kws
     from tfx_ext.plots import confusion_matrix, plot_confusion_matrix
-    from tfx_ext.data import label_names, load_speech_commands
+    from tfx_ext.data import label_names
 
     model, metrics = kws.train(
         config.model, context["data_root"], pathlib.Path(config.output_dir) / "models", epochs=config.epochs,
@@ -114,11 +123,9 @@ def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
     context["model"] = model
     context["train_metrics"] = metrics
     names = label_names("12")
-    labels, predictions = [], []
-    for x, y in load_speech_commands(context["data_root"], "test", batch_size=64, shuffle=False):
-        predictions.append(np.argmax(np.asarray(model(x, training=False)), -1))
-        labels.append(y.numpy())
-    matrix = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), len(names))
+    x_test, y_test = context["test_split"] = _test_split(context["data_root"])
+    predictions = np.argmax(model.predict(x_test, batch_size=64, verbose=0), -1)
+    matrix = confusion_matrix(y_test, predictions, len(names))
     plot_confusion_matrix(matrix, names, report.figure_path("confusion_matrix.png"),
                           title=f"{config.model} on the synthesized test split")
     text = (
@@ -185,15 +192,6 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
     return Section("Streaming", text=text, metrics=metrics, figures=["posteriors.png"])
 
 
-def _test_features(data_root: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from tfx_ext.data import load_speech_commands
-
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in load_speech_commands(data_root, "test", batch_size=64,
-                                                                            shuffle=False)))
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return (x[:limit], y[:limit]) if limit else (x, y)
-
-
 def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
     """Exports the streaming model to float and full-int8 TFLite and streams the recording through LiteRT."""
     from tfx_ext import kws
@@ -228,7 +226,7 @@ def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
         kws.plot_posteriors(posteriors, names, report.figure_path(name), step_s=0.02 * step,
                             segments=context["stream_segments"], waveform=context["stream_waveform"],
                             title=f"Streaming posteriors ({kind} TFLite in LiteRT, states bound by name)")
-    x_test, y_test = _test_features(context["data_root"])
+    x_test, y_test = context["test_split"]
     checked = verify(context["model"], int8_lite, (x_test, y_test), float_size=float_lite.size_bytes)
     text = (
         "The external-state streaming model was exported twice with named signature inputs/outputs "

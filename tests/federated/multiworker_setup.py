@@ -15,8 +15,14 @@ def model_fn():
     return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
 
 
-def population():
+def toy_arrays():
+    """200 examples of 6 features, 3 classes decided by two features (the strategy tests share them)."""
     r = np.random.default_rng(0)
     x = r.normal(size=(200, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
+    return x, y
+
+
+def population():
+    x, y = toy_arrays()
     return ClientData.iid(x, y, 10, seed=0), (x[:50], y[:50])

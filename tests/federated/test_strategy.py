@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.federated.multiworker_setup import model_fn as tiny_model
+from tests.federated.multiworker_setup import toy_arrays
 from tests.testing import two_cpu_strategy
 from tfx_ext.federated import ClientData, FedAvg, FedAvgM, simulate
 
@@ -16,15 +18,8 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 ATOL = 1e-5
 
 
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-
-
 def population():
-    r = np.random.default_rng(0)
-    x = r.normal(size=(200, 6)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
+    x, y = toy_arrays()
     parts = list(np.array_split(np.arange(200), 9)) + [np.array([], np.int64)]  # client 9 has no examples
     return ClientData.from_partition(x, y, parts), (x[:50], y[:50])
 
