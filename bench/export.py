@@ -1,33 +1,42 @@
 """TFLite export variants side by side (issue 4): float vs dynamic vs int8 (PTQ) vs int8 (QAT).
 
-    python -m bench.export                 # DS-CNN and CRNN at full size on synthetic keywords; bench/results/export.json
-    python -m bench.export --smoke         # seconds: tiny models, (12, 10) features, few steps (tests/bench runs it)
+    python -m bench.export                 # the 4 reference models at full size on synthesized keywords (~30 min)
+    python -m bench.export --models=ds_cnn # one model
+    python -m bench.export --smoke         # seconds: tiny DS-CNN on separable noise features (tests/bench runs it)
 
-Per reference model and form (non-streaming over the whole window; streaming one frame per step with internal
-state), in one process: file size and its ratio to float, top-1 accuracy on a held-out synthetic split and its loss
-vs the float Keras model (points), median per-invoke LiteRT latency (1 thread, timings interleaved round-robin) and
-its ratio to float. The data are the separable synthetic features of tests/export (class c lifts bins [2c, 2c+3)),
-so accuracies are high for every variant: the accuracy columns check the export, not the model.
-QAT exports get the representative data too (their learned ranges win where they exist; GRU internals and
-streaming states are calibrated). A variant that cannot be exported (CRNN non-streaming int8: its GRU is a WHILE
-loop) gets an `error` and no numbers.
+Data (full run): spoken keywords synthesized by `tfx_ext.data.synthesize_keywords` (espeak-ng when installed, else
+its numpy voices) into bench/.cache, log-mel features (49, 40), 12 labels, split by speaker (a quarter of the
+speakers for the test split, ~500 clips). Each model trains from scratch (Adam, `--epochs`), then its QAT copy
+(`quantize_aware`) fine-tunes `--qat_epochs` more epochs at a lower learning rate.
+
+Per model and form (non-streaming over the whole window; streaming with internal state, `min_frames_per_step`
+frames per step), in one process: file size and its ratio to float, top-1 test accuracy and its loss vs the float
+Keras model (points), top-1 agreement with the float Keras model, and the median latency of one bare LiteRT
+invocation (`TFLiteModel.invoker`: inputs bound once, 1 thread, variants timed round-robin) and its ratio to float.
+PTQ calibrates on training clips (streamed for the streaming form, so states are realistic); QAT exports get the
+same representative data (their learned ranges win where they exist; recurrent internals and states are
+calibrated). The smoke run's data are separable by construction, so its accuracy columns only check the plumbing.
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 
 import numpy as np
 
 from bench.harness import RESULTS_DIR, Benchmark, compare
 
-MODELS = ("ds_cnn", "crnn")
-FULL = {"ds_cnn": {}, "crnn": {"width": 16, "units": 64, "dense": 32}}
-SMOKE = {"ds_cnn": {"width": 8, "num_blocks": 1}, "crnn": {"width": 3, "units": 6, "dense": 5}}
+MODELS = ("ds_cnn", "tc_resnet", "crnn", "gru")
+SMOKE_KWARGS = {"ds_cnn": {"width": 8, "num_blocks": 1}, "tc_resnet": {"channels": (4, 6, 8), "kernel_size": 3},
+                "crnn": {"width": 3, "units": 6, "dense": 5}, "gru": {"units": 6, "num_layers": 2, "dense": 5}}
 VARIANTS = ("float", "dynamic", "int8_ptq", "int8_qat")
+FORMS = ("non_stream", "stream_internal_state")
+CACHE = pathlib.Path(__file__).resolve().parent / ".cache"
 
 
-def synthetic(n: int, frames: int, bins: int, classes: int, seed: int):
+def separable(n: int, frames: int, bins: int, classes: int, seed: int):
+    """Noise features where class c lifts a band of bins (the smoke run's data)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
     x = rng.normal(size=(n, frames, bins)).astype("float32")
@@ -37,68 +46,91 @@ def synthetic(n: int, frames: int, bins: int, classes: int, seed: int):
     return x, y
 
 
-def _export(target, variant: str, calibration):
+def keywords(speakers: int, seed: int, cache=CACHE):
+    """Synthesized keyword clips as log-mel arrays: (x_train, y_train), (x_test, y_test)."""
+    from tfx_ext.data import synthesize_keywords
+    from tfx_ext.data.speech_commands import load_speech_commands_arrays
+
+    root = pathlib.Path(cache) / f"export_keywords_{speakers}x3_seed{seed}"
+    synthesize_keywords(root, speakers=speakers, clips_per_speaker=3, seed=seed, test_fraction=0.25)
+    train = load_speech_commands_arrays(root, "training", seed=seed)[:2]
+    test = load_speech_commands_arrays(root, "testing", seed=seed)[:2]
+    return tuple(np.asarray(a) for a in train), tuple(np.asarray(a) for a in test)
+
+
+def _export(model, variant: str, calibration):
     from tfx_ext.export import to_tflite
 
-    model = getattr(target, "model", target)
     if variant in ("float", "dynamic"):
         return to_tflite(model, quantize=None if variant == "float" else "dynamic")
     return to_tflite(model, quantize="int8", representative_data=calibration)
 
 
-def bench_model(name, kwargs, *, shape, classes, train, test, epochs, qat_epochs, repeats, warmup, seed,
-                learning_rate=3e-3):
+def _calibration(source, form: str, x_cal):
+    from tfx_ext.quantize_export import streaming_calibration_data
+
+    if form == "non_stream":
+        return [{"features": x_cal[i:i + 1]} for i in range(len(x_cal))]
+    return streaming_calibration_data(source, x_cal[:8])  # every step of 8 clips, from a fresh stream each
+
+
+def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
+    """The float model trained from scratch and its quantize-aware copy fine-tuned from it."""
     import keras
 
-    from tfx_ext.errors import ExportError
-    from tfx_ext.export import TFLiteModel
     from tfx_ext.models import get_model
     from tfx_ext.quantization import quantize_aware
-    from tfx_ext.quantize_export import streaming_calibration_data
-    from tfx_ext.streaming import to_streaming
-    from tfx_ext.verify import verify
 
     keras.utils.set_random_seed(seed)
-    model = get_model(name, shape, classes, **kwargs)
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+    classes = int(train[1].max()) + 1
+    model = get_model(name, train[0].shape[1:], classes, **kwargs)
+    steps = epochs * -(-len(train[0]) // 32)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
+                  "sparse_categorical_crossentropy")
     model.fit(*train, epochs=epochs, batch_size=32, verbose=0)
     qat = quantize_aware(model)
-    qat.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy")
+    qat.compile(keras.optimizers.Adam(learning_rate / 10), "sparse_categorical_crossentropy")
     qat.fit(*train, epochs=qat_epochs, batch_size=32, verbose=0)
+    return model, qat
+
+
+def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmup, seed, learning_rate):
+    from tfx_ext.errors import ExportError
+    from tfx_ext.export import TFLiteModel
+    from tfx_ext.streaming import min_frames_per_step, to_streaming
+    from tfx_ext.verify import verify
+
+    model, qat = train_pair(name, kwargs, train=train, epochs=epochs, qat_epochs=qat_epochs, seed=seed,
+                            learning_rate=learning_rate)
     float_accuracy = float(np.mean(model.predict(test[0], verbose=0).argmax(-1) == test[1]))
+    frames_per_step = min_frames_per_step(model)
     x_cal = train[0][:32]
     rows = []
-    for form in ("non_stream", "stream_internal_state"):
+    for form in FORMS:
         if form == "non_stream":
             sources = {"float": model, "qat": qat}
-            calibration = [{"features": x_cal[i:i + 1]} for i in range(len(x_cal))]
         else:
-            sources = {"float": to_streaming(model, form, 1, 1), "qat": to_streaming(qat, form, 1, 1)}
-            calibration = streaming_calibration_data(sources["float"], x_cal[:8])
-        # QAT ranges cover convs/dense/activations; recurrent internals and states still need calibration
-        qat_calibration = calibration if form == "non_stream" else streaming_calibration_data(sources["qat"],
-                                                                                             x_cal[:8])
+            sources = {k: to_streaming(m, form, 1, frames_per_step) for k, m in (("float", model), ("qat", qat))}
         runners, results = {}, {}
         for variant in VARIANTS:
             source = sources["qat" if variant == "int8_qat" else "float"]
             try:
-                runners[variant] = TFLiteModel(
-                    _export(source, variant, qat_calibration if variant == "int8_qat" else calibration),
-                    num_threads=1)
+                runners[variant] = TFLiteModel(_export(getattr(source, "model", source), variant,
+                                                       _calibration(source, form, x_cal)), num_threads=1)
             except ExportError as error:
-                results[variant] = {"error": str(error).split(":")[1].strip()[:60]}
+                results[variant] = {"error": str(error)[:120]}
                 continue
             check = verify(model, runners[variant], test)
             results[variant] = {"size_kb": check.size_bytes / 1024, "accuracy": check.accuracy_tflite,
                                 "acc_loss_pt": 100 * (float_accuracy - check.accuracy_tflite),
                                 "agreement": check.agreement}
-        step = test[0][:1, :shape[0] if form == "non_stream" else 1]
-        timings = compare({v: (lambda r=r: r({"features": step})) for v, r in runners.items()},
+        step = test[0][:1, :test[0].shape[1] if form == "non_stream" else frames_per_step]
+        timings = compare({v: r.invoker({"features": step}) for v, r in runners.items()},
                           warmup=warmup, repeats=repeats, baseline="float")
         for variant in VARIANTS:
             row = {"model": name, "params": model.count_params(), "form": form, "variant": variant,
-                   **results[variant]}
-            if variant in timings:
+                   "float_accuracy": float_accuracy, **results[variant]}
+            if variant in timings and "float" in timings:
                 row["latency_ms"] = 1000 * timings[variant]["median_s"]
                 row["latency_ratio"] = timings[variant]["median_s"] / timings["float"]["median_s"]
                 row["size_ratio"] = row["size_kb"] / results["float"]["size_kb"]
@@ -106,19 +138,23 @@ def bench_model(name, kwargs, *, shape, classes, train, test, epochs, qat_epochs
     return rows
 
 
-def run(models=MODELS, *, smoke: bool = False, seed: int = 0, name: str = "export", results_dir=RESULTS_DIR):
-    shape, classes = ((12, 10), 4) if smoke else ((49, 40), 12)
-    config = {"models": list(models), "smoke": smoke, "seed": seed, "input_shape": list(shape),
-              "classes": classes, "model_kwargs": SMOKE if smoke else FULL,
-              "epochs": 6 if smoke else 4, "qat_epochs": 1, "learning_rate": 1e-2 if smoke else 3e-3, "train": 256 if smoke else 1024,
-              "test": 64 if smoke else 256}
-    train = synthetic(config["train"], *shape, classes, seed)
-    test = synthetic(config["test"], *shape, classes, seed + 1)
+def run(models=MODELS, *, smoke: bool = False, seed: int = 0, epochs: int = 12, qat_epochs: int = 3,
+        speakers: int = 48, name: str = "export", results_dir=RESULTS_DIR, cache=CACHE):
+    config = {"models": list(models), "smoke": smoke, "seed": seed, "epochs": 6 if smoke else epochs,
+              "qat_epochs": 1 if smoke else qat_epochs, "learning_rate": 1e-2 if smoke else 3e-3,
+              "model_kwargs": {m: SMOKE_KWARGS[m] for m in models} if smoke else {m: {} for m in models}}
+    if smoke:
+        train, test = separable(256, 12, 10, 4, seed), separable(64, 12, 10, 4, seed + 1)
+        config["data"] = "separable noise features (12, 10), 4 classes, 256 train / 64 test"
+    else:
+        train, test = keywords(speakers, seed, cache)
+        config["data"] = (f"synthesized keywords, {speakers} speakers x 3 clips per word, log-mel (49, 40), "
+                          f"12 labels, {len(train[0])} train / {len(test[0])} test clips")
     bench = Benchmark(name, config=config, results_dir=results_dir)
     for model_name in models:
-        for row in bench_model(model_name, config["model_kwargs"][model_name], shape=shape, classes=classes,
-                               train=train, test=test, epochs=config["epochs"], qat_epochs=config["qat_epochs"],
-                               repeats=5 if smoke else 50, warmup=1 if smoke else 5, seed=seed,
+        for row in bench_model(model_name, config["model_kwargs"][model_name], train=train, test=test,
+                               epochs=config["epochs"], qat_epochs=config["qat_epochs"],
+                               repeats=5 if smoke else 200, warmup=1 if smoke else 20, seed=seed,
                                learning_rate=config["learning_rate"]):
             bench.add_row(row)
     return bench.finish(columns=["model", "params", "form", "variant", "size_kb", "size_ratio", "accuracy",
@@ -127,11 +163,16 @@ def run(models=MODELS, *, smoke: bool = False, seed: int = 0, name: str = "expor
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny models and data, seconds")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and separable data, seconds")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=12, help="float training epochs")
+    parser.add_argument("--qat_epochs", type=int, default=3, help="quantization-aware fine-tuning epochs")
+    parser.add_argument("--speakers", type=int, default=48, help="synthetic speakers per word (3 clips each)")
     args = parser.parse_args(argv)
-    return run(tuple(m for m in args.models.split(",") if m), smoke=args.smoke, seed=args.seed,
+    models = tuple(m for m in args.models.split(",") if m)
+    return run(models if not args.smoke or args.models != ",".join(MODELS) else ("ds_cnn",), smoke=args.smoke,
+               seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, speakers=args.speakers,
                name="export_smoke" if args.smoke else "export")
 
 

@@ -14,6 +14,9 @@ Three kinds of models:
   sequence through the `reset_states` signature. That signature takes a dummy int32 input `reset` here, because
   the calibrator cannot load a model with an input-less signature.
 
+Recurrent layers (GRU/LSTM) are unrolled over the signature's static time axis for the conversion
+(`unrolled_recurrences`): a TFLite WHILE loop has no int8 kernels.
+
 After conversion `check_full_integer` reads the flatbuffer (every subgraph) and lists the ops that still compute in
 float and the QUANTIZE/DEQUANTIZE ops that are not at the model boundary; `ExportError` names them unless
 `allow_float_ops=True`.
@@ -21,6 +24,7 @@ float and the QUANTIZE/DEQUANTIZE ops that are not at the model boundary; `Expor
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Iterable, Mapping
 
@@ -247,16 +251,24 @@ def _all_layers(model) -> list:
     return found
 
 
-def _check_no_loops(model: keras.Model) -> None:
-    """A recurrent layer that is not unrolled converts to a WHILE loop, which the int8 calibrator cannot handle
-    (it crashes the process in TF 2.21): refuse it with a named error before converting."""
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.RNN) and not getattr(layer, "unroll", False):
-            raise ExportError(
-                f"int8 export of model {model.name!r}: layer {layer.path!r} ({type(layer).__name__}) runs as a "
-                "TFLite WHILE loop, an op with no int8 support. Export the streaming form instead "
-                "(tfx_ext.to_streaming: recurrent layers are unrolled over each chunk), or use quantize='dynamic'."
-            )
+@contextlib.contextmanager
+def unrolled_recurrences(model: keras.Model):
+    """Within the block, every recurrent layer of `model` unrolls over its time axis.
+
+    A recurrent layer that is not unrolled converts to a TFLite WHILE loop, which has no int8 kernels (the TF 2.21
+    calibrator even crashes the process on it). Keras reads `RNN.unroll` when the layer is called, so an export
+    traced inside the block has plain per-frame ops (FULLY_CONNECTED, ADD, MUL, LOGISTIC, TANH) with the same
+    weights. The layers are restored on exit.
+    """
+    loops = [layer for layer in _all_layers(model)
+             if isinstance(layer, keras.layers.RNN) and not getattr(layer, "unroll", False)]
+    try:
+        for layer in loops:
+            layer.unroll = True
+        yield
+    finally:
+        for layer in loops:
+            layer.unroll = False
 
 
 # ----- conversion --------------------------------------------------------------------------------------------------
@@ -287,7 +299,6 @@ def convert_int8(
     """
     from tfx_ext.backend import quiet_native_logs
 
-    _check_no_loops(model)
     qat = has_fake_quant(model)
     if representative_data is None and not qat:
         raise ValueError(
@@ -295,7 +306,8 @@ def convert_int8(
             "streaming states included; see streaming_calibration_data), unless the model was trained with "
             "tfx_ext.quantization.quantize_aware. Received: representative_data=None"
         )
-    converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
+    with unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
+        converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
         samples = check_representative_data(representative_data, specs)
@@ -345,6 +357,7 @@ def convert_int8(
 
 __all__ = [
     "convert_int8",
+    "unrolled_recurrences",
     "streaming_calibration_data",
     "check_representative_data",
     "check_full_integer",

@@ -13,6 +13,7 @@ TINY = {
     "ds_cnn": {"width": 8, "num_blocks": 1},
     "crnn": {"width": 3, "units": 6, "dense": 5},
     "gru": {"units": 6, "num_layers": 2, "dense": 5},
+    "tc_resnet": {"channels": (4, 6, 8), "kernel_size": 3},  # time stride 4: streams 4 frames per step
 }
 
 
@@ -50,7 +51,7 @@ def exports(trained, data):
     """exports(name, mode, quantize) -> (keras model or runner, flatbuffer), converted once per session."""
     from tfx_ext.export import to_tflite
     from tfx_ext.quantize_export import streaming_calibration_data
-    from tfx_ext.streaming import to_streaming
+    from tfx_ext.streaming import min_frames_per_step, to_streaming
 
     cache = {}
     streaming = {}
@@ -64,7 +65,8 @@ def exports(trained, data):
             target = model
         else:
             if (name, mode) not in streaming:
-                streaming[(name, mode)] = to_streaming(model, mode, batch_size=1, frames_per_step=1)
+                streaming[(name, mode)] = to_streaming(model, mode, batch_size=1,
+                                                       frames_per_step=min_frames_per_step(model))
             target = streaming[(name, mode)]
         keras_model = getattr(target, "model", target)
         kwargs = {}

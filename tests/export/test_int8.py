@@ -12,9 +12,7 @@ from tfx_ext.streaming import to_streaming
 from tfx_ext.verify import verify
 
 MODES = ["non_stream", "stream_internal_state", "stream_external_state"]
-CASES = [(name, mode) for name in ("ds_cnn", "crnn", "gru") for mode in MODES]
-# A whole-sequence GRU is a WHILE loop: int8 only in the streaming forms (unrolled per chunk).
-INT8_CASES = [case for case in CASES if case not in (("crnn", "non_stream"), ("gru", "non_stream"))]
+CASES = [(name, mode) for name in ("ds_cnn", "crnn", "gru", "tc_resnet") for mode in MODES]
 
 
 @pytest.mark.parametrize("name,mode", CASES)
@@ -26,7 +24,7 @@ def test_float_tflite_matches_keras(name, mode, trained, data, exports):
     assert result.agreement == 1.0
 
 
-@pytest.mark.parametrize("name,mode", INT8_CASES)
+@pytest.mark.parametrize("name,mode", CASES)
 def test_int8_agrees_with_float_and_is_full_integer(name, mode, trained, data, exports):
     _, flatbuffer = exports(name, mode, "int8")
     _, float_flatbuffer = exports(name, mode, None)
@@ -43,7 +41,7 @@ def test_int8_agrees_with_float_and_is_full_integer(name, mode, trained, data, e
     assert result.accuracy_tflite >= result.accuracy_model - 0.03
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru"])
+@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru", "tc_resnet"])
 def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
     runner_keras, flatbuffer = exports(name, "stream_external_state", "int8")
     runner = TFLiteModel(flatbuffer)
@@ -56,7 +54,7 @@ def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
             assert scale > 0
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru"])
+@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru", "tc_resnet"])
 def test_internal_state_variables_are_int8_without_quantize_pairs(name, exports):
     _, flatbuffer = exports(name, "stream_internal_state", "int8")
     ops = model_ops(flatbuffer)
@@ -154,11 +152,31 @@ def test_unsupported_op_for_int8_is_named():
     assert any("SQUARE" in op for op in non_integer_ops(hybrid))
 
 
-def test_recurrent_loop_for_int8_is_named(trained, data):
-    with pytest.raises(ExportError, match=r"layer 'gru/rnn' \(GRU\) runs as a TFLite WHILE loop"):
-        to_tflite(trained["crnn"], quantize="int8", representative_data=[{"features": data["train"][0][:1]}])
+def test_whole_sequence_recurrence_is_unrolled_for_int8_and_restored(trained, exports):
+    _, flatbuffer = exports("crnn", "non_stream", "int8")
+    ops = {op["op"] for op in model_ops(flatbuffer)}
+    assert "WHILE" not in ops and "FULLY_CONNECTED" in ops  # unrolled per frame
+    inner = trained["crnn"].get_layer("gru").rnn
+    assert inner.unroll is False  # the user's model is left as it was
 
 
 def test_unknown_quantize_is_named(trained):
     with pytest.raises(ValueError, match=r"`quantize` must be one of .*'int8'.*Received: quantize='int4'"):
         to_tflite(trained["ds_cnn"], quantize="int4")
+
+
+def test_invoker_runs_the_bound_signature_bare(exports, data):
+    _, flatbuffer = exports("ds_cnn", "stream_internal_state", "int8")
+    x = data["test"][0][:1]
+    runner = TFLiteModel(flatbuffer)
+    expected = runner.run_stream(x[:, :3])["probs"][:, -1]  # three steps from a fresh stream
+    runner.reset_variables()
+    invoke = runner.invoker({"features": x[:, :1]})  # binding runs step 1
+    runner.reset_variables()
+    invoke()  # step 1 as a bare invocation of the bound first frame, then steps 2 and 3 as calls
+    runner({"features": x[:, 1:2]})
+    after = runner({"features": x[:, 2:3]})["probs"]
+    np.testing.assert_array_equal(after, expected)
+    invoke()  # ...and a bare invocation advances the internal state like a call does
+    assert not np.array_equal(runner({"features": x[:, 2:3]})["probs"], expected)
+    assert runner.latency({"features": x[:, :1]}, warmup=1, repeats=3) > 0

@@ -14,7 +14,7 @@ def tc_resnet(input_shape=(48, 40), num_classes: int = 12, *, channels=(16, 24, 
               stride: int = 2, dropout: float = 0.1, name: str = "tc_resnet") -> keras.Model:
     """TC-ResNet8 made causal: a (3) conv, then one residual block per further entry of `channels`.
 
-    Each block: conv(k, stride) + BN + ReLU, conv(k) + BN, plus a (1, stride) conv + BN + ReLU shortcut, then Add
+    Each block: conv(k, stride) + BN + ReLU, conv(k) + BN, plus a (1, stride) conv + BN + ReLU shortcut (named `bypass`), then Add
     and ReLU. With `stride` 2 and three blocks the time stride is 8: streamed, `frames_per_step` must be a multiple
     of 8 (160 ms at a 20 ms hop), which `to_streaming` checks. A global average pool over the window ends it.
 
@@ -44,9 +44,12 @@ def tc_resnet(input_shape=(48, 40), num_classes: int = 12, *, channels=(16, 24, 
         y = L.ReLU(name=f"block{i}_relu1")(y)
         y = Stream(L.Conv1D(width, kernel_size, use_bias=False), name=f"block{i}_conv2")(y)
         y = batch_norm(f"block{i}_bn2")(y)
-        shortcut = Stream(L.Conv1D(width, 1, strides=stride, use_bias=False), name=f"block{i}_shortcut")(x)
-        shortcut = batch_norm(f"block{i}_shortcut_bn")(shortcut)
-        shortcut = L.ReLU(name=f"block{i}_shortcut_relu")(shortcut)
+        # "bypass", not "shortcut": the TFLite converter's int8 pass leaves this strided 1x1 conv in float in the
+        # streaming forms when its name sorts after "conv1" (an op-order dependence in TF 2.21's MLIR importer;
+        # tests/export check the reference models stay full-integer).
+        shortcut = Stream(L.Conv1D(width, 1, strides=stride, use_bias=False), name=f"block{i}_bypass")(x)
+        shortcut = batch_norm(f"block{i}_bypass_bn")(shortcut)
+        shortcut = L.ReLU(name=f"block{i}_bypass_relu")(shortcut)
         x = L.ReLU(name=f"block{i}_out")(L.Add(name=f"block{i}_add")([y, shortcut]))
     x = Stream(L.GlobalAveragePooling1D(), name="pool")(x)
     return keras.Model(inputs, classifier(x, num_classes, dropout), name=name)
