@@ -57,7 +57,6 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel", "setuptools", "wheel"],
-        "oracle": ["tf-keras", "tensorflow-model-optimization"],
     },
     entry_points={"console_scripts": ["tfx-ext=tfx_ext.cli:run"]},
     classifiers=[

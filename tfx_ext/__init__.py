@@ -54,6 +54,7 @@ _LAZY = {
     "non_integer_ops": "tfx_ext.quantize_export",
     "quantize_aware": "tfx_ext.quantization",
     "FakeQuant": "tfx_ext.quantization",
+    "is_quantize_aware": "tfx_ext.quantization",
     "bake": "tfx_ext.hyper",
     "insert_delta_activations": "tfx_ext.delta",
     "sparsity_report": "tfx_ext.delta",

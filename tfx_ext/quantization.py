@@ -3,19 +3,38 @@
 `quantize_aware(model)` clones a functional model with:
 - weights fake-quantized per output channel, symmetric, int8 narrow range ([-127, 127], scale max|w| / 127, the
   scheme TFLite uses for conv/depthwise/dense weights) with a straight-through gradient. Covered: Dense, Conv1D,
-  Conv2D, DepthwiseConv1D, DepthwiseConv2D, also inside `tfx_ext.layers.Stream` (the cell is swapped);
+  Conv2D, DepthwiseConv1D, DepthwiseConv2D, SeparableConv1D/2D (both kernels), also inside `tfx_ext.layers.Stream`
+  (the cell is swapped), and the `kernel`/`recurrent_kernel` of GRU/LSTM (Keras's and `tfx_ext.layers`'). Dense is
+  per-channel too: the converter gives FULLY_CONNECTED weights one scale per output unit (checked by the tests);
 - activations fake-quantized per tensor, asymmetric int8, with moving-average min/max (`FakeQuant` layers) on the
   model inputs and after every layer whose output TFLite keeps as a tensor: not after a layer whose only consumers
   are BatchNormalization or ReLU (TFLite folds BN into the conv and fuses the ReLU, so the range that matters is
-  the one after them). Add/Concatenate outputs get one range (their inputs keep their producers' ranges).
+  the one after them), nor after softmax/sigmoid (fixed int8 ranges);
+- ranges inside layers for the tensors TFLite keeps that Keras does not show: a separable conv runs as
+  DEPTHWISE_CONV_2D then CONV_2D, so the tensor between them has a learned range; a standalone BatchNormalization
+  (`QuantizedBatchNormalization`) runs as MUL then ADD; GRU/LSTM states h (and c) have learned ranges, applied where
+  the step produces them, so a streaming model's state inputs/outputs (or state variables) use them.
 
-BatchNormalization is *not* folded during training: the converter folds it into the preceding conv/dense at export,
-so the folded kernel's rounding is not simulated exactly (weights are fake-quantized before the fold). Recurrent
-layers (GRU/LSTM) have no fake quantization inside: their internal ranges (and streaming states) come from
-representative data at export.
+BatchNormalization is not folded during training, and need not be: per-channel symmetric weight quantization
+commutes with a per-output-channel scale (fq(w * s) / s == fq(w) for any s != 0: the channel's max and each value
+scale together and rounding is odd-symmetric), so the kernel the converter folds, fq(w) * gamma / sqrt(var + eps),
+quantizes to exactly the integers QAT simulated; the tests check it on the converted flatbuffer (dequantized
+kernels equal the QAT weights times the BN multipliers to float precision). The folded bias is quantized to int32
+(scale input * weight scale, an error far below the activation step). What the fold of Jacob et al. (2018) adds
+beyond this is training with the moving statistics; here training uses batch statistics, as float training does.
+
+Merges: TFLite's int8 CONCATENATION wants its inputs and output on one scale (else the converter inserts
+requantizing QUANTIZE ops), so a Concatenate becomes `QuantizedConcatenate`, one learned range for its inputs and
+output, and the layers that feed only Concatenates get no range of their own. ADD rescales each input itself, so
+an Add's inputs keep their producers' ranges and its output gets its own (after its fused ReLU, if any).
+
+Left to representative data at export (`to_tflite(..., representative_data=...)`): the gate pre-activations and
+products inside GRU/LSTM steps, and a layer's pre-activation when it has a softmax/sigmoid `activation`. Without
+representative data such models fail the full-integer check with an error that says so.
 
 `FakeQuant` subclasses `keras.layers.Identity` so `tfx_ext.to_streaming` treats it as frame-local and carries its
-ranges over to the streaming model (they are weights, copied by layer name).
+ranges over to the streaming model (they are weights, copied by layer name); ranges inside layers are weights of
+those layers and travel with them.
 
 TF-only code (`tf.quantization.fake_quant_with_min_max_vars`, which the TFLite converter reads as the tensor's
 range), so it lives in `tfx_ext/`, not `layers/`.
@@ -27,6 +46,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 
 
@@ -142,10 +162,10 @@ class _AttributeKernel(_KernelFakeQuant):
         self._depthwise_kernel = value
 
 
-def _register(name, bases):
-    cls = type(name, bases, {"__doc__": f"`{bases[-1].__name__}` with per-channel int8 fake-quantized weights "
-                                        "(made by `quantize_aware`)."})
-    cls.__module__ = __name__
+def _register(name, bases, what: str = "per-channel int8 fake-quantized weights", **attributes):
+    """A registered class `name` of the mixins and the Keras layer in `bases`."""
+    doc = f"`{bases[-1].__name__}` with {what} (made by `quantize_aware`)."
+    cls = type(name, bases, {"__doc__": doc, "__module__": __name__, **attributes})
     return keras.saving.register_keras_serializable(package="tfx_ext")(cls)
 
 
@@ -154,6 +174,60 @@ QuantizedConv1D = _register("QuantizedConv1D", (_PropertyKernel, keras.layers.Co
 QuantizedConv2D = _register("QuantizedConv2D", (_PropertyKernel, keras.layers.Conv2D))
 QuantizedDepthwiseConv1D = _register("QuantizedDepthwiseConv1D", (_AttributeKernel, keras.layers.DepthwiseConv1D))
 QuantizedDepthwiseConv2D = _register("QuantizedDepthwiseConv2D", (_AttributeKernel, keras.layers.DepthwiseConv2D))
+
+
+class _Ranged:
+    """Mixin: the constructor argument `range_momentum` (moving-average momentum of the layer's inner ranges)."""
+
+    def __init__(self, *args, range_momentum: float = 0.9, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 0.0 <= float(range_momentum) < 1.0:
+            raise ValueError(f"`range_momentum` must be in [0, 1). Received: range_momentum={range_momentum!r}")
+        self.range_momentum = float(range_momentum)
+
+    def get_config(self):
+        return {**super().get_config(), "range_momentum": self.range_momentum}
+
+
+class _RangeSublayer(_Ranged):
+    """Mixin: a learned activation range (`FakeQuant` sublayer `mid`) for a tensor inside the layer that TFLite
+    keeps as an int8 tensor of its own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mid = FakeQuant(self.range_momentum, name="mid")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.mid.build(None)
+
+
+class _SeparableFakeQuant(_RangeSublayer):
+    """Mixin for SeparableConv1D/2D. TFLite runs a separable conv as DEPTHWISE_CONV_2D then a 1x1 CONV_2D, so the
+    tensor between the two steps is int8 too: `call` computes depthwise -> `mid` range -> pointwise, each kernel
+    fake-quantized per output channel (depthwise: in_channels * multiplier; pointwise: filters)."""
+
+    def call(self, inputs, training=None):
+        depthwise = fake_quant_weights(self.depthwise_kernel, tuple(range(self.rank)))
+        pointwise = fake_quant_weights(self.pointwise_kernel, tuple(range(self.rank + 1)))
+        x = ops.depthwise_conv(inputs, depthwise, strides=self.strides, padding=self.padding,
+                               data_format=self.data_format, dilation_rate=self.dilation_rate)
+        x = self.mid(x, training=training)
+        x = ops.conv(x, pointwise, strides=1, padding="valid", data_format=self.data_format)
+        if self.use_bias:
+            shape = (1,) * (self.rank + 1) + (self.filters,) if self.data_format == "channels_last" else \
+                (1, self.filters) + (1,) * self.rank
+            x = ops.add(x, ops.reshape(self.bias, shape))
+        return x if self.activation is None else self.activation(x)
+
+
+_SEPARABLE_DOC = "per-channel int8 fake-quantized kernels and a learned range between its two steps"
+QuantizedSeparableConv1D = _register("QuantizedSeparableConv1D", (_SeparableFakeQuant, keras.layers.SeparableConv1D),
+                                     _SEPARABLE_DOC)
+QuantizedSeparableConv2D = _register("QuantizedSeparableConv2D", (_SeparableFakeQuant, keras.layers.SeparableConv2D),
+                                     _SEPARABLE_DOC)
+
+
 def _fake_quant_constant(value):
     """Per-tensor fake quantization of a constant over its own range (the converter reads it as the constant's
     int8 quantization)."""
@@ -163,7 +237,7 @@ def _fake_quant_constant(value):
 
 
 @keras.saving.register_keras_serializable(package="tfx_ext")
-class QuantizedBatchNormalization(keras.layers.BatchNormalization):
+class QuantizedBatchNormalization(_RangeSublayer, keras.layers.BatchNormalization):
     """A BatchNormalization with no conv/dense to fold into (e.g. input normalization), made int8-convertible.
 
     TFLite runs it as MUL by a per-channel multiplier then ADD of an offset; in inference this layer computes
@@ -175,15 +249,6 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
         range_momentum: moving-average momentum of the product's range.
         **kwargs: as `keras.layers.BatchNormalization`.
     """
-
-    def __init__(self, range_momentum: float = 0.9, **kwargs):
-        super().__init__(**kwargs)
-        self.range_momentum = float(range_momentum)
-        self.mid = FakeQuant(self.range_momentum, name="mid")
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.mid.build(input_shape)
 
     def _affine(self):
         multiplier = ops.multiply(self.gamma, ops.rsqrt(self.moving_variance + self.epsilon)) if self.scale else \
@@ -199,8 +264,116 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
             return outputs
         return self.mid(inputs * multiplier) + offset
 
-    def get_config(self):
-        return {**super().get_config(), "range_momentum": self.range_momentum}
+
+@keras.saving.register_keras_serializable(package="tfx_ext")
+class QuantizedConcatenate(_RangeSublayer, keras.layers.Concatenate):
+    """A Concatenate whose inputs and output share one learned range (`mid`), as TFLite's int8 CONCATENATION wants.
+
+    With different ranges on its inputs the converter inserts a requantizing QUANTIZE op before the CONCATENATION
+    for each input whose scale differs from the output's; one range for all (learned over the concatenated tensor,
+    whose min/max are those of all inputs together) makes the concatenation a plain copy of int8 values.
+    `quantize_aware` gives the producers that feed only Concatenates no range of their own.
+
+    Args:
+        range_momentum: moving-average momentum of the shared range.
+        **kwargs: as `keras.layers.Concatenate`.
+    """
+
+    def call(self, inputs, training=None):
+        if training:
+            self.mid(super().call(inputs), training=True)  # the range of all inputs at once
+        return self.mid(super().call([self.mid(x) for x in inputs]))
+
+
+# ----- recurrent layers ---------------------------------------------------------------------------------------------
+class _QuantizedCell:
+    """Mixin for Keras GRUCell/LSTMCell: `kernel` and `recurrent_kernel` are fake-quantized per output unit (the
+    unrolled cell runs as FULLY_CONNECTED ops with per-channel weights), and every state (h; LSTM: h and c) gets a
+    learned range (`FakeQuant` sublayers `h_range`, `c_range`) applied where the step computes it, so the states a
+    streaming model passes on (outputs or variables) are int8 on that range, and the state a step receives is on
+    its grid already. (The received state gets no range of its own: a second fake-quant op on a state input made
+    the converter requantize it through float when the two scales differed by a rounding.)
+
+    The ranges are updated at every time step in training (a moving average over steps and batches). The gates'
+    pre-activations and products inside the step have no learned range: int8 export calibrates them from
+    representative data."""
+
+    _state_names: tuple[str, ...] = ()
+
+    # (inputs or h, gates * units): one channel per gate unit, the rows of TFLite's FULLY_CONNECTED weights
+    kernel = property(lambda self: fake_quant_weights(self._input_kernel, (0,)),
+                      lambda self, value: setattr(self, "_input_kernel", value))
+    recurrent_kernel = property(lambda self: fake_quant_weights(self._state_kernel, (0,)),
+                                lambda self, value: setattr(self, "_state_kernel", value))
+
+    @property
+    def state_ranges(self) -> list:
+        return [getattr(self, f"{name}_range") for name in self._state_names]
+
+    def call(self, inputs, states, training=False):
+        self._range_training = training  # for `_QuantizedLSTMCell`'s carry
+        nested = isinstance(states, (list, tuple))
+        _, new_states = super().call(inputs, list(states) if nested else [states], training=training)
+        h = self.h_range(new_states[0], training=training)  # the output is h
+        return h, [h, *new_states[1:]] if nested else h
+
+
+class _QuantizedGRUCell(_QuantizedCell, keras.layers.GRUCell):
+    _state_names = ("h",)
+
+
+class _QuantizedLSTMCell(_QuantizedCell, keras.layers.LSTMCell):
+    """The carry c gets its range where LSTMCell computes it, so that h = o * tanh(c) reads the quantized c too (a
+    raw c with two consumers, tanh and the range, would leave the converter computing c's ADD in float)."""
+
+    _state_names = ("h", "c")
+
+    def _compute_carry_and_output(self, *args):
+        c, o = super()._compute_carry_and_output(*args)
+        return self.c_range(c, training=self._range_training), o
+
+    def _compute_carry_and_output_fused(self, *args):
+        c, o = super()._compute_carry_and_output_fused(*args)
+        return self.c_range(c, training=self._range_training), o
+
+
+class _QuantizedRNN(_Ranged):
+    """Mixin for Keras GRU/LSTM with a `_QuantizedCell`. Keras builds their cell inside `__init__` with no way to
+    choose its class, so the cell is re-classed to its quantized subclass (which adds properties, `call` and the
+    state ranges, and keeps the cell's config and weights); the ranges are built with the layer."""
+
+    _cell_class: type = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cell.__class__ = self._cell_class
+        for name in self._cell_class._state_names:
+            setattr(self.cell, f"{name}_range", FakeQuant(self.range_momentum, name=f"{name}_range"))
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        super().build(sequences_shape, initial_state_shape)
+        for fq in self.cell.state_ranges:
+            fq.build(None)
+
+
+_RNN_DOC = "per-channel int8 fake-quantized kernels and learned state ranges (see `_QuantizedCell`)"
+QuantizedKerasGRU = _register("QuantizedKerasGRU", (_QuantizedRNN, keras.layers.GRU), _RNN_DOC,
+                              _cell_class=_QuantizedGRUCell)
+QuantizedKerasLSTM = _register("QuantizedKerasLSTM", (_QuantizedRNN, keras.layers.LSTM), _RNN_DOC,
+                               _cell_class=_QuantizedLSTMCell)
+
+
+class _QuantizedStreamingRNN(_Ranged):
+    """Mixin for `tfx_ext.layers.GRU`/`LSTM`: their inner Keras RNN (`self.rnn`) is the quantized one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for fq in self.rnn.cell.state_ranges:
+            fq.momentum = self.range_momentum
+
+
+QuantizedGRU = _register("QuantizedGRU", (_QuantizedStreamingRNN, GRU), _RNN_DOC, _rnn_class=QuantizedKerasGRU)
+QuantizedLSTM = _register("QuantizedLSTM", (_QuantizedStreamingRNN, LSTM), _RNN_DOC, _rnn_class=QuantizedKerasLSTM)
 
 
 QUANTIZED_CLASSES = {
@@ -209,36 +382,40 @@ QUANTIZED_CLASSES = {
     keras.layers.Conv2D: QuantizedConv2D,
     keras.layers.DepthwiseConv1D: QuantizedDepthwiseConv1D,
     keras.layers.DepthwiseConv2D: QuantizedDepthwiseConv2D,
+    keras.layers.SeparableConv1D: QuantizedSeparableConv1D,
+    keras.layers.SeparableConv2D: QuantizedSeparableConv2D,
+    keras.layers.Concatenate: QuantizedConcatenate,
+    keras.layers.GRU: QuantizedKerasGRU,
+    keras.layers.LSTM: QuantizedKerasLSTM,
+    GRU: QuantizedGRU,
+    LSTM: QuantizedLSTM,
 }
-# Consumers TFLite fuses into the producing op: no range between producer and them.
-_FUSED_CONSUMERS = (keras.layers.BatchNormalization, keras.layers.ReLU)
 # Layers whose output range is their input's (no new range needed).
 _RANGE_PRESERVING = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Dropout, keras.layers.Identity,
                      keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise)
-
-
-def _quantized_layer(layer):
-    """A fresh copy of `layer` with fake-quantized weights where supported (same config, same weight order)."""
-    config = layer.get_config()
-    if isinstance(layer, Stream):
-        cell = keras.saving.deserialize_keras_object(dict(config["cell"]))
-        target = QUANTIZED_CLASSES.get(type(cell))
-        if target is not None:
-            config = dict(config, cell=keras.saving.serialize_keras_object(target.from_config(cell.get_config())))
-        return Stream.from_config(config)
-    target = QUANTIZED_CLASSES.get(type(layer))
-    if target is not None:
-        return target.from_config(config)
-    if type(layer) is keras.layers.BatchNormalization and getattr(layer, "_qat_standalone", False):
-        return QuantizedBatchNormalization.from_config(config)
-    return type(layer).from_config(config)
-
-
+# Layers a following BatchNormalization folds into (TFLite scales their kernel per output channel).
 _FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv1D,
-             keras.layers.DepthwiseConv2D, Stream)
+             keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, Stream)
+
+
+def _quantized_layer(layer, momentum: float = 0.9):
+    """A fresh copy of `layer` with fake-quantized weights where supported (same config, same weight order; a
+    Stream's cell is swapped)."""
+    target = QUANTIZED_CLASSES.get(type(layer), type(layer))
+    if type(layer) is keras.layers.BatchNormalization and getattr(layer, "_qat_standalone", False):
+        target = QuantizedBatchNormalization
+    config = layer.get_config()
+    if issubclass(target, _Ranged):
+        config["range_momentum"] = momentum
+    if isinstance(layer, Stream):
+        cell = _quantized_layer(keras.saving.deserialize_keras_object(dict(config["cell"])), momentum)
+        config["cell"] = keras.saving.serialize_keras_object(cell)
+    return target.from_config(config)
 
 
 def _fused_only(layer, consumers: dict) -> bool:
+    """True when every consumer of `layer` is fused into it by TFLite (ReLU; BatchNormalization after a foldable
+    layer), so its own output needs no range."""
     users = consumers.get(layer.name, [])
     if not users:
         return False
@@ -247,25 +424,30 @@ def _fused_only(layer, consumers: dict) -> bool:
             isinstance(user, keras.layers.Activation) and user.get_config()["activation"] in ("relu", "relu6")
         ):
             continue
-        if isinstance(user, keras.layers.BatchNormalization) and isinstance(
-            layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv1D,
-                    keras.layers.DepthwiseConv2D, Stream)
-        ):
+        if isinstance(user, keras.layers.BatchNormalization) and isinstance(layer, _FOLDABLE):
             continue
         return False
     return True
 
 
+def _feeds_concatenate_only(layer, consumers: dict) -> bool:
+    """True when every consumer of `layer` is a Concatenate: its output takes the Concatenate's shared range."""
+    users = consumers.get(layer.name, [])
+    return bool(users) and all(isinstance(user, keras.layers.Concatenate) for user in users)
+
+
 def _fixed_range(layer) -> bool:
-    """Softmax and sigmoid outputs have fixed int8 ranges in TFLite (scale 1/256, zero point -128)."""
+    """Softmax and sigmoid outputs have fixed int8 ranges in TFLite (scale 1/256, zero point -128); also a layer
+    with such an `activation` (its pre-activation range then comes from representative data)."""
     if isinstance(layer, keras.layers.Softmax):
         return True
-    return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in ("softmax", "sigmoid")
+    return layer.get_config().get("activation") in ("softmax", "sigmoid")
 
 
 def _recurrent(layer) -> bool:
-    """GRU/LSTM: their output is also their state, whose range comes from representative data; a second range on
-    the output would make the converter compute the last ADD in float and quantize it twice."""
+    """Recurrent layers: a GRU/LSTM's output is its state h, whose range is learned inside the cell
+    (`_QuantizedCell`); a second range on the output would make the converter compute the last ADD in float and
+    quantize it twice."""
     from tfx_ext.modes import StreamingLayer
 
     return isinstance(layer, keras.layers.RNN) or (isinstance(layer, StreamingLayer) and not isinstance(layer, Stream))
@@ -280,12 +462,13 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
     """Returns a QAT copy of a functional model: fake-quantized weights and activations (see the module docs).
 
     The copy starts from `model`'s weights; fine-tune it (compile + fit), then export with
-    `to_tflite(qat_model, quantize="int8")` (representative data optional: the learned ranges are used; streaming
-    states and recurrent internals are calibrated from it when given) or convert it with `to_streaming` first.
+    `to_tflite(qat_model, quantize="int8")` (representative data optional for convolutional models: the learned
+    ranges are used; GRU/LSTM gate internals need it, their states use the learned ranges) or convert it with
+    `to_streaming` first.
 
     Args:
         model: a functional Keras 3 model (non-streaming).
-        momentum: moving-average momentum of the activation ranges.
+        momentum: moving-average momentum of the activation ranges (also those inside layers).
 
     Returns:
         A new functional `keras.Model` named `<name>_qat`.
@@ -330,12 +513,13 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         args = quantize_inputs(args)
         outputs = layer(*args, **kwargs)
         source = by_name[layer.name]
-        if isinstance(source, _RANGE_PRESERVING) or _fused_only(source, consumers) or _fixed_range(source) \
-                or _recurrent(source):
+        if isinstance(source, _RANGE_PRESERVING + (keras.layers.Concatenate,)) or _fused_only(source, consumers) \
+                or _fixed_range(source) or _recurrent(source) or _feeds_concatenate_only(source, consumers):
             return outputs
         return FakeQuant(momentum, name=f"{layer.name}_fq")(outputs)
 
-    qat = keras.models.clone_model(model, clone_function=_quantized_layer, call_function=call_function)
+    qat = keras.models.clone_model(model, clone_function=lambda layer: _quantized_layer(layer, momentum),
+                                   call_function=call_function)
     qat.name = f"{model.name}_qat"
     for layer in model.layers:
         if hasattr(layer, "_qat_standalone"):
@@ -358,5 +542,12 @@ __all__ = [
     "QuantizedConv2D",
     "QuantizedDepthwiseConv1D",
     "QuantizedDepthwiseConv2D",
+    "QuantizedSeparableConv1D",
+    "QuantizedSeparableConv2D",
     "QuantizedBatchNormalization",
+    "QuantizedConcatenate",
+    "QuantizedGRU",
+    "QuantizedLSTM",
+    "QuantizedKerasGRU",
+    "QuantizedKerasLSTM",
 ]
