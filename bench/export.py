@@ -1,6 +1,6 @@
 """TFLite export variants side by side (issue 4): float vs dynamic vs int8 (PTQ) vs int8 (QAT).
 
-    python -m bench.export                 # the 4 reference models at full size on synthesized keywords (~30 min)
+    python -m bench.export                 # the 4 reference models at full size on synthesized keywords (~8 min)
     python -m bench.export --models=ds_cnn # one model
     python -m bench.export --smoke         # seconds: tiny DS-CNN on separable noise features (tests/bench runs it)
 
@@ -11,7 +11,8 @@ speakers for the test split, ~500 clips). Each model trains from scratch (Adam, 
 
 Per model and form (non-streaming over the whole window; streaming with internal state, `min_frames_per_step`
 frames per step), in one process: file size and its ratio to float, top-1 test accuracy and its loss vs the float
-Keras model (points), top-1 agreement with the float Keras model, and the median latency of one bare LiteRT
+Keras model (points), the accuracy of the Keras model it was exported from (the QAT model for `int8_qat`) and the
+top-1 agreement with that model, and the median latency of one bare LiteRT
 invocation (`TFLiteModel.invoker`: inputs bound once, 1 thread, variants timed round-robin) and its ratio to float.
 PTQ calibrates on training clips (streamed for the streaming form, so states are realistic); QAT exports get the
 same representative data (their learned ranges win where they exist; recurrent internals and states are
@@ -128,10 +129,11 @@ def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmu
             except ExportError as error:
                 results[variant] = {"error": str(error)[:120]}
                 continue
-            check = verify(model, runners[variant], test)
-            print(f"{name} {form} {variant}: accuracy {check.accuracy_tflite:.3f} (float {float_accuracy:.3f}), "
-                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            check = verify(qat if variant == "int8_qat" else model, runners[variant], test)  # vs its own Keras model
+            print(f"{name} {form} {variant}: accuracy {check.accuracy_tflite:.3f} (Keras {check.accuracy_model:.3f},"
+                  f" float {float_accuracy:.3f}), {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             results[variant] = {"size_kb": check.size_bytes / 1024, "accuracy": check.accuracy_tflite,
+                                "keras_accuracy": check.accuracy_model,
                                 "acc_loss_pt": 100 * (float_accuracy - check.accuracy_tflite),
                                 "agreement": check.agreement}
         step = test[0][:1, :test[0].shape[1] if form == "non_stream" else frames_per_step]
@@ -167,8 +169,8 @@ def run(models=MODELS, *, smoke: bool = False, seed: int = 0, epochs: int = 12, 
                                repeats=5 if smoke else 200, warmup=1 if smoke else 20, seed=seed,
                                learning_rate=config["learning_rate"]):
             bench.add_row(row)
-    return bench.finish(columns=["model", "params", "form", "variant", "size_kb", "size_ratio", "accuracy",
-                                 "acc_loss_pt", "agreement", "latency_ms", "latency_ratio", "error"])
+    return bench.finish(columns=["model", "params", "form", "variant", "size_kb", "size_ratio", "keras_accuracy",
+                                 "accuracy", "acc_loss_pt", "agreement", "latency_ms", "latency_ratio", "error"])
 
 
 def main(argv=None) -> dict:
