@@ -100,10 +100,9 @@ def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
 def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmup, seed, learning_rate):
     from tfx_ext.errors import ExportError
     from tfx_ext.export import TFLiteModel
+    from tfx_ext.models import get_model
     from tfx_ext.streaming import min_frames_per_step, to_streaming
     from tfx_ext.verify import verify
-
-    from tfx_ext.models import get_model
 
     frames_per_step = min_frames_per_step(get_model(name, train[0].shape[1:], 2, **kwargs))
     frames = train[0].shape[1] - train[0].shape[1] % frames_per_step  # TC-ResNet streams 8 frames: 48 of 49
@@ -120,12 +119,14 @@ def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmu
             sources = {"float": model, "qat": qat}
         else:
             sources = {k: to_streaming(m, form, 1, frames_per_step) for k, m in (("float", model), ("qat", qat))}
+        calibrations = {kind: _calibration(source, form, x_cal) for kind, source in sources.items()}
         runners, results = {}, {}
         for variant in VARIANTS:
-            source = sources["qat" if variant == "int8_qat" else "float"]
+            kind = "qat" if variant == "int8_qat" else "float"
+            source = sources[kind]
             try:
                 runners[variant] = TFLiteModel(_export(getattr(source, "model", source), variant,
-                                                       _calibration(source, form, x_cal)), num_threads=1)
+                                                       calibrations[kind]), num_threads=1)
             except ExportError as error:
                 results[variant] = {"error": str(error)[:120]}
                 continue

@@ -167,35 +167,35 @@ def to_tflite(
         raise ValueError(
             f"`quantize` must be one of {FLOAT_QUANTIZE_MODES + ('int8',)}. Received: quantize={quantize!r}"
         )
-    if quantize == "int8":
-        from tfx_ext.quantize_export import convert_int8
+    with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
+        if quantize == "int8":
+            from tfx_ext.quantize_export import convert_int8
 
-        with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
             with quiet_native_logs():
                 flatbuffer = convert_int8(model, workdir, representative_data=representative_data,
                                           batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
-        if path is not None:
-            path = pathlib.Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(flatbuffer)
-        return flatbuffer
-    with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
-        converter, _ = saved_model_converter(model, batch_size, workdir)
-        if quantize == "dynamic":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        try:
-            with quiet_native_logs():
-                flatbuffer = converter.convert()
-        except Exception as error:  # The converter raises several unrelated types; name the model in one error.
-            raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
+        else:
+            flatbuffer = _convert_float(model, quantize, batch_size, workdir)
     if path is not None:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(flatbuffer)
     return flatbuffer
+
+
+def _convert_float(model: keras.Model, quantize: str | None, batch_size: int | None, workdir: str) -> bytes:
+    """float32, dynamic-range or float16 conversion (see `to_tflite`)."""
+    converter, _ = saved_model_converter(model, batch_size, workdir)
+    if quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        with quiet_native_logs():
+            return converter.convert()
+    except Exception as error:  # The converter raises several unrelated types; name the model in one error.
+        raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
 
 
 def _scale_zero_point(detail: Mapping) -> tuple[float, int] | None:

@@ -14,9 +14,10 @@ def tc_resnet(input_shape=(48, 40), num_classes: int = 12, *, channels=(16, 24, 
               stride: int = 2, dropout: float = 0.1, name: str = "tc_resnet") -> keras.Model:
     """TC-ResNet8 made causal: a (3) conv, then one residual block per further entry of `channels`.
 
-    Each block: conv(k, stride) + BN + ReLU, conv(k) + BN, plus a (1, stride) conv + BN + ReLU shortcut (named `bypass`), then Add
-    and ReLU. With `stride` 2 and three blocks the time stride is 8: streamed, `frames_per_step` must be a multiple
-    of 8 (160 ms at a 20 ms hop), which `to_streaming` checks. A global average pool over the window ends it.
+    Each block: conv(k, stride) + BN + ReLU, conv(k) + BN, plus a (1, stride) conv + BN + ReLU shortcut (its layers
+    are named `bypass`), then Add and ReLU. With `stride` 2 and three blocks the time stride is 8: streamed,
+    `frames_per_step` must be a multiple of 8 (160 ms at a 20 ms hop), which `to_streaming` checks. A global average
+    pool over the window ends it.
 
     Args:
         input_shape: (frames, bins); frames fixes the pooling window (use a multiple of the total stride).
