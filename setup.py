@@ -58,7 +58,7 @@ setup(
     extras_require={
         "test": ["pytest", "nbclient", "nbformat", "ipykernel", "setuptools", "wheel"],
     },
-    entry_points={"console_scripts": ["tfx-ext=tfx_ext.cli:run"]},
+    entry_points={"console_scripts": ["tfx-ext=tfx_ext.apps.cli:run"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: TensorFlow",

@@ -8,7 +8,7 @@ Recipe (Yousefzadeh & Sifalakis 2021 fine-tune a trained network): train the pla
   sparsity penalty, for several penalty weights.
 
 Reports test accuracy, the fraction of zero deltas (all delta layers together), its ratio to the baseline and the
-MAC savings of the layers that consume the deltas (counting rule in `tfx_ext.delta`). Prints a table, writes
+MAC savings of the layers that consume the deltas (counting rule in `tfx_ext.transforms.temporal_sparsity`). Prints a table, writes
 `bench/results/delta.json` and the trade-off plot `bench/results/delta_tradeoff.png`.
 
     python -m bench.delta              # the reported run (a few minutes on 2 cores)
@@ -56,7 +56,7 @@ def _compile(model, learning_rate):
 
 
 def _measure(model, test, name, penalty):
-    from tfx_ext.delta import delta_mac_savings, sparsity_report
+    from tfx_ext.transforms.temporal_sparsity import delta_mac_savings, sparsity_report
 
     features = [x for x, _ in test]
     accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
@@ -75,7 +75,7 @@ def _measure(model, test, name, penalty):
 
 
 def _sizes(model, features):
-    from tfx_ext.delta import delta_layers
+    from tfx_ext.transforms.temporal_sparsity import delta_layers
 
     frames = sum(int(np.prod(x.shape[:1])) for x in features)
     return {layer.name: frames * int(np.prod(layer.output.shape[1:])) for layer in delta_layers(model)}
@@ -84,9 +84,9 @@ def _sizes(model, features):
 def run(smoke: bool = False) -> dict:
     import keras
 
-    from tfx_ext import kws
-    from tfx_ext.data import synthesize_keywords
-    from tfx_ext.delta import insert_delta_activations
+    from tfx_ext.apps import kws
+    from tfx_ext.apps.synthesis import synthesize_keywords
+    from tfx_ext.transforms.temporal_sparsity import insert_delta_activations
 
     settings = dict(model=FLAGS.model, width=FLAGS.width, epochs=FLAGS.epochs, finetune_epochs=FLAGS.finetune_epochs,
                     penalties=[float(p) for p in FLAGS.penalties], step=FLAGS.step, speakers=FLAGS.speakers,

@@ -4,7 +4,7 @@
     python -m bench.export --models=ds_cnn # one model
     python -m bench.export --smoke         # seconds: tiny DS-CNN on separable noise features (tests/bench runs it)
 
-Data (full run): spoken keywords synthesized by `tfx_ext.data.synthesize_keywords` (espeak-ng when installed, else
+Data (full run): spoken keywords synthesized by `tfx_ext.apps.synthesis.synthesize_keywords` (espeak-ng when installed, else
 its numpy voices) into bench/.cache, log-mel features (49, 40), 12 labels, split by speaker (a quarter of the
 speakers for the test split, ~500 clips). Each model trains from scratch (Adam, `--epochs`), then its QAT copy
 (`quantize_aware`) fine-tunes `--qat_epochs` more epochs at a lower learning rate.
@@ -51,7 +51,7 @@ def separable(n: int, frames: int, bins: int, classes: int, seed: int):
 
 def keywords(speakers: int, seed: int, cache=CACHE):
     """Synthesized keyword clips as log-mel arrays: (x_train, y_train), (x_test, y_test)."""
-    from tfx_ext.data import synthesize_keywords
+    from tfx_ext.apps.synthesis import synthesize_keywords
     from tfx_ext.data.speech_commands import load_speech_commands_arrays
 
     root = pathlib.Path(cache) / f"export_keywords_{speakers}x3_seed{seed}"
@@ -62,7 +62,7 @@ def keywords(speakers: int, seed: int, cache=CACHE):
 
 
 def _export(model, variant: str, calibration):
-    from tfx_ext.export import to_tflite
+    from tfx_ext.lite.convert import to_tflite
 
     if variant in ("float", "dynamic"):
         return to_tflite(model, quantize=None if variant == "float" else "dynamic")
@@ -70,7 +70,7 @@ def _export(model, variant: str, calibration):
 
 
 def _calibration(source, form: str, x_cal):
-    from tfx_ext.quantize_export import streaming_calibration_data
+    from tfx_ext.lite.int8 import streaming_calibration_data
 
     if form == "non_stream":
         return [{"features": x_cal[i:i + 1]} for i in range(len(x_cal))]
@@ -82,7 +82,7 @@ def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
     import keras
 
     from tfx_ext.models import get_model
-    from tfx_ext.quantization import quantize_aware
+    from tfx_ext.transforms.quantize_aware import quantize_aware
 
     keras.utils.set_random_seed(seed)
     classes = int(train[1].max()) + 1
@@ -99,10 +99,10 @@ def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
 
 def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmup, seed, learning_rate):
     from tfx_ext.errors import ExportError
-    from tfx_ext.export import TFLiteModel
+    from tfx_ext.lite.convert import TFLiteModel
     from tfx_ext.models import get_model
-    from tfx_ext.streaming import min_frames_per_step, to_streaming
-    from tfx_ext.verify import verify
+    from tfx_ext.streaming.convert import min_frames_per_step, to_streaming
+    from tfx_ext.lite.verification import verify
 
     frames_per_step = min_frames_per_step(get_model(name, train[0].shape[1:], 2, **kwargs))
     frames = train[0].shape[1] - train[0].shape[1] % frames_per_step  # TC-ResNet streams 8 frames: 48 of 49

@@ -64,7 +64,7 @@ def run_tfx_ext(cd, test, loss, *, rounds, seed, lr):
     import keras
 
     from tfx_ext.federated import simulate
-    from tfx_ext.federated.demo import digits_cnn
+    from tfx_ext.apps.federated_experiments import digits_cnn
 
     cpu = []
     history, model = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=10,
@@ -86,7 +86,7 @@ def run_fit_loop(cd, test, loss, *, rounds, seed, lr):
     import keras
 
     from tfx_ext.federated import weighted_average
-    from tfx_ext.federated.demo import digits_cnn
+    from tfx_ext.apps.federated_experiments import digits_cnn
 
     model = digits_cnn(seed=seed)
     model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss, metrics=["accuracy"])
@@ -118,7 +118,7 @@ def run_population(num_clients, *, rounds, seed, lr, loss):
 
     from tfx_ext.data import load_digits
     from tfx_ext.federated import ClientData, simulate
-    from tfx_ext.federated.demo import digits_cnn
+    from tfx_ext.apps.federated_experiments import digits_cnn
 
     (x_tr, y_tr), _ = load_digits(seed=seed)
 

@@ -44,7 +44,7 @@ def build_cnn(kind: str, widths=(32, 64, 64), embedding_dim: int = 16, chunk: in
     `kind="plain"` uses Conv2D; `kind="hyper"` uses HyperConv2D with one HyperNetwork (chunks (3, 3, chunk,
     chunk)) shared by all three convs. The classifier head is a plain Dense layer in both.
     """
-    from tfx_ext.layers.hyper import HyperConv2D, HyperNetwork
+    from tfx_ext.layers import HyperConv2D, HyperNetwork
 
     x = keras.Input((8, 8, 1), name="image")
     if kind == "plain":
@@ -74,7 +74,7 @@ def build_ds_cnn(kind: str, width: int = 64, num_blocks: int = 4, embedding_dim:
     chunk)); the (5, 3) conv and the depthwise kernels have other spatial sizes (a generator serves one chunk
     shape) and are few parameters, so they stay plain.
     """
-    from tfx_ext.layers.hyper import HyperConv2D, HyperNetwork
+    from tfx_ext.layers import HyperConv2D, HyperNetwork
 
     L = keras.layers
     if kind not in ("plain", "hyper"):
@@ -98,10 +98,10 @@ def build_ds_cnn(kind: str, width: int = 64, num_blocks: int = 4, embedding_dim:
 
 
 def load_keywords(root: str, seed: int = 0):
-    """Synthetic keywords (tfx_ext.data.synthesis, numpy engine, default 14 words x 36 speakers x 3 clips) as
+    """Synthetic keywords (tfx_ext.apps.synthesis, numpy engine, default 14 words x 36 speakers x 3 clips) as
     log-mel features (49, 40); 12 labels; the synthesizer's speaker split (train / test)."""
     from tfx_ext.data.speech_commands import load_speech_commands_arrays
-    from tfx_ext.data.synthesis import synthesize_keywords
+    from tfx_ext.apps.synthesis import synthesize_keywords
 
     synthesize_keywords(root, engine="numpy", seed=seed, progress=False)
     x_train, y_train, _ = load_speech_commands_arrays(root, "training")
@@ -130,7 +130,7 @@ def train_and_evaluate(kind: str, seed: int, data, *, epochs: int, batch_size: i
     row = {"model": kind, "seed": seed, "trainable_params": trainable_params(model),
            "test_acc_pct": round(100.0 * float(accuracy), 2), "train_s": round(train_s, 1)}
     if kind == "hyper":
-        from tfx_ext.hyper import bake, hyper_parameter_report
+        from tfx_ext.transforms.bake import bake, hyper_parameter_report
 
         baked = bake(model)
         row["baked_params"] = trainable_params(baked)

@@ -39,7 +39,7 @@ def _rss_mb() -> float:
 
 
 def _lite(model, batch_size=1):
-    from tfx_ext.export import TFLiteModel, to_tflite
+    from tfx_ext.lite.convert import TFLiteModel, to_tflite
 
     before = _rss_mb()
     runner = TFLiteModel(to_tflite(model, batch_size=batch_size), num_threads=1)
@@ -51,8 +51,8 @@ def bench_model(name: str, *, model=None, model_kwargs=None, repeats: int = 50, 
     import tensorflow as tf
 
     from tfx_ext.models import get_model
-    from tfx_ext.modes import Mode
-    from tfx_ext.streaming import min_frames_per_step, to_non_streaming, to_streaming
+    from tfx_ext.streaming.contract import Mode
+    from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
 
     keras.utils.set_random_seed(seed)
     if model is None:

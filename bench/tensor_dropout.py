@@ -66,7 +66,8 @@ def load_keyword_data(seed: int = 0, speakers: int = 36):
     """Log-mel features of the synthesized keyword set (cached under bench/.cache): ((x, y), (x_test, y_test))."""
     import pathlib
 
-    from tfx_ext.data import load_speech_commands, synthesize_keywords
+    from tfx_ext.data import load_speech_commands
+    from tfx_ext.apps.synthesis import synthesize_keywords
 
     root = pathlib.Path(__file__).resolve().parent / ".cache" / f"keywords_{speakers}x3_seed{seed}"
     synthesize_keywords(root, speakers=speakers, clips_per_speaker=3, seed=seed, progress=False)

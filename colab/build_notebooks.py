@@ -171,7 +171,7 @@ def streaming_kws() -> list:
         wrapped in a streamable `Stream`), trains it as an ordinary Keras model and saves it as `.keras`.
         """),
         code('''
-        from tfx_ext import kws
+        from tfx_ext.apps import kws
 
         model, metrics = kws.train("ds_cnn", DATA_ROOT, WORK / "models", epochs=EPOCHS, batch_size=BATCH_SIZE,
                                    model_kwargs=MODEL_KWARGS, seed=0, verbose=0 if TINY else 2)
@@ -189,7 +189,7 @@ def streaming_kws() -> list:
         code('''
         from tfx_ext import Mode
         from tfx_ext.data import load_speech_commands_arrays
-        from tfx_ext.streaming import min_frames_per_step, to_non_streaming, to_streaming
+        from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
 
         STEP = min_frames_per_step(model)  # the model's total time stride (1 frame for ds_cnn)
         runner = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=STEP)
@@ -231,8 +231,8 @@ def streaming_kws() -> list:
           (`streaming_calibration_data`). `TFLiteModel` quantizes float inputs and dequantizes outputs for us.
         """),
         code('''
-        from tfx_ext.export import TFLiteModel, to_tflite
-        from tfx_ext.quantize_export import streaming_calibration_data
+        from tfx_ext.lite.convert import TFLiteModel, to_tflite
+        from tfx_ext.lite.int8 import streaming_calibration_data
 
         from tfx_ext.data import load_speech_commands
 
@@ -373,7 +373,7 @@ def layers_tour() -> list:
         '''),
         code(SETUP_PLOTS),
         code('''
-        from tfx_ext.export import TFLiteModel, to_tflite
+        from tfx_ext.lite.convert import TFLiteModel, to_tflite
 
 
         def export_and_check(model, x, path):
@@ -394,8 +394,9 @@ def layers_tour() -> list:
         `DeltaActivation` after every hidden ReLU (`insert_delta_activations`, weights copied) and fine-tune.
         """),
         code('''
-        from tfx_ext.data import load_speech_commands_arrays, synthesize_keywords
-        from tfx_ext.delta import delta_mac_savings, insert_delta_activations, sparsity_report
+        from tfx_ext.data import load_speech_commands_arrays
+        from tfx_ext.apps.synthesis import synthesize_keywords
+        from tfx_ext.transforms.temporal_sparsity import delta_mac_savings, insert_delta_activations, sparsity_report
         from tfx_ext.models import get_model
 
         root = synthesize_keywords(WORK / "keywords", engine="auto", seed=0, progress=not TINY, **SYNTH)["root"]
@@ -449,7 +450,7 @@ def layers_tour() -> list:
         streaming first (`DeltaActivation` keeps the last transmitted value as its state).
         """),
         code('''
-        from tfx_ext.streaming import to_non_streaming
+        from tfx_ext.streaming.convert import to_non_streaming
 
         size, error = export_and_check(to_non_streaming(delta_model), x_test, WORK / "delta_ds_cnn.tflite")
         print(f"DeltaActivation model: {size:,} bytes, max |LiteRT - Keras| = {error:.2e}")
@@ -518,8 +519,8 @@ def layers_tour() -> list:
         with `HyperDense` layers at several embedding sizes.
         """),
         code('''
-        from tfx_ext.hyper import bake, hyper_parameter_report
-        from tfx_ext.layers.hyper import HyperNetwork
+        from tfx_ext.transforms.bake import bake, hyper_parameter_report
+        from tfx_ext.layers.hyper_network import HyperNetwork
         from tfx_ext.layers.hyper_layers import HyperDense
 
         xf, xf_test = xd.reshape(len(xd), -1), xd_test.reshape(len(xd_test), -1)

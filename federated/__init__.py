@@ -3,14 +3,15 @@
 - `ClientData` and the partitioners (`iid_partition`, `dirichlet_partition`, `shard_partition`,
   `natural_partition`), `plot_label_distribution`;
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`), their pure functions and server optimizers;
-- `LocalTrainer` (one compiled graph trains a whole cohort), `simulate`, `History`, `plot_history`;
-- `run_experiment` (what `tfx-ext federated simulate` runs) and `run_federated_demo` (the demo's short run).
+- `LocalTrainer` (one compiled graph trains a whole cohort), `simulate`, `History`, `plot_history`.
+
+Ready-made experiments (what `tfx-ext federated simulate` runs) are application code:
+`tfx_ext.apps.federated_experiments`.
 
 Subpackages built on these: `tfx_ext.federated.fedma` (matched averaging) and `tfx_ext.federated.secure`
 (secure aggregation, plugged in through `simulate(secure=...)`).
 """
 
-import tfx_ext  # noqa: F401  (checks the Keras backend first)
 from tfx_ext.federated.aggregators import (
     AGGREGATORS,
     Aggregator,
@@ -34,7 +35,6 @@ from tfx_ext.federated.aggregators import (
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
 from tfx_ext.federated.fedma import ClientSideMatching, FedMA, run_fedma
 from tfx_ext.federated.secure import SecAgg, check_aggregator
-from tfx_ext.federated.demo import run_experiment, run_federated_demo
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.simulation import simulate, validate_client_result
@@ -70,8 +70,6 @@ __all__ = [
     "natural_partition",
     "plot_history",
     "plot_label_distribution",
-    "run_experiment",
-    "run_federated_demo",
     "shard_partition",
     "simulate",
     "sum_payloads",

@@ -3,7 +3,7 @@
 Every layer is registered for serialization under the package name "tfx_ext", so models that use them save and
 load as `.keras` files with Keras's default `safe_mode=True`.
 
-Streaming (each follows the `tfx_ext.modes.StreamingLayer` contract):
+Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract):
     Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
@@ -14,10 +14,10 @@ Hypernetworks:
     HyperNetwork, HyperDense, HyperConv1D, HyperConv2D, HyperDepthwiseConv2D
 """
 
-import tfx_ext  # noqa: F401  (checks the Keras backend first)
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.delta import DeltaActivation
-from tfx_ext.layers.hyper import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, HyperNetwork
+from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
+from tfx_ext.layers.hyper_network import HyperNetwork
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression

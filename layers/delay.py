@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 
 @keras.saving.register_keras_serializable(package="tfx_ext")

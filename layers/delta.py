@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 METHODS = ("quantize", "gated")
 EMITS = ("activations", "deltas")
@@ -46,7 +46,7 @@ class DeltaActivation(StreamingLayer):
         emit: "activations" (the transmitted values) or "deltas" (their change from the previous frame).
         penalty: weight of the L1 penalty on deltas (>= 0); 0 adds no loss.
         fan_out: multiply-accumulates one nonzero delta costs in the following layer (>= 1); scales the penalty.
-            `tfx_ext.delta.assign_fan_out(model)` sets it from the model graph.
+            `tfx_ext.transforms.temporal_sparsity.assign_fan_out(model)` sets it from the model graph.
         surrogate_temperature: width of the sigmoid surrogate gradient of the gate, relative to the threshold
             (gated method only).
         track_metrics: keep `<name>_temporal_sparsity` and `<name>_spatial_sparsity` trackers that appear in

@@ -22,7 +22,7 @@ Conditional mode (Ha et al.'s dynamic hypernetworks, for multi-task or per-clien
   32x16x16 batch on a 2-core CPU), and they need static spatial sizes. Use it for small layers or small batches;
   prefer "scale" for convolutions.
 
-Conditional layers cannot be baked into plain layers (`tfx_ext.hyper.bake` rejects them), since their kernels
+Conditional layers cannot be baked into plain layers (`tfx_ext.transforms.bake.bake` rejects them), since their kernels
 depend on the context.
 """
 
@@ -34,7 +34,7 @@ import math
 import keras
 from keras import ops
 
-from tfx_ext.layers.hyper import HyperNetwork, _normalize_chunk_shape, _positive_int, chunk_grid, generate_chunks
+from tfx_ext.layers.hyper_network import HyperNetwork, _normalize_chunk_shape, _positive_int, chunk_grid, generate_chunks
 
 __all__ = ["HyperDense", "HyperConv1D", "HyperConv2D", "HyperDepthwiseConv2D", "target_variance"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 
 class _StreamingRNN(StreamingLayer):

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from tfx_ext.errors import NotStreamableError
-from tfx_ext.modes import Mode, StateSpec, StreamingLayer
+from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 # Cells that slide a kernel over time: (kernel or pool) size, stride and dilation read from their config.
 _CONV_CELLS = (

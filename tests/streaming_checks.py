@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfx_ext.modes import Mode, StreamingLayer, reset_model_states
-from tfx_ext.streaming import StreamingRunner, to_non_streaming, to_streaming
+from tfx_ext.streaming.contract import Mode, StreamingLayer, reset_model_states
+from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming
 
 FLOAT_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
@@ -184,7 +184,7 @@ def verify_tflite_streaming(model: keras.Model, x: np.ndarray, mode, *, frames_p
     Internal state: two passes with `reset_variables()` between them must both match a freshly reset Keras model.
     External state: states are named signature inputs/outputs fed back by name.
     """
-    from tfx_ext.export import TFLiteModel, to_tflite
+    from tfx_ext.lite.convert import TFLiteModel, to_tflite
 
     x = np.asarray(x, dtype="float32")
     mode = Mode.of(mode)

@@ -1,4 +1,4 @@
-"""`tfx_ext.hyper.bake`: plain Keras models with the generated kernels (parity, TFLite, loaded models, streaming)."""
+"""`tfx_ext.transforms.bake.bake`: plain Keras models with the generated kernels (parity, TFLite, loaded models, streaming)."""
 
 import keras
 import numpy as np
@@ -6,8 +6,9 @@ import pytest
 
 from tests.testing import assert_all_close, assert_tflite_parity, save_and_load
 from tfx_ext.errors import NotStreamableError
-from tfx_ext.hyper import bake, hyper_parameter_report
-from tfx_ext.layers.hyper import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, HyperNetwork
+from tfx_ext.transforms.bake import bake, hyper_parameter_report
+from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
+from tfx_ext.layers.hyper_network import HyperNetwork
 
 BAKE_ATOL = 1e-6
 
@@ -85,8 +86,8 @@ def causal_audio_model():
 
 
 def test_baked_causal_convs_stream():
-    from tfx_ext.modes import Mode
-    from tfx_ext.streaming import to_streaming
+    from tfx_ext.streaming.contract import Mode
+    from tfx_ext.streaming.convert import to_streaming
 
     model = causal_audio_model()
     x = np.random.default_rng(0).normal(size=(1, 12, 6)).astype("float32")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfx_ext.modes import Mode, StateSpec, state_name
+from tfx_ext.streaming.contract import Mode, StateSpec, state_name
 
 
 @pytest.mark.parametrize("value", ["stream_internal_state", "STREAM_INTERNAL_STATE", Mode.STREAM_INTERNAL_STATE])

@@ -42,7 +42,7 @@ def test_wheel_maps_layers_and_federated_under_tfx_ext(wheel):
 def test_wheel_declares_console_script_and_dependencies(wheel):
     archive = zipfile.ZipFile(wheel)
     entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
-    assert "tfx-ext = tfx_ext.cli:run" in archive.read(entry_points).decode()
+    assert "tfx-ext = tfx_ext.apps.cli:run" in archive.read(entry_points).decode()
     metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))).decode()
     for requirement in ("tensorflow>=2.20", "keras>=3.10", "ai-edge-litert", "cryptography", "absl-py"):
         assert f"Requires-Dist: {requirement}" in metadata
@@ -109,7 +109,7 @@ def test_public_api_names_resolve():
     for module in (tfx_ext, tfx_ext.layers, tfx_ext.federated):
         for name in module.__all__:
             assert getattr(module, name) is not None, f"{module.__name__}.{name}"
-    assert tfx_ext.to_streaming.__module__ == "tfx_ext.streaming"
+    assert tfx_ext.to_streaming.__module__ == "tfx_ext.streaming.convert"
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         tfx_ext.nope
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tfx_ext.plots import confusion_matrix, plot_confusion_matrix, plot_curves
-from tfx_ext.report import Report, Section
+from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix, plot_curves
+from tfx_ext.apps.report import Report, Section
 
 
 def test_confusion_matrix_counts_pairs():

@@ -13,7 +13,7 @@ def hand_root(tmp_path):
 @pytest.fixture(scope="session")
 def numpy_root(tmp_path_factory):
     """Tiny numpy-engine data set: 14 words x 5 speakers x 2 clips."""
-    from tfx_ext.data import synthesize_keywords
+    from tfx_ext.apps.synthesis import synthesize_keywords
 
     root = tmp_path_factory.mktemp("numpy_kws")
     summary = synthesize_keywords(root, speakers=5, clips_per_speaker=2, engine="numpy", progress=False)

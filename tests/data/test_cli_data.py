@@ -43,7 +43,7 @@ def test_usage_errors():
         """
         import contextlib, io, json
         from absl import flags
-        from tfx_ext.cli import data
+        from tfx_ext.apps.cli import data
         results = []
         for positional, flag_args in [([], []), (["synthesize"], []), (["convert"], ["--root=x"]),
                                       (["info", "extra"], ["--root=x"]), (["info"], ["--root=/nonexistent/tfx"])]:

@@ -16,8 +16,8 @@ from tfx_ext.data import (
     load_speech_commands_arrays,
     speaker_id,
     speech_commands_info,
-    synthesize_keywords,
 )
+from tfx_ext.apps.synthesis import synthesize_keywords
 from tfx_ext.data import speech_commands as sc_module
 from tfx_ext.errors import DataError
 

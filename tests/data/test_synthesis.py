@@ -9,17 +9,14 @@ import wave
 import numpy as np
 import pytest
 
-from tfx_ext.data import (
+from tfx_ext.data import LABELS_12, list_examples, load_speech_commands, speaker_id
+from tfx_ext.apps.synthesis import (
     DEFAULT_WORDS,
-    LABELS_12,
+    MARKER_FILE,
     assign_speaker_splits,
     espeak_available,
-    list_examples,
-    load_speech_commands,
-    speaker_id,
     synthesize_keywords,
 )
-from tfx_ext.data.synthesis import MARKER_FILE
 from tfx_ext.errors import DataError
 
 needs_espeak = pytest.mark.skipif(
@@ -174,7 +171,7 @@ def test_argument_errors(tmp_path, kwargs, message):
 
 
 def test_espeak_engine_without_binary(tmp_path, monkeypatch):
-    from tfx_ext.data import synthesis
+    from tfx_ext.apps import synthesis
 
     monkeypatch.setattr(synthesis.shutil, "which", lambda name: None)
     synthesis.espeak_voices.cache_clear()

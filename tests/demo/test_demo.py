@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tfx_ext.demo import STAGES, DemoConfig
+from tfx_ext.apps.demo import STAGES, DemoConfig
 
 
 @pytest.mark.slow

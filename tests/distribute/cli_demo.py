@@ -2,7 +2,7 @@
 
 from absl import app, flags
 
-from tfx_ext.cli import flags as cli_flags
+from tfx_ext.apps.cli import flags as cli_flags
 
 cli_flags.define_strategy_flags()
 flags.DEFINE_string("out", None, "directory for the trained model")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfx_ext.cli import flags as cli_flags
+from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.distribute import STRATEGY_NAMES, WorkerFailedError
 
 

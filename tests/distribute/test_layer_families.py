@@ -89,7 +89,7 @@ def tensor_layers(inputs):
 
 
 def hyper_layers(inputs):
-    from tfx_ext.layers.hyper import HyperNetwork
+    from tfx_ext.layers.hyper_network import HyperNetwork
     from tfx_ext.layers.hyper_layers import HyperConv1D, HyperDense
 
     hnet = HyperNetwork(embedding_dim=3, chunk_shape=(3, 4, 4))
@@ -107,7 +107,7 @@ CANDIDATES = {
     "delay": (delay, ["tfx_ext.layers.delay"]),
     "delta_activation": (delta_activation, ["tfx_ext.layers.delta"]),
     "tensor": (tensor_layers, ["tfx_ext.layers.tensor"]),
-    "hyper": (hyper_layers, ["tfx_ext.layers.hyper", "tfx_ext.layers.hyper_layers"]),
+    "hyper": (hyper_layers, ["tfx_ext.layers.hyper_network", "tfx_ext.layers.hyper_layers"]),
 }
 
 

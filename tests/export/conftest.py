@@ -49,9 +49,9 @@ def trained(data):
 @pytest.fixture(scope="session")
 def exports(trained, data):
     """exports(name, mode, quantize) -> (keras model or runner, flatbuffer), converted once per session."""
-    from tfx_ext.export import to_tflite
-    from tfx_ext.quantize_export import streaming_calibration_data
-    from tfx_ext.streaming import min_frames_per_step, to_streaming
+    from tfx_ext.lite.convert import to_tflite
+    from tfx_ext.lite.int8 import streaming_calibration_data
+    from tfx_ext.streaming.convert import min_frames_per_step, to_streaming
 
     cache = {}
     streaming = {}
@@ -85,7 +85,7 @@ def exports(trained, data):
 @pytest.fixture(scope="session")
 def qat_ds_cnn(trained, data):
     """The trained DS-CNN made quantize-aware and fine-tuned 3 epochs."""
-    from tfx_ext.quantization import quantize_aware
+    from tfx_ext.transforms.quantize_aware import quantize_aware
 
     keras.utils.set_random_seed(0)
     qat = quantize_aware(trained["ds_cnn"])

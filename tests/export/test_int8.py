@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tfx_ext.errors import DataError, ExportError
-from tfx_ext.export import TFLiteModel, to_tflite
-from tfx_ext.quantize_export import model_ops, non_integer_ops, streaming_calibration_data
-from tfx_ext.streaming import to_streaming
-from tfx_ext.verify import verify
+from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.int8 import model_ops, non_integer_ops, streaming_calibration_data
+from tfx_ext.streaming.convert import to_streaming
+from tfx_ext.lite.verification import verify
 
 MODES = ["non_stream", "stream_internal_state", "stream_external_state"]
 CASES = [(name, mode) for name in ("ds_cnn", "crnn", "gru", "tc_resnet") for mode in MODES]

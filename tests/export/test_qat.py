@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.testing import save_and_load
-from tfx_ext.export import TFLiteModel, to_tflite
-from tfx_ext.quantization import (
+from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.transforms.quantize_aware import (
     FakeQuant,
     QuantizedBatchNormalization,
     QuantizedConcatenate,
@@ -27,9 +27,9 @@ from tfx_ext.quantization import (
 )
 from tfx_ext.errors import ExportError
 from tfx_ext.layers.recurrent import LSTM
-from tfx_ext.quantize_export import model_ops, non_integer_ops, streaming_calibration_data
-from tfx_ext.streaming import to_streaming
-from tfx_ext.verify import verify
+from tfx_ext.lite.int8 import model_ops, non_integer_ops, streaming_calibration_data
+from tfx_ext.streaming.convert import to_streaming
+from tfx_ext.lite.verification import verify
 
 
 def _tensor_details(flatbuffer):

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from tests.export.conftest import BINS, CLASSES, FRAMES, synthetic
-from tfx_ext.export import TFLiteModel, to_tflite
-from tfx_ext.quantization import quantize_aware
-from tfx_ext.verify import tflite_predict
+from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.transforms.quantize_aware import quantize_aware
+from tfx_ext.lite.verification import tflite_predict
 
 
 def _ds_cnn(layers, Model, Input):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tfx_ext.federated import History
-from tfx_ext.federated.demo import run_federated_demo
+from tfx_ext.apps.federated_experiments import run_federated_demo
 
 
 @pytest.mark.slow  # two fresh Python processes importing TensorFlow (~25 s on a loaded 2-core machine)

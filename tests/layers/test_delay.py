@@ -6,8 +6,8 @@ import pytest
 
 from tests.testing import run_layer_test
 from tfx_ext.layers.delay import Delay
-from tfx_ext.modes import Mode
-from tfx_ext.streaming import to_streaming
+from tfx_ext.streaming.contract import Mode
+from tfx_ext.streaming.convert import to_streaming
 
 
 def test_layer_contract():

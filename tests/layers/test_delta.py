@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_ext.delta import assign_fan_out, delta_mac_savings, fan_out_of, sparsity_report, temporal_deltas
+from tfx_ext.transforms.temporal_sparsity import assign_fan_out, delta_mac_savings, fan_out_of, sparsity_report, temporal_deltas
 from tfx_ext.layers.delta import DeltaActivation
-from tfx_ext.modes import Mode
+from tfx_ext.streaming.contract import Mode
 from tests.testing import assert_all_close, assert_distribute_parity, run_layer_test
 
 
@@ -229,7 +229,7 @@ def test_temporal_deltas_start_from_zero():
 
 
 def test_insert_delta_activations_copies_weights_and_keeps_outputs_at_fine_resolution():
-    from tfx_ext.delta import insert_delta_activations
+    from tfx_ext.transforms.temporal_sparsity import insert_delta_activations
     from tfx_ext.models import get_model
 
     model = get_model("ds_cnn", (12, 8), 4, width=4, num_blocks=1)
@@ -245,7 +245,7 @@ def test_insert_delta_activations_copies_weights_and_keeps_outputs_at_fine_resol
 
 
 def test_insert_delta_activations_needs_an_activation():
-    from tfx_ext.delta import insert_delta_activations
+    from tfx_ext.transforms.temporal_sparsity import insert_delta_activations
 
     inputs = keras.Input((4, 3))
     with pytest.raises(ValueError, match="has no hidden ReLU"):
@@ -257,7 +257,7 @@ def test_kws_model_with_delta_activations_streams_and_exports(method):
     """A DS-CNN with a DeltaActivation after every hidden ReLU: to_streaming in both modes equals the
     non-streaming model frame by frame (no special case in the converter), and float LiteRT equals Keras."""
     from tests.streaming_checks import BOTH_MODES, verify_model_streaming, verify_tflite_streaming
-    from tfx_ext.delta import insert_delta_activations
+    from tfx_ext.transforms.temporal_sparsity import insert_delta_activations
     from tfx_ext.models import get_model
 
     model = insert_delta_activations(get_model("ds_cnn", (10, 8), 4, width=4, num_blocks=1), threshold=0.1,

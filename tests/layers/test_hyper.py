@@ -12,18 +12,10 @@ import pytest
 import tensorflow as tf
 
 from tests.testing import assert_all_close, assert_distribute_parity, run_layer_test, save_and_load
-from tfx_ext.layers import hyper as hyper_module
+from tfx_ext.layers import hyper_network as hyper_module
 from tfx_ext.layers import hyper_layers as hyper_layers_module
-from tfx_ext.layers.hyper import (
-    HyperConv1D,
-    HyperConv2D,
-    HyperDense,
-    HyperDepthwiseConv2D,
-    HyperNetwork,
-    chunk_grid,
-    generator_param_count,
-    target_variance,
-)
+from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, target_variance
+from tfx_ext.layers.hyper_network import HyperNetwork, chunk_grid, generator_param_count
 
 # ---------------------------------------------------------------------------------------------------------------
 # The layer contract (run_layer_test): each consumer with a private generator (dict spec), so every model the
@@ -67,7 +59,7 @@ def test_layer_contract(layer_cls, kwargs, input_shape, output_shape, distribute
 
 
 def test_docstring_examples_run():
-    globs = {"keras": keras, **{name: getattr(hyper_module, name) for name in hyper_module.__all__}}
+    globs = {"keras": keras, **{name: getattr(m, name) for m in (hyper_module, hyper_layers_module) for name in m.__all__}}
     for module in (hyper_module, hyper_layers_module):
         result = doctest.testmod(module, extraglobs=globs, verbose=False)
         assert result.failed == 0 and result.attempted > 0, f"{module.__name__}: {result}"

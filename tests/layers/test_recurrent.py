@@ -6,7 +6,7 @@ import pytest
 
 from tests.testing import assert_all_close, run_layer_test
 from tfx_ext.layers.recurrent import GRU, LSTM
-from tfx_ext.modes import Mode
+from tfx_ext.streaming.contract import Mode
 
 
 @pytest.mark.parametrize("layer_cls,num_weights", [(GRU, 3), (LSTM, 3)])

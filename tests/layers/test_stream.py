@@ -8,7 +8,7 @@ from tests.streaming_checks import verify_layer_streaming
 from tests.testing import run_layer_test
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.stream import Stream
-from tfx_ext.modes import Mode
+from tfx_ext.streaming.contract import Mode
 
 L = keras.layers
 

@@ -346,7 +346,7 @@ def test_training_with_tensor_dropout_reduces_loss_under_mirrored_strategy():
 def test_tflite_graph_keeps_the_factorized_form():
     from ai_edge_litert.interpreter import Interpreter
 
-    from tfx_ext.export import to_tflite
+    from tfx_ext.lite.convert import to_tflite
 
     def exported_sizes(implementation):
         inputs = keras.Input((8, 8, 16), name="x")

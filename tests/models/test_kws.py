@@ -1,4 +1,4 @@
-"""tfx_ext.kws and `tfx-ext kws`: train, evaluate (whole clips == streamed), stream posteriors, plot, convert."""
+"""tfx_ext.apps.kws and `tfx-ext kws`: train, evaluate (whole clips == streamed), stream posteriors, plot, convert."""
 
 import os
 import pathlib
@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_ext import kws
-from tfx_ext.data import COMMAND_WORDS, FeatureConfig, compute_features, label_names, synthesize_keywords
+from tfx_ext.apps import kws
+from tfx_ext.data import COMMAND_WORDS, FeatureConfig, compute_features, label_names
+from tfx_ext.apps.synthesis import synthesize_keywords
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -64,7 +65,7 @@ def test_stream_posteriors_over_concatenated_clips(trained, tmp_path):
 CLI_SCRIPT = """
 import contextlib, io, json, sys
 from absl import flags
-from tfx_ext.cli import kws
+from tfx_ext.apps.cli import kws
 results = []
 for flag_args in [sys.argv[1:], ["--mode=internal"]]:
     flags.FLAGS.unparse_flags()
@@ -93,7 +94,7 @@ def test_cli_convert_writes_streaming_keras_and_tflite(trained, tmp_path):
     streaming = keras.saving.load_model(tmp_path / "stream.keras")
     assert [t.name for t in streaming.inputs][0] == "features"
     assert "pool_buffer" in streaming.output
-    from tfx_ext.export import TFLiteModel
+    from tfx_ext.lite.convert import TFLiteModel
 
     lite = TFLiteModel(tmp_path / "stream.tflite")
     assert set(lite.input_names) == {t.name for t in streaming.inputs}

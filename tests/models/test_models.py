@@ -7,8 +7,8 @@ import pytest
 from tests.streaming_checks import BOTH_MODES, verify_model_streaming, verify_tflite_streaming
 from tests.testing import assert_all_close, save_and_load
 from tfx_ext.models import MODELS, TINY_KWARGS, get_model
-from tfx_ext.modes import Mode, reset_model_states
-from tfx_ext.streaming import StreamingRunner, to_non_streaming, to_streaming
+from tfx_ext.streaming.contract import Mode, reset_model_states
+from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming
 
 # (frames, bins) and the frames_per_step to check: tc_resnet has a time stride of 4 with two blocks.
 GEOMETRY = {

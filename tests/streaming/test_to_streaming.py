@@ -10,8 +10,8 @@ from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
-from tfx_ext.modes import Mode
-from tfx_ext.streaming import StreamingRunner, to_non_streaming, to_streaming
+from tfx_ext.streaming.contract import Mode
+from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming
 
 L = keras.layers
 X = np.random.default_rng(0).normal(size=(3, 8, 4)).astype("float32")

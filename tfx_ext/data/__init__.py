@@ -4,9 +4,11 @@
                       `load_speech_commands_arrays` (numpy + speaker ids, for per-speaker partitions),
                       `speech_commands_info`, `speaker_id`, `download_speech_commands`, LABELS_12, WORDS_35
     features          `FeatureConfig`, `compute_features` (log-mel / MFCC with tf.signal), `num_frames`
-    synthesis         `synthesize_keywords`: writes a keyword data set in that layout (espeak-ng or numpy)
     digits            `load_digits`: scikit-learn's 8x8 digits
     keras_datasets    `load_image_dataset`: CIFAR-10 / MNIST / Fashion-MNIST from keras.datasets
+
+Keyword synthesis (writing a data set in the Speech Commands layout) is application code:
+`tfx_ext.apps.synthesis`.
 """
 
 from tfx_ext.data.digits import load_digits
@@ -33,20 +35,11 @@ from tfx_ext.data.speech_commands import (
     speaker_id,
     speech_commands_info,
 )
-from tfx_ext.data.synthesis import (
-    DEFAULT_WORDS,
-    UNKNOWN_WORDS,
-    assign_speaker_splits,
-    espeak_available,
-    espeak_voices,
-    synthesize_keywords,
-)
 from tfx_ext.errors import DataError
 
 __all__ = [
     "BACKGROUND_NOISE_DIR",
     "COMMAND_WORDS",
-    "DEFAULT_WORDS",
     "DataError",
     "Example",
     "FeatureConfig",
@@ -57,14 +50,10 @@ __all__ = [
     "SPEECH_COMMANDS_URL",
     "SPLITS",
     "UNKNOWN_LABEL",
-    "UNKNOWN_WORDS",
     "WORDS_35",
-    "assign_speaker_splits",
     "background_noise_files",
     "compute_features",
     "download_speech_commands",
-    "espeak_available",
-    "espeak_voices",
     "label_names",
     "list_examples",
     "load_digits",
@@ -75,5 +64,4 @@ __all__ = [
     "read_wav",
     "speaker_id",
     "speech_commands_info",
-    "synthesize_keywords",
 ]

@@ -116,7 +116,7 @@ def _check_root(root) -> Path:
         raise DataError(
             f"Speech Commands directory not found: {str(path)!r}. Expected a directory with one folder of 16 kHz "
             f"wav files per word, {VALIDATION_LIST}, {TESTING_LIST} and {BACKGROUND_NOISE_DIR}/ (extract "
-            "speech_commands_v0.02.tar.gz there, or call tfx_ext.data.synthesize_keywords(root))."
+            "speech_commands_v0.02.tar.gz there, or call tfx_ext.apps.synthesis.synthesize_keywords(root))."
         )
     return path
 

@@ -15,7 +15,7 @@ import copy
 import keras
 import numpy as np
 
-from tfx_ext.layers.hyper import HyperNetwork
+from tfx_ext.layers.hyper_network import HyperNetwork
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, _HyperLayer
 
 __all__ = ["bake", "hyper_parameter_report"]

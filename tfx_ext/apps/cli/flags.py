@@ -2,7 +2,7 @@
 
 A training command adds, at import time:
 
-    from tfx_ext.cli import flags as cli_flags
+    from tfx_ext.apps.cli import flags as cli_flags
     cli_flags.define_strategy_flags()
 
 and at the start of its `main(argv)`:

@@ -21,9 +21,9 @@ import keras
 import numpy as np
 
 from tfx_ext.data.features import FeatureConfig, compute_features, num_frames
-from tfx_ext.modes import Mode, StreamingLayer
+from tfx_ext.streaming.contract import Mode, StreamingLayer
 from tfx_ext.models import get_model
-from tfx_ext.streaming import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
 
 
 def input_shape(features: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -60,7 +60,7 @@ def train(
 
     Args:
         model_name: "ds_cnn", "crnn", "gru" or "tc_resnet" (`tfx_ext.models.MODELS`).
-        data_root: a directory in the Speech Commands layout (real or from `tfx_ext.data.synthesize_keywords`).
+        data_root: a directory in the Speech Commands layout (real or from `tfx_ext.apps.synthesis.synthesize_keywords`).
         output_dir: where `<model_name>.keras` and `<model_name>_metrics.json` go (created if needed).
         epochs: training epochs (Adam with a cosine-decayed learning rate).
         batch_size: global batch size.
@@ -356,7 +356,7 @@ def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE
     streaming.save(output)
     lite = None
     if tflite:
-        from tfx_ext.export import to_tflite
+        from tfx_ext.lite.convert import to_tflite
 
         to_tflite(streaming, tflite, batch_size=batch_size)
         lite = str(tflite)
@@ -393,9 +393,9 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
         ValueError: int8 without `data_root`.
     """
     from tfx_ext.data.speech_commands import load_speech_commands
-    from tfx_ext.export import to_tflite
-    from tfx_ext.quantize_export import streaming_calibration_data
-    from tfx_ext.verify import verify
+    from tfx_ext.lite.convert import to_tflite
+    from tfx_ext.lite.int8 import streaming_calibration_data
+    from tfx_ext.lite.verification import verify
 
     if quantize == "int8" and data_root is None:
         raise ValueError("int8 export calibrates on training clips: pass `data_root`. Received: data_root=None")

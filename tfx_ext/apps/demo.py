@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-from tfx_ext.report import Report, Section
+from tfx_ext.apps.report import Report, Section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,8 @@ Stage = Callable[[DemoConfig, dict, Report], Section]
 
 def stage_data(config: DemoConfig, context: dict, report: Report) -> Section:
     """Synthesizes (or reuses) the keyword data set in the Speech Commands layout."""
-    from tfx_ext.data import speech_commands_info, synthesize_keywords
+    from tfx_ext.data import speech_commands_info
+    from tfx_ext.apps.synthesis import synthesize_keywords
 
     summary = synthesize_keywords(
         config.data_root, speakers=config.speakers, clips_per_speaker=config.clips_per_speaker,
@@ -112,8 +113,8 @@ def _test_split(data_root: str) -> tuple[np.ndarray, np.ndarray]:
 
 def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
     """Trains the streaming-ready reference model on the synthesized data."""
-    from tfx_ext import kws
-    from tfx_ext.plots import confusion_matrix, plot_confusion_matrix
+    from tfx_ext.apps import kws
+    from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix
     from tfx_ext.data import label_names
 
     model, metrics = kws.train(
@@ -138,10 +139,10 @@ def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
 
 def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Section:
     """Converts to streaming, checks parity with the whole-clip model and streams a long recording."""
-    from tfx_ext import kws
+    from tfx_ext.apps import kws
     from tfx_ext.data import compute_features, label_names
-    from tfx_ext.modes import Mode
-    from tfx_ext.streaming import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+    from tfx_ext.streaming.contract import Mode
+    from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
 
     model = context["model"]
     step = min_frames_per_step(model)
@@ -194,11 +195,11 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
 
 def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
     """Exports the streaming model to float and full-int8 TFLite and streams the recording through LiteRT."""
-    from tfx_ext import kws
+    from tfx_ext.apps import kws
     from tfx_ext.data import label_names, load_speech_commands
-    from tfx_ext.export import TFLiteModel, to_tflite
-    from tfx_ext.quantize_export import streaming_calibration_data
-    from tfx_ext.verify import verify
+    from tfx_ext.lite.convert import TFLiteModel, to_tflite
+    from tfx_ext.lite.int8 import streaming_calibration_data
+    from tfx_ext.lite.verification import verify
 
     directory = pathlib.Path(config.output_dir) / "tflite"
     directory.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,7 @@ def _secure_matching_run(config: DemoConfig, rounds: int, clients: int) -> dict:
     import keras
 
     from tfx_ext.federated import ClientSideMatching, SecAgg, simulate
-    from tfx_ext.federated.demo import digits_cnn, load_dataset, make_client_data
+    from tfx_ext.apps.federated_experiments import digits_cnn, load_dataset, make_client_data
 
     x_train, y_train, _, x_test, y_test, num_classes = load_dataset("digits", seed=config.seed)
     client_data = make_client_data(x_train, y_train, None, partition="dirichlet", clients=clients, alpha=0.5,
@@ -279,9 +280,9 @@ def _secure_matching_run(config: DemoConfig, rounds: int, clients: int) -> dict:
 
 def stage_federated(config: DemoConfig, context: dict, report: Report) -> Section:
     """Short federated runs on digits: FedAvg, then client-side matching under SecAgg+ with simulated dropouts."""
-    from tfx_ext.federated.demo import run_federated_demo
+    from tfx_ext.apps.federated_experiments import run_federated_demo
     from tfx_ext.federated.history import History
-    from tfx_ext.plots import plot_curves
+    from tfx_ext.apps.plots import plot_curves
 
     clients = config.federated_clients
     result = run_federated_demo(pathlib.Path(config.output_dir) / "federated", rounds=config.federated_rounds,

@@ -77,7 +77,7 @@ def serving_function(model: keras.Model, batch_size: int | None = None):
 
 def state_variables(model: keras.Model) -> list:
     """Internal-state variables of the streaming layers of `model` (empty for other models)."""
-    from tfx_ext.modes import streaming_layers
+    from tfx_ext.streaming.contract import streaming_layers
 
     return [variable for layer in streaming_layers(model) for variable in layer.state_variables]
 
@@ -140,7 +140,7 @@ def to_tflite(
             state from `to_streaming`).
         path: where to write the `.tflite` file (parents created); None to only return the bytes.
         quantize: None (float32), "dynamic" (int8 weights, float activations), "float16" (float16 weights) or
-            "int8" (full-integer: int8 weights, activations and streaming states; `tfx_ext.quantize_export`).
+            "int8" (full-integer: int8 weights, activations and streaming states; `tfx_ext.lite.int8`).
             For int8, recurrent layers are unrolled over the time axis (a TFLite WHILE loop has no int8 kernels),
             so a whole-window GRU/LSTM file grows with the number of frames (1.6-2.3x the float file for the
             reference models over 49 frames); the streaming form unrolls one step and stays ~0.33x float.
@@ -148,7 +148,7 @@ def to_tflite(
             model's batch size, falling back to 1 when it is unknown.
         representative_data: int8 only: calibration samples, an iterable (or a function returning one) of dicts
             input name -> array shaped like the signature (states included for external-state models); build them
-            for streaming models with `tfx_ext.quantize_export.streaming_calibration_data`. Optional for
+            for streaming models with `tfx_ext.lite.int8.streaming_calibration_data`. Optional for
             `quantize_aware` models (their learned ranges are used).
         int8_io: int8 only: int8 signature inputs/outputs (True) or float ones with QUANTIZE/DEQUANTIZE at the
             boundary (False). `TFLiteModel` (de)quantizes int8 I/O for you.
@@ -169,7 +169,7 @@ def to_tflite(
         )
     with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
         if quantize == "int8":
-            from tfx_ext.quantize_export import convert_int8
+            from tfx_ext.lite.int8 import convert_int8
 
             with quiet_native_logs():
                 flatbuffer = convert_int8(model, workdir, representative_data=representative_data,

@@ -14,8 +14,8 @@ import sys
 
 from absl import flags
 
-from tfx_ext.cli import flags as cli_flags
-from tfx_ext.cli import parse_subcommand
+from tfx_ext.apps.cli import flags as cli_flags
+from tfx_ext.apps.cli import parse_subcommand
 
 FLAGS = flags.FLAGS
 
@@ -66,7 +66,7 @@ def main(argv):
     if not FLAGS.output_dir:
         print("tfx-ext federated simulate: --output_dir is required.", file=sys.stderr)
         return 2
-    from tfx_ext.federated.demo import run_experiment
+    from tfx_ext.apps.federated_experiments import run_experiment
 
     if cli_flags.run_local_cluster_if_requested():
         return 0  # The local worker processes ran the simulation.

@@ -19,8 +19,8 @@ import sys
 
 from absl import flags
 
-from tfx_ext.cli import flags as cli_flags
-from tfx_ext.cli import parse_subcommand
+from tfx_ext.apps.cli import flags as cli_flags
+from tfx_ext.apps.cli import parse_subcommand
 
 FLAGS = flags.FLAGS
 
@@ -65,7 +65,7 @@ def main(argv):
     command = parse_subcommand("kws", argv, SUBCOMMANDS)
     if command is None:
         return 2
-    from tfx_ext import kws
+    from tfx_ext.apps import kws
     from tfx_ext.errors import TfxExtError
 
     try:

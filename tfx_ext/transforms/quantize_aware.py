@@ -448,7 +448,7 @@ def _recurrent(layer) -> bool:
     """Recurrent layers: a GRU/LSTM's output is its state h, whose range is learned inside the cell
     (`_QuantizedCell`); a second range on the output would make the converter compute the last ADD in float and
     quantize it twice."""
-    from tfx_ext.modes import StreamingLayer
+    from tfx_ext.streaming.contract import StreamingLayer
 
     return isinstance(layer, keras.layers.RNN) or (isinstance(layer, StreamingLayer) and not isinstance(layer, Stream))
 
@@ -484,7 +484,7 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         raise ValueError(f"`model` is already quantize-aware. Received: model={model.name!r}")
     consumers: dict[str, list] = {}
     by_name = {layer.name: layer for layer in model.layers}
-    from tfx_ext.streaming import _graph_config, _history
+    from tfx_ext.streaming.convert import _graph_config, _history
 
     for layer_config in _graph_config(model)["layers"]:
         for node in layer_config.get("inbound_nodes", []):

@@ -1,6 +1,6 @@
 """Full-integer (int8) TFLite export: representative data with realistic streaming states, and an op check.
 
-`to_tflite(model, quantize="int8", representative_data=...)` (in `tfx_ext.export`) calls `convert_int8` here.
+`to_tflite(model, quantize="int8", representative_data=...)` (in `tfx_ext.lite.convert`) calls `convert_int8` here.
 
 Three kinds of models:
 - non-streaming models: representative data are dicts of input name -> array (one signature invocation each);
@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_ext.errors import DataError, ExportError
-from tfx_ext.export import RESET_INPUT, RESET_SIGNATURE, SIGNATURE, saved_model_converter, state_variables
+from tfx_ext.lite.convert import RESET_INPUT, RESET_SIGNATURE, SIGNATURE, saved_model_converter, state_variables
 
 # Ops that hold no arithmetic: variables, control flow and shape plumbing on int32.
 _BOOKKEEPING_OPS = {"VAR_HANDLE", "CALL_ONCE", "READ_VARIABLE", "ASSIGN_VARIABLE", "WHILE", "IF"}
@@ -49,7 +49,7 @@ def _samples(representative_data) -> list:
     ):
         raise DataError(
             "`representative_data` must be an iterable (or a function returning one) of dicts of input name -> "
-            "array, one per invocation (see tfx_ext.quantize_export.streaming_calibration_data). "
+            "array, one per invocation (see tfx_ext.lite.int8.streaming_calibration_data). "
             f"Received: representative_data of type {type(representative_data).__name__}"
         )
     return list(representative_data)
@@ -128,7 +128,7 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         data inputs and the states each step received; for internal-state models the data inputs, preceded at every
         sequence start by `("reset_states", {"reset": ...})`.
     """
-    from tfx_ext.streaming import StreamingRunner
+    from tfx_ext.streaming.convert import StreamingRunner
 
     runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
     internal = bool(state_variables(runner.model))
@@ -275,7 +275,7 @@ def unrolled_recurrences(model: keras.Model):
 def has_fake_quant(model: keras.Model) -> bool:
     """True when the model carries learned quantization ranges (a `quantize_aware` model)."""
     try:
-        from tfx_ext.quantization import is_quantize_aware
+        from tfx_ext.transforms.quantize_aware import is_quantize_aware
     except ImportError:
         return False
     return is_quantize_aware(model)
@@ -304,7 +304,7 @@ def convert_int8(
         raise ValueError(
             "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
             "streaming states included; see streaming_calibration_data), unless the model was trained with "
-            "tfx_ext.quantization.quantize_aware. Received: representative_data=None"
+            "tfx_ext.transforms.quantize_aware.quantize_aware. Received: representative_data=None"
         )
     with unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
         converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)

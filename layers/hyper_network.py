@@ -32,7 +32,7 @@ functional model. Sequential models are not supported (their config has no room 
 subclassed model, keep the `HyperNetwork` as an attribute of the model (so its weights are tracked) and pass
 `generator=self.hypernetwork(x)` to the consumers; the consumers themselves never track the generator.
 
-Export: `tfx_ext.hyper.bake(model)` turns static hyper layers into plain Dense/Conv layers with the generated
+Export: `tfx_ext.transforms.bake.bake(model)` turns static hyper layers into plain Dense/Conv layers with the generated
 kernels (for TFLite and, with `stream=True`, for `tfx_ext.streaming.to_streaming`).
 """
 
@@ -256,16 +256,3 @@ class HyperNetwork(keras.layers.Layer):
         if config.get("mlp_units") is not None:
             config["mlp_units"] = tuple(config["mlp_units"])
         return cls(**config)
-
-
-# The consumer layers live in hyper_layers.py (one job per module); re-exported here so that
-# `from tfx_ext.layers.hyper import HyperNetwork, HyperDense` works.
-from tfx_ext.layers.hyper_layers import (  # noqa: E402
-    HyperConv1D,
-    HyperConv2D,
-    HyperDense,
-    HyperDepthwiseConv2D,
-    target_variance,
-)
-
-__all__ += ["HyperDense", "HyperConv1D", "HyperConv2D", "HyperDepthwiseConv2D", "target_variance"]

@@ -3,7 +3,7 @@
 `to_streaming` reads the model's public config (`get_config`), re-creates every layer with `from_config` (streamable
 layers with their `mode` switched), wires the graph again on inputs of `frames_per_step` frames and copies the
 weights layer by layer by name. It never imports private Keras modules. It knows nothing about particular
-streamable layers: everything it needs comes from the `tfx_ext.modes.StreamingLayer` contract (`state_specs`,
+streamable layers: everything it needs comes from the `tfx_ext.streaming.contract.StreamingLayer` contract (`state_specs`,
 `output_delay`, `time_stride`, `drops_time_axis`).
 
 External-state models take `[inputs..., *states]` and return a dict keyed by the original output names plus one
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from tfx_ext.errors import NotStreamableError
-from tfx_ext.modes import Mode, StreamingLayer, reset_model_states, state_name
+from tfx_ext.streaming.contract import Mode, StreamingLayer, reset_model_states, state_name
 
 # Ordinary Keras layers that act on each frame on its own (time on axis 1 untouched), so they stream as they are.
 FRAME_LOCAL_LAYERS: tuple[type, ...] = (

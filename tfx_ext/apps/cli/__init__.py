@@ -1,6 +1,6 @@
 """The `tfx-ext` command line (also `python -m tfx_ext`).
 
-`tfx-ext COMMAND [SUBCOMMAND] [--flags]`. Each command lives in its own module `tfx_ext.cli.<command>` that
+`tfx-ext COMMAND [SUBCOMMAND] [--flags]`. Each command lives in its own module `tfx_ext.apps.cli.<command>` that
 defines its absl flags at import and a `main(argv)`; only the chosen command's module is imported, so flags of
 different commands never collide and `tfx-ext COMMAND --help` lists just that command's flags.
 """
@@ -64,15 +64,15 @@ def run(argv: list[str] | None = None) -> None:
         print(f"tfx-ext: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     _quiet_tensorflow()
-    module = importlib.import_module(f"tfx_ext.cli.{command}")
+    module = importlib.import_module(f"tfx_ext.apps.cli.{command}")
     from absl import app, flags, logging
 
     if any(arg in ("-h", "--help", "--helpshort") for arg in argv[2:]):
         # absl would list only __main__'s flags; show this command's text and flags instead.
         print(f"tfx-ext {command}: {(module.__doc__ or COMMANDS[command]).strip()}\n")
         print(flags.FLAGS.module_help(module))
-        if "tfx_ext.cli.flags" in flags.FLAGS.flags_by_module_dict():  # Shared flags (--strategy, ...).
-            print(flags.FLAGS.module_help("tfx_ext.cli.flags"))
+        if "tfx_ext.apps.cli.flags" in flags.FLAGS.flags_by_module_dict():  # Shared flags (--strategy, ...).
+            print(flags.FLAGS.module_help("tfx_ext.apps.cli.flags"))
         sys.exit(0)
 
     def main(args):

@@ -14,7 +14,7 @@ import sys
 
 from absl import flags
 
-from tfx_ext.cli import parse_subcommand
+from tfx_ext.apps.cli import parse_subcommand
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +59,8 @@ def main(argv):
         print(f"tfx-ext data {argv[1]}: --root=DIR is required.", file=sys.stderr)
         return 2
 
-    from tfx_ext.data import DEFAULT_WORDS, speech_commands_info, synthesize_keywords
+    from tfx_ext.data import speech_commands_info
+    from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
     from tfx_ext.errors import DataError
 
     try:

@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from tfx_ext.demo import DemoConfig, run_demo
+from tfx_ext.apps.demo import DemoConfig, run_demo
 
 _DEFAULTS = DemoConfig()
 

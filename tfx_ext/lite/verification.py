@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from tfx_ext.export import TFLiteModel, output_names
+from tfx_ext.lite.convert import TFLiteModel, output_names
 
 
 @dataclasses.dataclass
