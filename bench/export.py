@@ -82,7 +82,7 @@ def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
     import keras
 
     from tfx_ext.models import get_model
-    from tfx_ext.transforms.quantize_aware import quantize_aware
+    from tfx_ext.transforms.qat import quantize_aware
 
     keras.utils.set_random_seed(seed)
     classes = int(train[1].max()) + 1

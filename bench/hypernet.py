@@ -68,7 +68,7 @@ def build_cnn(kind: str, widths=(32, 64, 64), embedding_dim: int = 16, chunk: in
 
 def build_ds_cnn(kind: str, width: int = 64, num_blocks: int = 4, embedding_dim: int = 8, chunk: int = 16,
                  input_shape=(49, 40), num_classes: int = 12):
-    """DS-CNN (Zhang et al. 2017; the layout of tfx_ext.models.ds_cnn without Stream wrappers): a (5, 3) conv with
+    """DS-CNN (Zhang et al. 2017; the layout of tfx_ext.models._ds_cnn without Stream wrappers): a (5, 3) conv with
     frequency stride 2, `num_blocks` x (3x3 depthwise + BN + ReLU, 1x1 pointwise + BN + ReLU), global average pool,
     dense. `kind="hyper"` generates every pointwise kernel with one shared HyperNetwork (chunks (1, 1, chunk,
     chunk)); the (5, 3) conv and the depthwise kernels have other spatial sizes (a generator serves one chunk
@@ -130,7 +130,7 @@ def train_and_evaluate(kind: str, seed: int, data, *, epochs: int, batch_size: i
     row = {"model": kind, "seed": seed, "trainable_params": trainable_params(model),
            "test_acc_pct": round(100.0 * float(accuracy), 2), "train_s": round(train_s, 1)}
     if kind == "hyper":
-        from tfx_ext.transforms.bake import bake, hyper_parameter_report
+        from tfx_ext.transforms.baking import bake, hyper_parameter_report
 
         baked = bake(model)
         row["baked_params"] = trainable_params(baked)

@@ -519,7 +519,7 @@ def layers_tour() -> list:
         with `HyperDense` layers at several embedding sizes.
         """),
         code('''
-        from tfx_ext.transforms.bake import bake, hyper_parameter_report
+        from tfx_ext.transforms.baking import bake, hyper_parameter_report
         from tfx_ext.layers.hyper_network import HyperNetwork
         from tfx_ext.layers.hyper_layers import HyperDense
 

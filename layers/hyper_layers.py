@@ -22,7 +22,7 @@ Conditional mode (Ha et al.'s dynamic hypernetworks, for multi-task or per-clien
   32x16x16 batch on a 2-core CPU), and they need static spatial sizes. Use it for small layers or small batches;
   prefer "scale" for convolutions.
 
-Conditional layers cannot be baked into plain layers (`tfx_ext.transforms.bake.bake` rejects them), since their kernels
+Conditional layers cannot be baked into plain layers (`tfx_ext.transforms.baking.bake` rejects them), since their kernels
 depend on the context.
 """
 

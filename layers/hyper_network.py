@@ -32,7 +32,7 @@ functional model. Sequential models are not supported (their config has no room 
 subclassed model, keep the `HyperNetwork` as an attribute of the model (so its weights are tracked) and pass
 `generator=self.hypernetwork(x)` to the consumers; the consumers themselves never track the generator.
 
-Export: `tfx_ext.transforms.bake.bake(model)` turns static hyper layers into plain Dense/Conv layers with the generated
+Export: `tfx_ext.transforms.baking.bake(model)` turns static hyper layers into plain Dense/Conv layers with the generated
 kernels (for TFLite and, with `stream=True`, for `tfx_ext.streaming.to_streaming`).
 """
 

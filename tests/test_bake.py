@@ -1,4 +1,4 @@
-"""`tfx_ext.transforms.bake.bake`: plain Keras models with the generated kernels (parity, TFLite, loaded models, streaming)."""
+"""`tfx_ext.transforms.baking.bake`: plain Keras models with the generated kernels (parity, TFLite, loaded models, streaming)."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from tests.testing import assert_all_close, assert_tflite_parity, save_and_load
 from tfx_ext.errors import NotStreamableError
-from tfx_ext.transforms.bake import bake, hyper_parameter_report
+from tfx_ext.transforms.baking import bake, hyper_parameter_report
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
 from tfx_ext.layers.hyper_network import HyperNetwork
 

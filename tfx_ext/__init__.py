@@ -48,8 +48,8 @@ from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_stre
 from tfx_ext.lite.convert import TFLiteModel, to_tflite  # noqa: E402
 from tfx_ext.lite.int8 import check_full_integer, non_integer_ops, streaming_calibration_data  # noqa: E402
 from tfx_ext.lite.verification import Verification, verify  # noqa: E402
-from tfx_ext.transforms.quantize_aware import FakeQuant, is_quantize_aware, quantize_aware  # noqa: E402
-from tfx_ext.transforms.bake import bake  # noqa: E402
+from tfx_ext.transforms.qat import FakeQuant, is_quantize_aware, quantize_aware  # noqa: E402
+from tfx_ext.transforms.baking import bake  # noqa: E402
 from tfx_ext.transforms.temporal_sparsity import (  # noqa: E402
     delta_mac_savings,
     insert_delta_activations,

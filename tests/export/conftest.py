@@ -85,7 +85,7 @@ def exports(trained, data):
 @pytest.fixture(scope="session")
 def qat_ds_cnn(trained, data):
     """The trained DS-CNN made quantize-aware and fine-tuned 3 epochs."""
-    from tfx_ext.transforms.quantize_aware import quantize_aware
+    from tfx_ext.transforms.qat import quantize_aware
 
     keras.utils.set_random_seed(0)
     qat = quantize_aware(trained["ds_cnn"])

@@ -9,7 +9,7 @@ import pytest
 
 from tests.testing import save_and_load
 from tfx_ext.lite.convert import TFLiteModel, to_tflite
-from tfx_ext.transforms.quantize_aware import (
+from tfx_ext.transforms.qat import (
     FakeQuant,
     QuantizedBatchNormalization,
     QuantizedConcatenate,

@@ -275,7 +275,7 @@ def unrolled_recurrences(model: keras.Model):
 def has_fake_quant(model: keras.Model) -> bool:
     """True when the model carries learned quantization ranges (a `quantize_aware` model)."""
     try:
-        from tfx_ext.transforms.quantize_aware import is_quantize_aware
+        from tfx_ext.transforms.qat import is_quantize_aware
     except ImportError:
         return False
     return is_quantize_aware(model)
@@ -304,7 +304,7 @@ def convert_int8(
         raise ValueError(
             "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
             "streaming states included; see streaming_calibration_data), unless the model was trained with "
-            "tfx_ext.transforms.quantize_aware.quantize_aware. Received: representative_data=None"
+            "tfx_ext.transforms.qat.quantize_aware. Received: representative_data=None"
         )
     with unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
         converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)

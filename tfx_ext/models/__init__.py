@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import keras
 
-from tfx_ext.models.crnn import crnn
-from tfx_ext.models.ds_cnn import ds_cnn
-from tfx_ext.models.gru import gru
-from tfx_ext.models.tc_resnet import tc_resnet
+from tfx_ext.models._crnn import crnn
+from tfx_ext.models._ds_cnn import ds_cnn
+from tfx_ext.models._gru import gru
+from tfx_ext.models._tc_resnet import tc_resnet
 
 MODELS = {"ds_cnn": ds_cnn, "crnn": crnn, "gru": gru, "tc_resnet": tc_resnet}
 # Settings small enough for tests (a few hundred parameters, milliseconds per step).
