@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfx_ext.layers import decompositions as dec
+import tfx_ext.layers.decompositions as dec
 from tfx_ext.layers.tensor_dropout import check_dropout_args, keep_probability, sample_keep_mask
 
 __all__ = ["TensorRegression", "TensorContraction", "FactorizedDense"]

@@ -31,6 +31,17 @@ def _np_bool():
     return np.bool_
 
 
+def _is_finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite as a float (an int too large for a float is refused with the
+    named error, not an `OverflowError`)."""
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     parts = []
     if low is not None:
@@ -68,8 +79,7 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     """
     if value is None and allow_none:
         return None
-    if not is_number(value) or not math.isfinite(float(value)) or _out_of_range(value, low, high, low_open,
-                                                                                 high_open):
+    if not _is_finite(value) or _out_of_range(value, low, high, low_open, high_open):
         bounds = _bounds(low, high, low_open, high_open)
         none = " or None" if allow_none else ""
         raise error(f"`{name}` must be a finite number{' ' + bounds if bounds else ''}{none}. "
@@ -78,9 +88,25 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any], *, error: type[Exception] = ValueError) -> Any:
-    """Checks that `value` is one of `choices` (compared with `==`); returns it."""
+    """Checks that `value` is one of `choices` (compared with `==`); returns it.
+
+    A boolean matches only a boolean choice: `True == 1`, but `verbose=True` is not `verbose=1`.
+    """
     choices = tuple(choices)
-    if isinstance(value, bool) or value not in choices:
+    if not any(_same_kind(value, c) and _equal(value, c) for c in choices):
         allowed = ", ".join(repr(c) for c in choices)
         raise error(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
     return value
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    booleans = (bool, _np_bool())
+    return isinstance(a, booleans) == isinstance(b, booleans)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """`a == b` as a plain bool (an array compared with a choice is not one of the choices)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from tfx_ext.distribute import _worker
+import tfx_ext.distribute._worker as _worker
 from tfx_ext.distribute.errors import ClusterTimeoutError, WorkerFailedError
 
 _WORKER_SCRIPT = str(pathlib.Path(_worker.__file__).resolve())
