@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tfx_ext._validate import is_int, is_number
+
 __all__ = [
     "unfold",
     "fold",
@@ -32,6 +34,7 @@ __all__ = [
     "hosvd",
     "tt_svd",
     "cp_als",
+    "check_rank",
     "cp_rank",
     "tucker_ranks",
     "tt_ranks",
@@ -92,23 +95,31 @@ def relative_error(approx: np.ndarray, tensor: np.ndarray) -> float:
 # Rank resolution.
 
 
-def _check_fraction_or_int(rank, what: str):
-    if isinstance(rank, bool) or not isinstance(rank, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{what}` must be an int >= 1 or a float in (0, 1]. Received: {what}={rank!r}")
-    if isinstance(rank, (float, np.floating)) and not 0.0 < rank <= 1.0:
-        raise ValueError(f"A float `{what}` is a fraction of full rank and must be in (0, 1]. "
-                         f"Received: {what}={rank!r}")
-    if isinstance(rank, (int, np.integer)) and rank < 1:
-        raise ValueError(f"An int `{what}` must be >= 1. Received: {what}={rank!r}")
+def check_rank(rank, name: str = "rank") -> int | float:
+    """A rank as a Python `int` >= 1 or a Python `float` fraction in (0, 1].
+
+    Numpy scalars are normalised here, once: `np.float32(0.5)` is the fraction 0.5 (callers test `isinstance(r,
+    float)`, which a numpy float32 fails: it used to fall through to `int(0.5) == 0`, a mode of size zero).
+    """
+    if is_int(rank):
+        if rank < 1:
+            raise ValueError(f"An int `{name}` must be >= 1. Received: {name}={rank!r}")
+        return int(rank)
+    if is_number(rank):
+        if not 0.0 < rank <= 1.0:
+            raise ValueError(f"A float `{name}` is a fraction of full rank and must be in (0, 1]. "
+                             f"Received: {name}={rank!r}")
+        return float(rank)
+    raise TypeError(f"`{name}` must be an int >= 1 or a float in (0, 1]. Received: {name}={rank!r}")
 
 
 def cp_rank(shape: Sequence[int], rank) -> int:
     """CP rank: an int is taken as is; a float f in (0, 1] keeps a fraction f of the full tensor's parameters,
     `max(1, round(f * prod(shape) / sum(shape)))` (the TensorLy convention, since CP has no finite "full rank")."""
-    _check_fraction_or_int(rank, "rank")
-    if isinstance(rank, (float, np.floating)):
+    rank = check_rank(rank)
+    if isinstance(rank, float):
         return max(1, int(round(rank * math.prod(shape) / sum(shape))))
-    return int(rank)
+    return rank
 
 
 def tucker_ranks(shape: Sequence[int], rank) -> tuple[int, ...]:
@@ -121,8 +132,8 @@ def tucker_ranks(shape: Sequence[int], rank) -> tuple[int, ...]:
                          f"Received: rank={rank!r}")
     out = []
     for r, d in zip(ranks, shape):
-        _check_fraction_or_int(r, "rank")
-        r = max(1, int(round(r * d))) if isinstance(r, (float, np.floating)) else int(r)
+        r = check_rank(r)
+        r = max(1, int(round(r * d))) if isinstance(r, float) else r
         out.append(min(r, d))
     return tuple(out)
 
@@ -138,9 +149,9 @@ def tt_ranks(shape: Sequence[int], rank) -> tuple[int, ...]:
                          f"{tuple(shape)}). Received: rank={rank!r}")
     out = []
     for k, r in enumerate(ranks, start=1):
-        _check_fraction_or_int(r, "rank")
+        r = check_rank(r)
         full = min(math.prod(shape[:k]), math.prod(shape[k:]))
-        r = max(1, int(round(r * full))) if isinstance(r, (float, np.floating)) else int(r)
+        r = max(1, int(round(r * full))) if isinstance(r, float) else r
         out.append(min(r, full))
     return tuple(out)
 

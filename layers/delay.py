@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfx_ext._validate import check_int
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 
@@ -41,9 +42,7 @@ class Delay(StreamingLayer):
 
     def __init__(self, delay: int, mode=Mode.TRAINING, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
-            raise ValueError(f"`delay` must be a non-negative integer. Received: delay={delay!r}")
-        self.delay = delay
+        self.delay = check_int("delay", delay, minimum=0)
 
     @property
     def output_delay(self) -> int:

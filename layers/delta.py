@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfx_ext._validate import check_int, check_number
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 METHODS = ("quantize", "gated")
@@ -94,8 +95,7 @@ class DeltaActivation(StreamingLayer):
         **kwargs,
     ):
         super().__init__(mode=mode, **kwargs)
-        if not isinstance(threshold, (int, float)) or threshold <= 0:
-            raise ValueError(f"`threshold` must be a number > 0. Received: threshold={threshold!r}")
+        threshold = check_number("threshold", threshold, low=0, low_open=True)
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
         if threshold_shape not in THRESHOLD_SHAPES:
@@ -106,14 +106,9 @@ class DeltaActivation(StreamingLayer):
             raise ValueError(f"`activation` must be None or 'relu'. Received: activation={activation!r}")
         if emit not in EMITS:
             raise ValueError(f"`emit` must be one of {EMITS}. Received: emit={emit!r}")
-        if not isinstance(penalty, (int, float)) or penalty < 0:
-            raise ValueError(f"`penalty` must be a number >= 0. Received: penalty={penalty!r}")
-        if not isinstance(fan_out, int) or isinstance(fan_out, bool) or fan_out < 1:
-            raise ValueError(f"`fan_out` must be an integer >= 1. Received: fan_out={fan_out!r}")
-        if not surrogate_temperature > 0:
-            raise ValueError(
-                f"`surrogate_temperature` must be > 0. Received: surrogate_temperature={surrogate_temperature!r}"
-            )
+        penalty = check_number("penalty", penalty, low=0)
+        fan_out = check_int("fan_out", fan_out, minimum=1)
+        surrogate_temperature = check_number("surrogate_temperature", surrogate_temperature, low=0, low_open=True)
         self.threshold = float(threshold)
         self.method = method
         self.threshold_shape = threshold_shape

@@ -34,7 +34,8 @@ import math
 import keras
 from keras import ops
 
-from tfx_ext.layers.hyper_network import HyperNetwork, _normalize_chunk_shape, _positive_int, chunk_grid, generate_chunks
+from tfx_ext._validate import check_int, is_int
+from tfx_ext.layers.hyper_network import HyperNetwork, check_chunk_shape, chunk_grid, generate_chunks
 
 __all__ = ["HyperDense", "HyperConv1D", "HyperConv2D", "HyperDepthwiseConv2D", "target_variance"]
 
@@ -77,16 +78,12 @@ class _Untracked:
 
 
 def _normalize_tuple(value, rank: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,) * rank
-    value = tuple(value) if hasattr(value, "__len__") else value
-    if (
-        not isinstance(value, tuple)
-        or len(value) != rank
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-    ):
+    """A positive int (repeated `rank` times) or `rank` positive ints, as a tuple of Python ints."""
+    value = (value,) * rank if is_int(value) else value
+    values = tuple(value) if hasattr(value, "__len__") and not isinstance(value, str) else None
+    if values is None or len(values) != rank or not all(is_int(v) and v >= 1 for v in values):
         raise ValueError(f"`{name}` must be a positive integer or a tuple of {rank}. Received: {name}={value!r}")
-    return value
+    return tuple(int(v) for v in values)
 
 
 class _HyperLayer(keras.layers.Layer):
@@ -126,9 +123,9 @@ class _HyperLayer(keras.layers.Layer):
                 f"Received: hypernetwork={hypernetwork!r}"
             )
         if chunk_shape is not None:
-            chunk_shape = _normalize_chunk_shape(chunk_shape)
+            chunk_shape = check_chunk_shape(chunk_shape)
         if embedding_dim is not None:
-            embedding_dim = _positive_int(embedding_dim, "embedding_dim")
+            embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         if spec_chunk is not None:
             if (chunk_shape not in (None, spec_chunk)) or (embedding_dim not in (None, spec_dim)):
                 raise ValueError(
@@ -164,7 +161,7 @@ class _HyperLayer(keras.layers.Layer):
                 "conditional=None"
             )
         if conditional is not None:
-            context_dim = _positive_int(context_dim, "context_dim")
+            context_dim = check_int("context_dim", context_dim, minimum=1)
         self.conditional = conditional
         self.context_dim = context_dim
 
@@ -359,7 +356,7 @@ class HyperDense(_HyperLayer):
 
 
     def __init__(self, units, hypernetwork=None, **kwargs):
-        self.units = _positive_int(units, "units")
+        self.units = check_int("units", units, minimum=1)
         super().__init__(hypernetwork=hypernetwork, **kwargs)
 
     def _kernel_shape(self, input_shape):
@@ -387,7 +384,7 @@ class _HyperConv(_HyperLayer):
 
     def __init__(self, filters, kernel_size, hypernetwork=None, strides=1, padding="valid", dilation_rate=1,
                  **kwargs):
-        self.filters = _positive_int(filters, "filters")
+        self.filters = check_int("filters", filters, minimum=1)
         self.kernel_size = _normalize_tuple(kernel_size, self._rank, "kernel_size")
         self.strides = _normalize_tuple(strides, self._rank, "strides")
         self.dilation_rate = _normalize_tuple(dilation_rate, self._rank, "dilation_rate")
@@ -565,8 +562,8 @@ class HyperDepthwiseConv2D(_HyperConv):
 
     def __init__(self, kernel_size, depth_multiplier=1, hypernetwork=None, **kwargs):
         kwargs.pop("filters", None)
-        self.depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier")
-        super().__init__(depth_multiplier, kernel_size, hypernetwork=hypernetwork, **kwargs)
+        self.depth_multiplier = check_int("depth_multiplier", depth_multiplier, minimum=1)
+        super().__init__(self.depth_multiplier, kernel_size, hypernetwork=hypernetwork, **kwargs)
 
     def _kernel_shape(self, input_shape):
         return (*self.kernel_size, int(input_shape[-1]), self.depth_multiplier)

@@ -43,30 +43,22 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["HyperNetwork", "generate_chunks", "generator_param_count", "chunk_grid"]
+from tfx_ext._validate import check_int, is_int
+
+__all__ = ["HyperNetwork", "generate_chunks", "generator_param_count", "chunk_grid", "check_chunk_shape"]
 
 _HA_KEYS = ("w_in", "b_in", "w_out", "b_out")
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
-
-
-def _normalize_chunk_shape(chunk_shape) -> tuple[int, ...]:
-    if isinstance(chunk_shape, int) or not hasattr(chunk_shape, "__len__"):
+def check_chunk_shape(chunk_shape) -> tuple[int, ...]:
+    """`chunk_shape` as a tuple of Python ints `(*spatial, in_chunk, out_chunk)`, 2 to 4 positive entries."""
+    shape = tuple(chunk_shape) if hasattr(chunk_shape, "__len__") and not isinstance(chunk_shape, str) else None
+    if shape is None or not 2 <= len(shape) <= 4 or not all(is_int(d) and d >= 1 for d in shape):
         raise ValueError(
             "`chunk_shape` must be a tuple (*spatial, in_chunk, out_chunk) of 2 to 4 positive integers. "
             f"Received: chunk_shape={chunk_shape!r}"
         )
-    shape = tuple(chunk_shape)
-    if not 2 <= len(shape) <= 4 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise ValueError(
-            "`chunk_shape` must be a tuple (*spatial, in_chunk, out_chunk) of 2 to 4 positive integers. "
-            f"Received: chunk_shape={chunk_shape!r}"
-        )
-    return shape
+    return tuple(int(d) for d in shape)
 
 
 def generator_param_count(
@@ -160,18 +152,17 @@ class HyperNetwork(keras.layers.Layer):
 
     def __init__(self, embedding_dim: int, chunk_shape, hidden_dim: int | None = None, mlp_units=None, **kwargs):
         super().__init__(**kwargs)
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim")
-        self.chunk_shape = _normalize_chunk_shape(chunk_shape)
-        if hidden_dim is not None:
-            _positive_int(hidden_dim, "hidden_dim")
+        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
+        self.chunk_shape = check_chunk_shape(chunk_shape)
+        hidden_dim = check_int("hidden_dim", hidden_dim, minimum=1, allow_none=True)
         if mlp_units is not None:
-            if isinstance(mlp_units, int) or not hasattr(mlp_units, "__len__") or not all(
-                isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in mlp_units
+            if not hasattr(mlp_units, "__len__") or isinstance(mlp_units, str) or not all(
+                is_int(u) and u > 0 for u in mlp_units
             ):
                 raise ValueError(
                     f"`mlp_units` must be None or a tuple of positive integers. Received: mlp_units={mlp_units!r}"
                 )
-            mlp_units = tuple(mlp_units)
+            mlp_units = tuple(int(u) for u in mlp_units)
             if hidden_dim is not None:
                 raise ValueError(
                     "`hidden_dim` belongs to the linear form; give either `hidden_dim` or `mlp_units`. "

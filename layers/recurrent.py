@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfx_ext._validate import check_int, check_number
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 
@@ -30,11 +31,8 @@ class _StreamingRNN(StreamingLayer):
         **kwargs,
     ):
         super().__init__(mode=mode, **kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"`units` must be a positive integer. Received: units={units!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
-        self.units = units
+        self.units = check_int("units", units, minimum=1)
+        dropout = check_number("dropout", dropout, low=0, high=1, high_open=True)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -45,7 +43,7 @@ class _StreamingRNN(StreamingLayer):
         self.return_sequences = bool(return_sequences)
         self.seed = seed
         self.rnn = self._rnn_class(
-            units,
+            self.units,
             activation=self.activation,
             recurrent_activation=self.recurrent_activation,
             use_bias=self.use_bias,

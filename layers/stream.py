@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from tfx_ext.errors import NotStreamableError
+from tfx_ext._validate import check_int
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 # Cells that slide a kernel over time: (kernel or pool) size, stride and dilation read from their config.
@@ -115,8 +116,7 @@ class Stream(StreamingLayer):
             )
         if pad_time_dim not in PAD_TIME_DIMS:
             raise ValueError(f"`pad_time_dim` must be one of {PAD_TIME_DIMS}. Received: pad_time_dim={pad_time_dim!r}")
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"`window` must be None or a positive integer. Received: window={window!r}")
+        window = check_int("window", window, minimum=1, allow_none=True)
         config = cell.get_config()
         if config.get("data_format", "channels_last") != "channels_last":
             raise NotStreamableError(

@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 import tfx_ext.layers.decompositions as dec
+from tfx_ext._validate import check_choice, check_int, check_number, is_int
 from tfx_ext.layers.tensor_dropout import check_dropout_args, keep_probability, sample_keep_mask
 
 __all__ = ["TensorRegression", "TensorContraction", "FactorizedDense"]
@@ -36,25 +37,23 @@ IMPLEMENTATIONS = ("factorized", "reconstructed")
 
 
 def _check_rank_arg(rank, factorization):
+    """The constructor's `rank`: a Python int or float (see `decompositions.check_rank`), or a tuple of them."""
     if isinstance(rank, (tuple, list)):
         if factorization == "cp":
             raise ValueError("A CP `rank` is a single int or fraction (one rank for all modes); per-mode ranks are "
                              f"for 'tucker' and 'tt'. Received: rank={rank!r}")
         if not rank:
             raise ValueError(f"A per-mode `rank` must not be empty. Received: rank={rank!r}")
-        for r in rank:
-            dec._check_fraction_or_int(r, "rank")
-        return tuple(rank)
-    dec._check_fraction_or_int(rank, "rank")
-    return rank
+        return tuple(dec.check_rank(r) for r in rank)
+    return dec.check_rank(rank)
 
 
 def _check_dims(value, name, allow_none=False):
+    """A positive int or a non-empty tuple of them, as a tuple of Python ints (numpy ints accepted, floats not)."""
     if value is None and allow_none:
         return None
-    dims = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(dims, (tuple, list)) or not dims
-            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)):
+    dims = (value,) if is_int(value) else value
+    if not isinstance(dims, (tuple, list)) or not dims or not all(is_int(d) and d >= 1 for d in dims):
         raise ValueError(f"`{name}` must be a positive int or a non-empty tuple of positive ints. "
                          f"Received: {name}={value!r}")
     return tuple(int(d) for d in dims)
@@ -92,15 +91,12 @@ class _DropoutMixin:
     and drawing (rescaled) masks for a call."""
 
     def _init_dropout(self, rank_dropout, min_dim, min_keep, mask_per_sample, drop_at_inference, seed):
-        self.rank_dropout = check_dropout_args(rank_dropout, min_dim, min_keep, mask_per_sample, drop_at_inference,
-                                               seed)
-        self.min_dim = min_dim
-        self.min_keep = min_keep
+        self.rank_dropout, self.min_dim, self.min_keep, self.seed = check_dropout_args(
+            rank_dropout, min_dim, min_keep, mask_per_sample, drop_at_inference, seed)
         self.mask_per_sample = mask_per_sample
         self.drop_at_inference = drop_at_inference
-        self.seed = seed
         if self.rank_dropout > 0:
-            self.seed_generator = keras.random.SeedGenerator(seed)
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def _dropped(self, rank: int) -> bool:
         return self.rank_dropout > 0 and rank > self.min_dim and self.min_keep < rank
@@ -136,15 +132,9 @@ class _FactorizedWeightLayer(_DropoutMixin, keras.layers.Layer):
                  init_std=None, rank_dropout=0.0, min_dim=1, min_keep=1, mask_per_sample=False,
                  drop_at_inference=False, seed=None, implementation="factorized", **kwargs):
         super().__init__(**kwargs)
-        if factorization not in FACTORIZATIONS:
-            raise ValueError(f"`factorization` must be one of {FACTORIZATIONS}. "
-                             f"Received: factorization={factorization!r}")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"`implementation` must be one of {IMPLEMENTATIONS}. "
-                             f"Received: implementation={implementation!r}")
-        if init_std is not None and (isinstance(init_std, bool) or not isinstance(init_std, (int, float))
-                                     or init_std <= 0):
-            raise ValueError(f"`init_std` must be a positive float or None. Received: init_std={init_std!r}")
+        check_choice("factorization", factorization, FACTORIZATIONS)
+        check_choice("implementation", implementation, IMPLEMENTATIONS)
+        init_std = check_number("init_std", init_std, low=0.0, low_open=True, allow_none=True)
         self.factorization = factorization
         self.rank = _check_rank_arg(rank, factorization)
         self.activation = keras.activations.get(activation)
@@ -426,9 +416,7 @@ class FactorizedDense(_FactorizedWeightLayer):
     """
 
     def __init__(self, units, factorization="tucker", rank=0.5, in_modes=None, out_modes=None, **kwargs):
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
-        self.units = units
+        self.units = units = check_int("units", units, minimum=1)
         self.in_modes = _check_dims(in_modes, "in_modes", allow_none=True)
         self.out_modes = _check_dims(out_modes, "out_modes", allow_none=True)
         if self.out_modes is not None and math.prod(self.out_modes) != units:

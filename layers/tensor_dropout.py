@@ -22,6 +22,8 @@ import math
 import keras
 from keras import ops
 
+from tfx_ext._validate import check_int, check_number
+
 __all__ = ["keep_probability", "sample_keep_mask", "check_dropout_args"]
 
 
@@ -67,18 +69,19 @@ def sample_keep_mask(seed_generator, batch, rank: int, rate: float, min_keep: in
     return ops.cast(keep, dtype)
 
 
-def check_dropout_args(rank_dropout, min_dim, min_keep, mask_per_sample, drop_at_inference, seed) -> float:
-    """Validates the tensor-dropout constructor arguments shared by the tensor layers; returns `float(rank_dropout)`."""
-    if isinstance(rank_dropout, bool) or not isinstance(rank_dropout, (int, float)) or not 0.0 <= rank_dropout < 1.0:
-        raise ValueError(f"`rank_dropout` must be a float in [0, 1). Received: rank_dropout={rank_dropout!r}")
-    if isinstance(min_dim, bool) or not isinstance(min_dim, int) or min_dim < 0:
-        raise ValueError(f"`min_dim` must be an int >= 0. Received: min_dim={min_dim!r}")
-    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
-        raise ValueError(f"`min_keep` must be an int >= 0. Received: min_keep={min_keep!r}")
+def check_dropout_args(rank_dropout, min_dim, min_keep, mask_per_sample, drop_at_inference, seed
+                       ) -> tuple[float, int, int, int | None]:
+    """Validates the tensor-dropout constructor arguments shared by the tensor layers.
+
+    Returns:
+        `(rank_dropout, min_dim, min_keep, seed)` as Python numbers (numpy scalars accepted), ready for the config.
+    """
+    rank_dropout = check_number("rank_dropout", rank_dropout, low=0.0, high=1.0, high_open=True)
+    min_dim = check_int("min_dim", min_dim, minimum=0)
+    min_keep = check_int("min_keep", min_keep, minimum=0)
     if not isinstance(mask_per_sample, bool):
         raise TypeError(f"`mask_per_sample` must be a bool. Received: mask_per_sample={mask_per_sample!r}")
     if not isinstance(drop_at_inference, bool):
         raise TypeError(f"`drop_at_inference` must be a bool. Received: drop_at_inference={drop_at_inference!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    return float(rank_dropout)
+    seed = check_int("seed", seed, allow_none=True, error=TypeError)
+    return rank_dropout, min_dim, min_keep, seed

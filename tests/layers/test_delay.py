@@ -41,5 +41,5 @@ def test_zero_delay_has_no_state():
 
 
 def test_bad_delay_raises():
-    with pytest.raises(ValueError, match=r"`delay` must be a non-negative integer. Received: delay=-1"):
+    with pytest.raises(ValueError, match=r"`delay` must be an integer >= 0. Received: delay=-1"):
         Delay(-1)

@@ -176,12 +176,12 @@ def test_streaming_steps_equal_the_whole_sequence(method, frames_per_step):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"threshold": -0.1}, r"`threshold` must be a number > 0. Received: threshold=-0.1"),
+        ({"threshold": -0.1}, r"`threshold` must be a finite number > 0. Received: threshold=-0.1"),
         ({"method": "sigma"}, r"`method` must be one of .* Received: method='sigma'"),
         ({"threshold_shape": "row"}, r"`threshold_shape` must be one of"),
         ({"activation": "tanh"}, r"`activation` must be None or 'relu'"),
         ({"emit": "both"}, r"`emit` must be one of"),
-        ({"penalty": -1.0}, r"`penalty` must be a number >= 0"),
+        ({"penalty": -1.0}, r"`penalty` must be a finite number >= 0"),
         ({"fan_out": 0}, r"`fan_out` must be an integer >= 1"),
         ({"mode": "online"}, r"`mode` must be one of"),
     ],

@@ -332,23 +332,23 @@ HNET3 = HyperNetwork(4, (3, 4, 4))
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda: HyperNetwork(0, (4, 4)), ValueError, "`embedding_dim` must be a positive integer"),
+        (lambda: HyperNetwork(0, (4, 4)), ValueError, "`embedding_dim` must be an integer >= 1"),
         (lambda: HyperNetwork(4, 4), ValueError, "`chunk_shape` must be a tuple"),
         (lambda: HyperNetwork(4, (4, 0)), ValueError, "`chunk_shape` must be a tuple"),
-        (lambda: HyperNetwork(4, (4, 4), hidden_dim=-1), ValueError, "`hidden_dim` must be a positive integer"),
+        (lambda: HyperNetwork(4, (4, 4), hidden_dim=-1), ValueError, "`hidden_dim` must be an integer >= 1"),
         (lambda: HyperNetwork(4, (4, 4), mlp_units=(8, 0)), ValueError, "`mlp_units` must be None or a tuple"),
         (lambda: HyperNetwork(4, (4, 4), hidden_dim=8, mlp_units=(8,)), ValueError, "`hidden_dim` belongs to"),
         (lambda: HyperDense(3, hypernetwork="hnet"), TypeError, "`hypernetwork` must be a HyperNetwork"),
         (lambda: HyperDense(3), ValueError, "Give `hypernetwork` or both"),
         (lambda: HyperDense(3, hypernetwork=HNET, chunk_shape=(8, 8)), ValueError, "must match the hypernetwork"),
-        (lambda: HyperDense(0, hypernetwork=HNET), ValueError, "`units` must be a positive integer"),
+        (lambda: HyperDense(0, hypernetwork=HNET), ValueError, "`units` must be an integer >= 1"),
         (lambda: HyperConv1D(3, 3, hypernetwork=HNET), ValueError, "`chunk_shape` of a HyperConv1D must have 3"),
         (lambda: HyperDense(3, hypernetwork=HNET, kernel_initializer="ones"), ValueError,
          "`kernel_initializer` must be a VarianceScaling"),
         (lambda: HyperDense(3, hypernetwork=HNET, conditional="task"), ValueError, "`conditional` must be one of"),
         (lambda: HyperDense(3, hypernetwork=HNET, context_dim=2), ValueError, "`context_dim` is only used"),
         (lambda: HyperDense(3, hypernetwork=HNET, conditional="scale"), ValueError,
-         "`context_dim` must be a positive integer"),
+         "`context_dim` must be an integer >= 1"),
         (lambda: HyperConv1D(3, 3, chunk_shape=(3, 4, 4), embedding_dim=4, padding="full"), ValueError,
          "`padding` must be one of"),
         (lambda: HyperConv2D(3, 3, chunk_shape=(3, 3, 4, 4), embedding_dim=4, padding="causal"), ValueError,
@@ -358,7 +358,7 @@ HNET3 = HyperNetwork(4, (3, 4, 4))
         (lambda: HyperConv1D(3, 3, chunk_shape=(3, 4, 4), embedding_dim=4, strides=2, dilation_rate=2),
          ValueError, "`strides` > 1 is not compatible"),
         (lambda: HyperDepthwiseConv2D(3, depth_multiplier=0, chunk_shape=(3, 3, 4, 4), embedding_dim=4),
-         ValueError, "`depth_multiplier` must be a positive integer"),
+         ValueError, "`depth_multiplier` must be an integer >= 1"),
     ],
 )
 def test_constructor_errors(make, error, match):
@@ -477,3 +477,21 @@ def test_subclassed_model_tracks_the_generator_once():
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(model(x) ** 2)
     assert all(g is not None for g in tape.gradient(loss, model.trainable_variables))
+
+
+def test_numpy_integer_arguments_are_normalised_and_floats_refused():
+    hnet = HyperNetwork(np.int64(4), (np.int64(4), np.int32(4)), hidden_dim=np.int64(8))
+    assert (hnet.embedding_dim, hnet.chunk_shape, hnet.hidden_dim) == (4, (4, 4), 8)
+    assert all(type(v) is int for v in (hnet.embedding_dim, *hnet.chunk_shape, hnet.hidden_dim))
+    conv = HyperConv1D(np.int64(3), np.int64(3), chunk_shape=(3, 4, 4), embedding_dim=4, strides=np.int32(1))
+    assert (conv.filters, conv.kernel_size, conv.strides) == (3, (3,), (1,))
+    assert all(type(v) is int for v in (conv.filters, *conv.kernel_size, *conv.strides))
+    for make, match in [
+        (lambda: HyperNetwork(4.0, (4, 4)), r"`embedding_dim` must be an integer >= 1. Received: embedding_dim=4.0"),
+        (lambda: HyperNetwork(4, (4.0, 4)), r"`chunk_shape` must be a tuple"),
+        (lambda: HyperNetwork(4, (4, 4), mlp_units=(8.0,)), r"`mlp_units` must be None or a tuple"),
+        (lambda: HyperDense(3.0, hypernetwork=HNET), r"`units` must be an integer >= 1. Received: units=3.0"),
+        (lambda: HyperConv1D(3, 2.5, chunk_shape=(3, 4, 4), embedding_dim=4), r"`kernel_size` must be a positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            make()

@@ -57,9 +57,9 @@ def test_config_keeps_arguments():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match=r"`units` must be a positive integer. Received: units=0"):
+    with pytest.raises(ValueError, match=r"`units` must be an integer >= 1. Received: units=0"):
         GRU(0)
-    with pytest.raises(ValueError, match=r"`dropout` must be in \[0, 1\). Received: dropout=1.5"):
+    with pytest.raises(ValueError, match=r"`dropout` must be a finite number >= 0 and < 1. Received: dropout=1.5"):
         LSTM(2, dropout=1.5)
     with pytest.raises(ValueError, match=r"expects inputs \(batch, time, features\)"):
         GRU(2)(np.zeros((1, 2, 3, 4), "float32"))

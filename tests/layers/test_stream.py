@@ -105,7 +105,7 @@ def test_bad_arguments_raise():
         Stream("conv")
     with pytest.raises(ValueError, match=r"`pad_time_dim` must be one of .* Received: pad_time_dim='left'"):
         Stream(L.Conv1D(2, 3), pad_time_dim="left")
-    with pytest.raises(ValueError, match=r"`window` must be None or a positive integer. Received: window=0"):
+    with pytest.raises(ValueError, match=r"`window` must be an integer >= 1 or None. Received: window=0"):
         Stream(L.Flatten(), window=0)
     with pytest.raises(ValueError, match=r"`mode` must be one of"):
         Stream(L.Conv1D(2, 3), mode="bogus")

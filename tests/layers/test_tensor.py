@@ -377,14 +377,14 @@ def test_docstring_examples_run():
     ({"rank": "full"}, TypeError, r"`rank` must be an int >= 1 or a float in \(0, 1\]. Received: rank='full'"),
     ({"rank": (2, 3), "factorization": "cp"}, ValueError, r"A CP `rank` is a single int or fraction"),
     ({"rank": ()}, ValueError, r"A per-mode `rank` must not be empty"),
-    ({"rank_dropout": 1.0}, ValueError, r"`rank_dropout` must be a float in \[0, 1\). Received: rank_dropout=1.0"),
-    ({"min_dim": -1}, ValueError, r"`min_dim` must be an int >= 0. Received: min_dim=-1"),
-    ({"min_keep": 0.5}, ValueError, r"`min_keep` must be an int >= 0. Received: min_keep=0.5"),
+    ({"rank_dropout": 1.0}, ValueError, r"`rank_dropout` must be a finite number >= 0.0 and < 1.0. Received: rank_dropout=1.0"),
+    ({"min_dim": -1}, ValueError, r"`min_dim` must be an integer >= 0. Received: min_dim=-1"),
+    ({"min_keep": 0.5}, ValueError, r"`min_keep` must be an integer >= 0. Received: min_keep=0.5"),
     ({"mask_per_sample": "yes"}, TypeError, r"`mask_per_sample` must be a bool"),
     ({"drop_at_inference": 1}, TypeError, r"`drop_at_inference` must be a bool"),
-    ({"seed": 1.5}, TypeError, r"`seed` must be an int or None. Received: seed=1.5"),
+    ({"seed": 1.5}, TypeError, r"`seed` must be an integer or None. Received: seed=1.5"),
     ({"implementation": "dense"}, ValueError, r"`implementation` must be one of"),
-    ({"init_std": -1.0}, ValueError, r"`init_std` must be a positive float or None. Received: init_std=-1.0"),
+    ({"init_std": -1.0}, ValueError, r"`init_std` must be a finite number > 0.0 or None. Received: init_std=-1.0"),
     ({"implementation": "reconstructed", "mask_per_sample": True, "rank_dropout": 0.1}, ValueError,
      r"Per-sample masks need the factorized form"),
     ({"units": 0}, ValueError, r"`units` must be a positive int or a non-empty tuple of positive ints"),
@@ -412,9 +412,49 @@ def test_build_time_errors():
 
 
 def test_factorized_dense_argument_errors():
-    with pytest.raises(ValueError, match=r"`units` must be a positive int. Received: units=0"):
+    with pytest.raises(ValueError, match=r"`units` must be an integer >= 1. Received: units=0"):
         FactorizedDense(0)
     with pytest.raises(ValueError, match=r"The product of `out_modes` must equal `units` \(6\)"):
         FactorizedDense(6, out_modes=(2, 2))
     with pytest.raises(ValueError, match=r"`in_modes` must be a positive int or a non-empty tuple"):
         FactorizedDense(6, in_modes=(2, 0))
+
+
+def test_numpy_scalar_arguments_act_like_python_ones():
+    """Bug: `TensorContraction(np.float32(0.5))` built modes of size int(0.5) == 0 (a numpy float failed
+    `isinstance(r, float)`); numpy ranks, sizes and dropout arguments are now normalised to Python numbers."""
+    tcl = TensorContraction(np.float32(0.5))
+    tcl.build((None, 4, 6))
+    assert tcl.ranks == (2, 3) == tuple(tcl.compute_output_shape((None, 4, 6))[1:])
+    assert tcl(np.ones((2, 4, 6), "float32")).shape == (2, 2, 3)
+    assert tcl.get_config()["rank"] == 0.5 and type(tcl.get_config()["rank"]) is float
+    per_mode = TensorContraction((np.int64(2), np.float64(0.5)))
+    per_mode.build((None, 4, 6))
+    assert per_mode.ranks == (2, 3)
+    trl = TensorRegression(np.int64(3), rank=np.float32(0.5), rank_dropout=np.float32(0.25), min_dim=np.int32(1),
+                           min_keep=np.int64(1), seed=np.int64(7))
+    config = trl.get_config()
+    assert config["units"] == [3] and config["rank"] == 0.5
+    assert [type(config[k]) for k in ("rank_dropout", "min_dim", "min_keep", "seed")] == [float, int, int, int]
+    dense = FactorizedDense(np.int64(6), in_modes=(np.int64(2), 3), out_modes=(np.int32(2), 3))
+    assert (dense.units, dense.in_modes, dense.out_modes) == (6, (2, 3), (2, 3))
+    assert type(dense.units) is int
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: TensorContraction(np.float32(2.5)), ValueError, r"A float `rank` is a fraction of full rank"),
+    (lambda: TensorContraction(2.0), ValueError, r"A float `rank` is a fraction of full rank .* Received: rank=2.0"),
+    (lambda: TensorContraction((2, np.float32(1.5))), ValueError, r"A float `rank` is a fraction of full rank"),
+    (lambda: TensorContraction(np.int64(0)), ValueError, r"An int `rank` must be >= 1"),
+    (lambda: TensorContraction(True), TypeError, r"`rank` must be an int >= 1 or a float in \(0, 1\]"),
+    (lambda: TensorRegression(2.0), ValueError, r"`units` must be a positive int or a non-empty tuple"),
+    (lambda: TensorRegression((2, 1.5)), ValueError, r"`units` must be a positive int or a non-empty tuple"),
+    (lambda: FactorizedDense(6.0), ValueError, r"`units` must be an integer >= 1. Received: units=6.0"),
+    (lambda: FactorizedDense(6, in_modes=(2.0, 3)), ValueError, r"`in_modes` must be a positive int"),
+    (lambda: TensorRegression(2, min_keep=True), ValueError, r"`min_keep` must be an integer >= 0"),
+    (lambda: TensorRegression(2, rank_dropout=True), ValueError, r"`rank_dropout` must be a finite number"),
+    (lambda: TensorRegression(2, seed=True), TypeError, r"`seed` must be an integer or None"),
+])
+def test_non_integer_sizes_and_out_of_range_fractions_are_refused_by_name(make, error, match):
+    with pytest.raises(error, match=match):
+        make()

@@ -79,7 +79,7 @@ def test_factory_and_sizes():
         get_model("resnet")
     with pytest.raises(ValueError, match=r"`input_shape` of ds_cnn must be \(frames, bins\)"):
         get_model("ds_cnn", (49, 40, 1))
-    with pytest.raises(ValueError, match=r"`width` must be a positive integer. Received: width=0"):
+    with pytest.raises(ValueError, match=r"`width` must be an integer >= 1. Received: width=0"):
         get_model("ds_cnn", width=0)
     with pytest.raises(ValueError, match=r"`channels` must be a non-empty list"):
         get_model("tc_resnet", channels=())

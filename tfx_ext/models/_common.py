@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from tfx_ext._validate import check_int
+
 OUTPUT_NAME = "probs"
 
 
@@ -18,12 +20,6 @@ def check_input_shape(input_shape, name: str) -> tuple[int, int]:
     return shape[0] if shape[0] is None else int(shape[0]), int(shape[1])
 
 
-def check_positive(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
-
-
 def batch_norm(name: str):
     """BatchNormalization with momentum 0.9: keyword sets are small (a few hundred steps per run), and with Keras's
     default 0.99 the moving variance is still far from the batch variance when training stops, which collapses
@@ -33,7 +29,7 @@ def batch_norm(name: str):
 
 def classifier(x, num_classes: int, dropout: float = 0.0):
     """Dropout (training only) then Dense + softmax named `probs`."""
-    check_positive("num_classes", num_classes)
+    num_classes = check_int("num_classes", num_classes, minimum=1)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     x = keras.layers.Dense(num_classes, name="logits")(x)

@@ -6,7 +6,8 @@ import keras
 
 from tfx_ext.layers.recurrent import GRU
 from tfx_ext.layers.stream import Stream
-from tfx_ext.models._common import batch_norm, check_input_shape, check_positive, classifier
+from tfx_ext._validate import check_int
+from tfx_ext.models._common import batch_norm, check_input_shape, classifier
 
 L = keras.layers
 
@@ -31,8 +32,8 @@ def crnn(input_shape=(49, 40), num_classes: int = 12, *, width: int = 16, units:
         An uncompiled functional `keras.Model` with input "features" and output "probs".
     """
     frames, bins = check_input_shape(input_shape, "crnn")
-    for arg, value in (("width", width), ("units", units), ("dense", dense)):
-        check_positive(arg, value)
+    width, units, dense = (check_int(arg, value, minimum=1)
+                           for arg, value in (("width", width), ("units", units), ("dense", dense)))
     inputs = keras.Input((frames, bins), name="features")
     normalized = batch_norm("input_norm")(inputs)  # per-bin scale of the log-mel features
     x = L.Reshape((-1, bins, 1), name="expand")(normalized)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfx_ext.layers.stream import Stream
-from tfx_ext.models._common import batch_norm, check_input_shape, check_positive, classifier
+from tfx_ext._validate import check_int
+from tfx_ext.models._common import batch_norm, check_input_shape, classifier
 
 L = keras.layers
 
@@ -31,8 +32,8 @@ def ds_cnn(input_shape=(49, 40), num_classes: int = 12, *, width: int = 64, num_
         An uncompiled functional `keras.Model` with input "features" and output "probs".
     """
     frames, bins = check_input_shape(input_shape, "ds_cnn")
-    check_positive("width", width)
-    check_positive("num_blocks", num_blocks)
+    width = check_int("width", width, minimum=1)
+    num_blocks = check_int("num_blocks", num_blocks, minimum=1)
     inputs = keras.Input((frames, bins), name="features")
     normalized = batch_norm("input_norm")(inputs)  # per-bin scale of the log-mel features
     x = L.Reshape((-1, bins, 1), name="expand")(normalized)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfx_ext.layers.recurrent import GRU
-from tfx_ext.models._common import batch_norm, check_input_shape, check_positive, classifier
+from tfx_ext._validate import check_int
+from tfx_ext.models._common import batch_norm, check_input_shape, classifier
 
 L = keras.layers
 
@@ -27,8 +28,8 @@ def gru(input_shape=(49, 40), num_classes: int = 12, *, units: int = 128, num_la
         An uncompiled functional `keras.Model` with input "features" and output "probs".
     """
     frames, bins = check_input_shape(input_shape, "gru")
-    for arg, value in (("units", units), ("num_layers", num_layers), ("dense", dense)):
-        check_positive(arg, value)
+    units, num_layers, dense = (check_int(arg, value, minimum=1)
+                                for arg, value in (("units", units), ("num_layers", num_layers), ("dense", dense)))
     inputs = keras.Input((frames, bins), name="features")
     normalized = batch_norm("input_norm")(inputs)  # per-bin scale of the log-mel features
     x = normalized

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfx_ext.layers.stream import Stream
-from tfx_ext.models._common import batch_norm, check_input_shape, check_positive, classifier
+from tfx_ext._validate import check_int, is_int
+from tfx_ext.models._common import batch_norm, check_input_shape, classifier
 
 L = keras.layers
 
@@ -32,10 +33,11 @@ def tc_resnet(input_shape=(48, 40), num_classes: int = 12, *, channels=(16, 24, 
         An uncompiled functional `keras.Model` with input "features" and output "probs".
     """
     frames, bins = check_input_shape(input_shape, "tc_resnet")
-    check_positive("kernel_size", kernel_size)
-    check_positive("stride", stride)
-    if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
+    kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+    stride = check_int("stride", stride, minimum=1)
+    if not channels or isinstance(channels, str) or not all(is_int(c) and c >= 1 for c in channels):
         raise ValueError(f"`channels` must be a non-empty list of positive integers. Received: channels={channels!r}")
+    channels = [int(c) for c in channels]
     inputs = keras.Input((frames, bins), name="features")
     normalized = batch_norm("input_norm")(inputs)  # per-bin scale of the log-mel features
     x = Stream(L.Conv1D(channels[0], 3, use_bias=False), name="conv0")(normalized)
