@@ -120,7 +120,7 @@ def test_launch_local_command_runs_every_worker_and_reports_exit_codes(tmp_path,
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [
-    ({"num_workers": 0}, ValueError, r"`num_workers` must be a positive integer. Received: num_workers=0"),
+    ({"num_workers": 0}, ValueError, r"`num_workers` must be an integer >= 1. Received: num_workers=0"),
     ({"timeout": 0}, ValueError, r"`timeout` must be a positive number of seconds. Received: timeout=0"),
     ({"target": "os.path.join"}, ValueError, r"`target` must be an importable 'package.module:function' string"),
     ({"target": lambda: 1}, ValueError, r"not a lambda, a local function or a function of `__main__`"),

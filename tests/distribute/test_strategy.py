@@ -52,7 +52,7 @@ def test_logical_cpus_after_tensorflow_started_is_a_named_error():
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True])
 def test_logical_cpus_must_be_positive_int(value):
-    with pytest.raises(ValueError, match=r"`logical_cpus` must be a positive integer. Received: logical_cpus="):
+    with pytest.raises(ValueError, match=r"`logical_cpus` must be an integer >= 1. Received: logical_cpus="):
         configure_logical_cpus(value)
 
 

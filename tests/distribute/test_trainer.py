@@ -187,11 +187,23 @@ def test_model_built_outside_the_strategy_scope_is_rejected(mirrored):
         fit(make_model(), *data(), epochs=1, strategy=mirrored)
 
 
+def test_optimizer_created_outside_the_strategy_scope_is_rejected(mirrored):
+    """Only the optimizer is foreign here: its variables (its `iterations` counter exists from construction) show it,
+    through public API (the check used to read Keras's private `optimizer._distribution_strategy`)."""
+    optimizer = keras.optimizers.SGD(0.1)
+    with mirrored.scope():
+        model = make_model(optimizer=optimizer)
+    with pytest.raises(DistributeError, match=r"the model's variables or optimizer were not created under this "):
+        fit(model, *data(), epochs=1, strategy=mirrored)
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"epochs": 0}, r"`epochs` must be a positive integer. Received: epochs=0"),
-    ({"verbose": 3}, r"`verbose` must be 'auto', 0, 1 or 2. Received: verbose=3"),
+    ({"epochs": 0}, r"`epochs` must be an integer >= 1. Received: epochs=0"),
+    ({"verbose": 3}, r"`verbose` must be one of 'auto', 0, 1, 2. Received: verbose=3"),
+    ({"verbose": True}, r"`verbose` must be one of 'auto', 0, 1, 2. Received: verbose=True"),
+    ({"epochs": 2.0}, r"`epochs` must be an integer >= 1. Received: epochs=2.0"),
     ({"batch_size": 0}, r"`batch_size` must be a positive integer \(the global batch\). Received: batch_size=0"),
-    ({"steps_per_epoch": 0}, r"`steps_per_epoch` must be None or a positive integer"),
+    ({"steps_per_epoch": 0}, r"`steps_per_epoch` must be an integer >= 1 or None"),
     ({"resume": True}, r"`resume=True` needs `checkpoint_dir`"),
     ({"save_path": "model.h5"}, r"`save_path` must end in '.keras'. Received: save_path='model.h5'"),
     ({"validation_data": [1]}, r"`validation_data` must be \(x, y\), \(x, y, sample_weight\) or a tf.data.Dataset"),

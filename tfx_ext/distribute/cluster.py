@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import tfx_ext.distribute._worker as _worker
+from tfx_ext._validate import check_int, is_number
 from tfx_ext.distribute.errors import ClusterTimeoutError, WorkerFailedError
 
 _WORKER_SCRIPT = str(pathlib.Path(_worker.__file__).resolve())
@@ -211,11 +212,12 @@ def _run_cluster(commands: list[list[str]], tf_configs: list[str], *, timeout: f
             f.close()
 
 
-def _check_common(num_workers: int, timeout: float) -> None:
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"`num_workers` must be a positive integer. Received: num_workers={num_workers!r}")
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+def _check_common(num_workers: int, timeout: float) -> int:
+    """Returns `num_workers` as a Python int (numpy ints accepted; booleans refused, as for `timeout`)."""
+    num_workers = check_int("num_workers", num_workers, minimum=1)
+    if not is_number(timeout) or not timeout > 0:
         raise ValueError(f"`timeout` must be a positive number of seconds. Received: timeout={timeout!r}")
+    return num_workers
 
 
 def launch_local_cluster(num_workers: int, target: str | Callable, *args: Any, timeout: float = 600.0,
@@ -255,7 +257,7 @@ def launch_local_cluster(num_workers: int, target: str | Callable, *args: Any, t
         >>> launch_local_cluster(2, "os.path:join", "a", "b", timeout=60)
         ['a/b', 'a/b']
     """
-    _check_common(num_workers, timeout)
+    num_workers = _check_common(num_workers, timeout)
     target_name = _target_name(target)
     try:
         payload = json.dumps({"args": list(args), "kwargs": dict(kwargs or {})})
@@ -307,7 +309,7 @@ def launch_local_command(num_workers: int, command: Sequence[str], *, timeout: f
     Raises:
         WorkerFailedError, ClusterTimeoutError: as `launch_local_cluster`.
     """
-    _check_common(num_workers, timeout)
+    num_workers = _check_common(num_workers, timeout)
     if not command or not all(isinstance(c, str) for c in command):
         raise ValueError(f"`command` must be a non-empty list of strings. Received: command={command!r}")
     with tempfile.TemporaryDirectory(prefix="tfx_ext_cluster_") as tmp:

@@ -19,6 +19,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfx_ext._compat import advance_mirrored_collective_keys
+from tfx_ext._validate import check_int, is_int
 from tfx_ext.distribute.errors import ClusterConfigError, DistributeError
 
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "auto")
@@ -95,7 +97,7 @@ def parse_tf_config(value: str | None = None) -> dict[str, Any]:
             f"Received: TF_CONFIG['task']['type']={task_type!r}"
         )
     index = task.get("index")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+    if not is_int(index) or not 0 <= index < len(cluster[task_type]):
         raise ClusterConfigError(
             f"TF_CONFIG['task']['index'] must be an integer in [0, {len(cluster[task_type])}) for task type "
             f"{task_type!r}. Received: TF_CONFIG['task']['index']={index!r}"
@@ -118,8 +120,7 @@ def configure_logical_cpus(num: int) -> list[str]:
         ValueError: `num` is not a positive integer.
         DistributeError: TensorFlow already initialised its devices with a different number of logical CPUs.
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"`logical_cpus` must be a positive integer. Received: logical_cpus={num!r}")
+    num = check_int("logical_cpus", num, minimum=1)
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
     current_count = len(current) if current else 1
@@ -146,26 +147,24 @@ def _local_devices(logical_cpus: int | None) -> list[str]:
 
 
 _MIRRORED: dict[tuple[str, ...], tf.distribute.MirroredStrategy] = {}
+_KEY_OFFSET = 100000  # Far more collective keys than one strategy uses.
 
 
 def _mirrored(devices: list[str]) -> tf.distribute.MirroredStrategy:
     """One MirroredStrategy per device set, reused.
 
     TensorFlow starts every MirroredStrategy's collective group and instance keys at the same values (it offsets
-    them only in its own tests, through the class attribute `_collective_key_base`). Two strategies over the same
-    devices that both run collectives in one process then collide: "Shape mismatch in the collective instance
-    100 ... Restart your program" (reproduced with plain `model.fit`). So we create one strategy per device set
-    and move the key base on before and after creating it, so strategies made directly elsewhere (earlier or
-    later) never share its keys.
+    them only in its own tests, through a private class attribute: `_compat.advance_mirrored_collective_keys`).
+    Two strategies over the same devices that both run collectives in one process then collide: "Shape mismatch
+    in the collective instance 100 ... Restart your program" (reproduced with plain `model.fit`). So we create
+    one strategy per device set and move the key base on before and after creating it, so strategies made
+    directly elsewhere (earlier or later) never share its keys.
     """
     key = tuple(devices)
     if key not in _MIRRORED:
-        bump = isinstance(getattr(tf.distribute.MirroredStrategy, "_collective_key_base", None), int)
-        if bump:  # Keys unused by any strategy made before (elsewhere, directly) ...
-            tf.distribute.MirroredStrategy._collective_key_base += 100000
+        advance_mirrored_collective_keys(_KEY_OFFSET)  # Keys unused by any strategy made before (directly) ...
         _MIRRORED[key] = tf.distribute.MirroredStrategy(list(key))
-        if bump:  # ... and by any made after.
-            tf.distribute.MirroredStrategy._collective_key_base += 100000
+        advance_mirrored_collective_keys(_KEY_OFFSET)  # ... and by any made after.
     return _MIRRORED[key]
 
 

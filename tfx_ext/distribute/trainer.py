@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfx_ext._validate import check_choice, check_int, is_int
 from tfx_ext.distribute.errors import DistributeError
 from tfx_ext.distribute.strategy import get_strategy, is_chief, is_multi_worker, worker_id
 
@@ -82,7 +83,7 @@ def _as_dataset(x, y, sample_weight, batch_size, shuffle, seed, what: str) -> tu
     if x is None:
         raise ValueError(f"`{what}` must be arrays or a tf.data.Dataset. Received: {what}=None")
     batch_size = 32 if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer (the global batch). Received: "
                          f"batch_size={batch_size!r}")
     if y is None and sample_weight is not None:
@@ -117,10 +118,9 @@ def _check_model(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
         raise ValueError("`model` must be compiled (loss, optimizer, metrics) before `fit`. Build and compile it "
                          "inside `with strategy.scope():`.")
-    variables = [v.value if isinstance(v, keras.Variable) else v for v in model.weights]
-    optimizer_strategy = getattr(model.optimizer, "_distribution_strategy", strategy)
-    if any(not strategy.extended.variable_created_in_scope(v) for v in variables) or \
-            optimizer_strategy is not strategy:
+    # The optimizer's variables (its `iterations` counter exists from construction) tell where it was created.
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in [*model.weights, *model.optimizer.variables]]
+    if any(not strategy.extended.variable_created_in_scope(v) for v in variables):
         raise DistributeError(
             f"the model's variables or optimizer were not created under this strategy "
             f"({type(strategy).__name__}): build and compile the model inside `with strategy.scope():` of the "
@@ -285,56 +285,27 @@ def fit(model: keras.Model, x=None, y=None, *, batch_size: int | None = None, ep
     """
     strategy = get_strategy(strategy) if strategy is not None else tf.distribute.get_strategy()
     _check_model(model, strategy)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
-    if verbose not in ("auto", 0, 1, 2):
-        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
-    if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int) or steps_per_epoch < 1):
-        raise ValueError(f"`steps_per_epoch` must be None or a positive integer. Received: "
-                         f"steps_per_epoch={steps_per_epoch!r}")
+    epochs = check_int("epochs", epochs, minimum=1)
+    verbose = 1 if check_choice("verbose", verbose, ("auto", 0, 1, 2)) == "auto" else verbose
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, allow_none=True)
     if resume and not checkpoint_dir:
         raise ValueError("`resume=True` needs `checkpoint_dir`. Received: checkpoint_dir=None")
     if save_path is not None and not str(save_path).endswith(".keras"):
         raise ValueError(f"`save_path` must end in '.keras'. Received: save_path={save_path!r}")
-    verbose = 1 if verbose == "auto" else verbose
     chief = is_chief(strategy)
 
     dataset, steps = _as_dataset(x, y, sample_weight, batch_size, shuffle, seed, "x")
     steps = steps_per_epoch or steps
-    val_dataset = None
-    if validation_data is not None:
-        if isinstance(validation_data, tf.data.Dataset):
-            val_dataset, _ = _as_dataset(validation_data, None, None, None, False, seed, "validation_data")
-        elif isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
-            vx, vy, vsw = (tuple(validation_data) + (None,))[:3]
-            val_dataset, _ = _as_dataset(vx, vy, vsw, batch_size, False, seed, "validation_data")
-        else:
-            raise ValueError("`validation_data` must be (x, y), (x, y, sample_weight) or a tf.data.Dataset. "
-                             f"Received: validation_data={type(validation_data).__name__}")
-    if is_multi_worker(strategy):
-        # Each worker holds all the data; DATA sharding splits every global batch between the workers.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        dataset = dataset.with_options(options)
-        val_dataset = val_dataset.with_options(options) if val_dataset is not None else None
+    val_dataset = _validation_dataset(validation_data, batch_size, seed)
+    dataset = _shard_by_data(dataset, strategy)
+    val_dataset = _shard_by_data(val_dataset, strategy) if val_dataset is not None else None
 
     _build(model, strategy, next(iter(dataset)))
     distributed = strategy.experimental_distribute_dataset(dataset)
     val_distributed = strategy.experimental_distribute_dataset(val_dataset) if val_dataset is not None else None
     step_fns = _Steps(model, strategy)
-
-    checkpoint = manager = None
-    checkpoint_write_dir = None
-    if checkpoint_dir:
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        if resume:
-            latest = tf.train.latest_checkpoint(checkpoint_dir)
-            if latest:
-                checkpoint.restore(latest).expect_partial()
-                initial_epoch = max(initial_epoch, int(latest.rsplit("-", 1)[-1]))
-        checkpoint_write_dir = write_dirpath(checkpoint_dir, strategy)
-        manager = tf.train.CheckpointManager(checkpoint, checkpoint_write_dir, max_to_keep=max_checkpoints,
-                                             checkpoint_name=_CHECKPOINT_NAME)
+    manager, checkpoint_write_dir, initial_epoch = _checkpoint_manager(model, strategy, checkpoint_dir,
+                                                                       max_checkpoints, resume, initial_epoch)
 
     history = keras.callbacks.History()
     user_callbacks = list(callbacks or [])
@@ -351,21 +322,8 @@ def fit(model: keras.Model, x=None, y=None, *, batch_size: int | None = None, ep
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
-            loss_sum, count = 0.0, 0.0
-            batches = (iterator if iterator is not None else iter(distributed))
-            for step in range(steps) if steps_per_epoch is not None else _count():
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                callback_list.on_train_batch_begin(step)
-                loss, n, metrics = step_fns.train(batch)
-                loss_sum += float(loss) * float(n)
-                count += float(n)
-                logs = _logs(loss_sum, count, metrics)
-                callback_list.on_train_batch_end(step, logs)
-                if model.stop_training:
-                    break
+            batches = iterator if iterator is not None else iter(distributed)
+            logs = _train_epoch(model, step_fns, callback_list, batches, steps_per_epoch) or logs
             if val_distributed is not None:
                 logs.update({f"val_{k}": v for k, v in _evaluate(model, step_fns, val_distributed).items()})
             if manager is not None:
@@ -386,6 +344,64 @@ def fit(model: keras.Model, x=None, y=None, *, batch_size: int | None = None, ep
         if checkpoint_write_dir is not None:
             remove_temp_dirpath(checkpoint_write_dir, strategy)
     return history
+
+
+def _validation_dataset(validation_data, batch_size, seed) -> tf.data.Dataset | None:
+    """`validation_data` as a dataset of global batches (None without validation)."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tf.data.Dataset):
+        return _as_dataset(validation_data, None, None, None, False, seed, "validation_data")[0]
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
+        vx, vy, vsw = (tuple(validation_data) + (None,))[:3]
+        return _as_dataset(vx, vy, vsw, batch_size, False, seed, "validation_data")[0]
+    raise ValueError("`validation_data` must be (x, y), (x, y, sample_weight) or a tf.data.Dataset. "
+                     f"Received: validation_data={type(validation_data).__name__}")
+
+
+def _shard_by_data(dataset: tf.data.Dataset, strategy) -> tf.data.Dataset:
+    """Across workers, DATA sharding splits every global batch (each worker holds all the data); else unchanged."""
+    if not is_multi_worker(strategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _checkpoint_manager(model, strategy, checkpoint_dir, max_checkpoints, resume, initial_epoch):
+    """`(manager, write_dir, initial_epoch)`: epoch checkpoints written by the chief (others to a temporary
+    directory), after restoring the latest one when resuming; `(None, None, initial_epoch)` without a directory."""
+    if not checkpoint_dir:
+        return None, None, initial_epoch
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    if resume:
+        latest = tf.train.latest_checkpoint(checkpoint_dir)
+        if latest:
+            checkpoint.restore(latest).expect_partial()
+            initial_epoch = max(initial_epoch, int(latest.rsplit("-", 1)[-1]))
+    write_dir = write_dirpath(checkpoint_dir, strategy)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_checkpoints,
+                                         checkpoint_name=_CHECKPOINT_NAME)
+    return manager, write_dir, initial_epoch
+
+
+def _train_epoch(model, step_fns: _Steps, callback_list, batches, steps_per_epoch) -> dict[str, float]:
+    """One epoch of training steps with the batch callbacks; the logs after the last step ({} if none ran)."""
+    loss_sum, count, logs = 0.0, 0.0, {}
+    for step in range(steps_per_epoch) if steps_per_epoch is not None else _count():
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        callback_list.on_train_batch_begin(step)
+        loss, n, metrics = step_fns.train(batch)
+        loss_sum += float(loss) * float(n)
+        count += float(n)
+        logs = _logs(loss_sum, count, metrics)
+        callback_list.on_train_batch_end(step, logs)
+        if model.stop_training:
+            break
+    return logs
 
 
 def _count():
@@ -416,11 +432,7 @@ def evaluate(model: keras.Model, x=None, y=None, *, batch_size: int | None = Non
     """
     strategy = get_strategy(strategy) if strategy is not None else tf.distribute.get_strategy()
     _check_model(model, strategy)
-    dataset, _ = _as_dataset(x, y, sample_weight, batch_size, False, 0, "x")
-    if is_multi_worker(strategy):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        dataset = dataset.with_options(options)
+    dataset = _shard_by_data(_as_dataset(x, y, sample_weight, batch_size, False, 0, "x")[0], strategy)
     _build(model, strategy, next(iter(dataset)))
     return _evaluate(model, _Steps(model, strategy), strategy.experimental_distribute_dataset(dataset))
 
