@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
+from tfx_ext._plotting import pyplot, save_figure
 from tfx_ext.federated import partition as _partition
 
 
@@ -258,11 +259,7 @@ def plot_label_distribution(client_data: ClientData, path=None, *, max_clients: 
     Returns:
         `path` (str) when given, else the matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ids = list(client_data.client_ids[:max_clients])
     sub = ClientData.from_fn(ids, client_data.__getitem__) if client_data._fn is not None else None
     counts = (sub or _Subset(client_data, ids)).label_counts(num_classes)
@@ -279,9 +276,7 @@ def plot_label_distribution(client_data: ClientData, path=None, *, max_clients: 
     fig.tight_layout()
     if path is None:
         return fig
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=100)
 
 
 class _Subset:

@@ -24,10 +24,12 @@ import numpy as np
 
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.fedma.adapters import build_spec, default_weight_paths
-from tfx_ext.federated.fedma.aggregator import FedMA, _check_number, _num_classes, match_networks
+from tfx_ext._validate import check_int, check_number
+from tfx_ext.federated.fedma.aggregator import FedMA, match_networks, num_classes_of
 from tfx_ext.federated.fedma.growth import grow_model
 from tfx_ext.federated.fedma.permute import to_global
 from tfx_ext.federated.history import History
+from tfx_ext.federated.simulation import resolve_loss, simulate
 from tfx_ext.federated.training import ClientOptimizer, LocalTrainer, make_evaluator
 
 
@@ -118,13 +120,11 @@ def run_fedma(
     Raises:
         ValueError: on bad arguments, e.g. fewer `rounds` than the layer-wise stage needs.
     """
-    from tfx_ext.federated.simulation import _resolve_loss, simulate
-
     if not isinstance(client_data, ClientData):
         raise TypeError(f"`client_data` must be a ClientData. Received: client_data={type(client_data).__name__}")
-    _check_number("max_growth", max_growth, 1.0, False)
+    check_number("max_growth", max_growth, low=1.0)
     model = model_fn()
-    loss = _resolve_loss(model, loss)
+    loss = resolve_loss(model, loss)
     optimizer = client_optimizer if isinstance(client_optimizer, ClientOptimizer) else ClientOptimizer(
         client_optimizer() if callable(client_optimizer) and not hasattr(client_optimizer, "get_config")
         else client_optimizer)
@@ -143,7 +143,7 @@ def run_fedma(
             f"`clients_per_round` must be in [1, {len(ids)}]. Received: clients_per_round={clients_per_round!r}"
         )
     cohort = ids if k_clients == len(ids) else [ids[i] for i in sorted(rng.choice(len(ids), k_clients, False))]
-    num_classes = _num_classes(spec)
+    num_classes = num_classes_of(spec)
     table = client_data.label_counts(num_classes)
     pos_of = {cid: i for i, cid in enumerate(ids)}
     class_counts = [np.asarray(table[pos_of[c]], np.float64) for c in cohort]
