@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tfx_ext._validate import is_number
 from tfx_ext.errors import FederatedError
 from tfx_ext.federated.checkpoint import load_checkpoint, save_checkpoint
 from tfx_ext.federated.history import History
@@ -172,7 +173,7 @@ class TensorBoard(Callback):
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
         with self._writer.as_default(step=round):
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if is_number(v):
                     tf.summary.write(k, tf.constant(float(v), tf.float32), metadata=metadata)
         self._writer.flush()
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
+from tfx_ext._validate import is_int
 from tfx_ext._plotting import pyplot, save_figure
 from tfx_ext.federated import partition as _partition
 
@@ -145,7 +146,7 @@ class ClientData:
 
     def _index(self, cid) -> int:
         if self._ids is None:
-            if isinstance(cid, (int, np.integer)) and not isinstance(cid, bool) and 0 <= cid < self._count:
+            if is_int(cid) and 0 <= cid < self._count:
                 return int(cid)
             raise KeyError(f"Unknown client id. Received: client_id={cid!r} (ids are 0..{self._count - 1})")
         if cid not in self._pos:

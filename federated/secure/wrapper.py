@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tfx_ext._validate import check_int, check_number
+from tfx_ext._validate import check_int, check_number, is_number
 from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
 from tfx_ext.federated.payload import Payload, payload_problem
 from tfx_ext.federated.secure.encoding import ROUNDINGS, FixedPointEncoder, WeightedEncoder
@@ -121,7 +121,7 @@ class SecAgg:
         check_number("dropout_rate", dropout_rate, low=0, high=1, high_open=True)
         check_int("bits", bits, minimum=2, maximum=64)
         if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            if not is_number(threshold) \
                     or threshold <= 0 or (isinstance(threshold, float) and threshold > 1):
                 raise ValueError("`threshold` must be a positive integer, a fraction in (0, 1] or None. "
                                  f"Received: threshold={threshold!r}")
