@@ -24,7 +24,7 @@ import numpy as np
 
 from tfx_ext._validate import is_int
 from tfx_ext._plotting import pyplot, save_figure
-from tfx_ext.federated import partition as _partition
+import tfx_ext.federated.partition as _partition
 
 
 class ClientData:

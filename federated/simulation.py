@@ -24,7 +24,7 @@ import numpy as np
 
 from tfx_ext._validate import check_int
 from tfx_ext.errors import FederatedError, MalformedUpdateError
-from tfx_ext.federated import aggregators as agg
+import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.history import History
