@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from bench.harness import RESULTS_DIR, Benchmark, time_callable
+from tfx_ext.federated.payload import Payload
 
 
 def make_payloads(n, length, seed):
@@ -37,14 +38,14 @@ def make_payloads(n, length, seed):
     for _ in range(n):
         w = float(rng.integers(10, 101))
         x = rng.normal(scale=0.01, size=length).astype(np.float32)
-        payloads.append([w * x.astype(np.float64), np.array(w)])
+        payloads.append(Payload([w * x.astype(np.float64)], w))
     return payloads
 
 
 def plain_client(payload) -> bytes:
     """A plain client's upload: its float32 update `x` and its example count, as bytes."""
-    w = float(payload[-1])
-    return (payload[0] / w).astype(np.float32).tobytes() + np.float64(w).tobytes()
+    w = payload.weight
+    return (payload.arrays[0] / w).astype(np.float32).tobytes() + np.float64(w).tobytes()
 
 
 def plain_server(wire):
@@ -55,7 +56,7 @@ def plain_server(wire):
         w = float(np.frombuffer(data[-8:], np.float64)[0])
         acc += w * np.frombuffer(data[:-8], np.float32)
         wsum += w
-    return [acc, np.array(wsum)]
+    return Payload([acc], wsum)
 
 
 def plain_round(payloads):
@@ -105,9 +106,9 @@ def main(argv=None):
             start = time.perf_counter()
             total, m = secure.secure_sum(payloads, list(range(n)), np.random.default_rng(args.seed))
             wall = time.perf_counter() - start
-            err = float(np.linalg.norm(np.concatenate([total[0], total[1].ravel()])
-                                       - np.concatenate([ref[0], ref[1].ravel()]))
-                        / np.linalg.norm(np.concatenate([ref[0], ref[1].ravel()])))
+            err = float(np.linalg.norm(np.concatenate([total.arrays[0], [total.weight]])
+                                       - np.concatenate([ref.arrays[0], [ref.weight]]))
+                        / np.linalg.norm(np.concatenate([ref.arrays[0], [ref.weight]])))
             crit = m["time_critical_path_s"] + (m["time_encode_s"] + m["time_decode_s"]) / n
             bench.add_row({"n": n, "method": variant, "round_s": wall, "critical_path_s": crit,
                            "client_s": m["time_clients_total_s"] / n + m["time_encode_s"] / n,

@@ -627,6 +627,7 @@ def federated() -> list:
         """),
         code('''
         from tfx_ext.federated.fedma import ClientSideMatching, FedMA, run_fedma
+        from tfx_ext.federated import Payload
         from tfx_ext.federated.secure import SecAgg
 
         LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -760,13 +761,13 @@ def federated() -> list:
         """),
         code('''
         rng = np.random.default_rng(0)
-        payloads = [[rng.normal(scale=0.1, size=200) * n, np.array(float(n))] for n in rng.integers(5, 50, size=12)]
+        payloads = [Payload([rng.normal(scale=0.1, size=200) * n], float(n)) for n in rng.integers(5, 50, size=12)]
         secure = SecAgg(variant="secagg", dropout_rate=0.3, threshold=0.5, seed=2)
         total, metrics = secure.secure_sum(payloads, [f"client{k}" for k in range(12)], np.random.default_rng(0))
         survivors = metrics["survivor_ids"]
-        plain = sum(payloads[int(c[6:])][0] for c in survivors)
+        plain = sum(payloads[int(c[6:])].arrays[0] for c in survivors)
         print(f"survivors {len(survivors)}/12, threshold {metrics['threshold']}, "
-              f"max |secure sum - plain sum| = {np.max(np.abs(total[0] - plain)):.2e}")
+              f"max |secure sum - plain sum| = {np.max(np.abs(total.arrays[0] - plain)):.2e}")
         result = secure.last_result
         print("dropped per stage:", {stage: list(ids) for stage, ids in result.dropped.items() if ids})
         print("transcript:", transcript_summary(result))

@@ -2,8 +2,11 @@
 
 - `ClientData` and the partitioners (`iid_partition`, `dirichlet_partition`, `shard_partition`,
   `natural_partition`), `plot_label_distribution`;
-- aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`), their pure functions and server optimizers;
-- `LocalTrainer` (one compiled graph trains a whole cohort), `simulate`, `History`, `plot_history`.
+- `Payload` (what a client sends in a round) and `sum_payloads`;
+- aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`) over the pure maths of `aggregate`, and
+  the server optimizers;
+- `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
+  with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
 
 Ready-made experiments (what `tfx-ext federated simulate` runs) are application code:
 `tfx_ext.apps.federated_experiments`.
@@ -28,21 +31,24 @@ from tfx_ext.federated.aggregators import (
     ServerMomentum,
     ServerSGD,
     ServerYogi,
-    sum_payloads,
-    weighted_average,
-    weighted_delta_sum,
 )
+from tfx_ext.federated.aggregate import weighted_average, weighted_delta_sum
+from tfx_ext.federated.callbacks import Callback
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
-from tfx_ext.federated.fedma import ClientSideMatching, FedMA, run_fedma
-from tfx_ext.federated.secure import SecAgg, check_aggregator
+from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
+from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
-from tfx_ext.federated.simulation import simulate, validate_client_result
+from tfx_ext.federated.payload import Payload, sum_payloads
+from tfx_ext.federated.round import validate_client_result
+from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
+from tfx_ext.federated.simulation import simulate
 from tfx_ext.federated.training import ClientOptimizer, LocalTrainer
 
 __all__ = [
     "AGGREGATORS",
     "Aggregator",
+    "Callback",
     "ClientData",
     "ClientOptimizer",
     "ClientResult",
@@ -58,6 +64,7 @@ __all__ = [
     "FedYogi",
     "History",
     "LocalTrainer",
+    "Payload",
     "PlainSum",
     "Postprocessor",
     "RoundContext",

@@ -1,24 +1,13 @@
-"""Aggregation: pure functions over client results, and the small `Aggregator` interface the simulator calls.
+"""Aggregators: thin orchestration of the pure maths in `aggregate` over the `Payload` wire format.
 
-Pure functions (no I/O, no globals, no Keras, inputs never modified) come first:
-
-- `weighted_average(results)`: FedAvg's example-weighted mean of client weights, `results = [(weights, n), ...]`.
-- `weighted_delta_sum(global_weights, results)`: the sum `Σ n_k (w_k - w)` and `Σ n_k`; what a sum-based
-  aggregator needs, and what secure aggregation or a cross-replica all-reduce computes.
-- Server optimizer steps of Reddi et al., "Adaptive Federated Optimization" (ICLR 2021), Algorithm 2. The server
-  treats the negative average client update as a pseudo-gradient: with `delta = Σ n_k (w_k - w) / Σ n_k`,
-    * SGD:      w <- w + lr * delta                           (lr = 1 is plain FedAvg)
-    * FedAvgM:  v <- momentum * v + delta;  w <- w + lr * v
-    * FedAdam:  m <- b1 m + (1 - b1) delta;  v <- b2 v + (1 - b2) delta^2;  w <- w + lr * m / (sqrt(v) + tau)
-    * FedYogi:  m as Adam;  v <- v - (1 - b2) delta^2 sign(v - delta^2);  w <- w + lr * m / (sqrt(v) + tau)
-  No bias correction (as in the paper); `v` starts at `tau^2` (the paper's `v_{-1} >= tau^2`), `m` at 0.
-
-The `Aggregator` classes only convert client results, call these functions and return `(weights, state,
-metrics)`. Sum-based aggregators split their work into `client_payload` (what each client sends: arrays that are
-summed) and `finalize` (what the server does with the sum), so secure aggregation (`secure=`) and a
-tf.distribute all-reduce can replace the plain sum without the aggregator knowing. Aggregators that need each
-client's weights (FedMA's server-side matching) set `sum_based = False` and override `aggregate`; when the new
-global weights have other shapes than the model (width growth) the simulator calls `rebuild_model`.
+The `Aggregator` classes only turn client results into `Payload`s, call the functions of
+`tfx_ext.federated.aggregate` and return `(weights, state, metrics)`. An aggregator splits its work into
+`client_payload` (what each client sends: a `Payload` whose fields are summed) and `finalize` (what the server does
+with the sum), so secure aggregation (`secure=`) and a tf.distribute all-reduce can replace the plain sum without
+the aggregator knowing. One capability flag, `needs_individual_updates`, says when that split does not apply:
+such an aggregator (FedMA's server-side matching) overrides `aggregate` and sees each client's weights, and
+secure aggregation refuses it by name. When the new global weights have other shapes than the model (width
+growth) the simulator calls `rebuild_model`.
 
 Weights are lists of arrays keyed by position (the model adapter's order), never by variable name.
 """
@@ -31,98 +20,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tfx_ext._validate import check_number
 from tfx_ext.errors import FederatedError
-
-Weights = list  # list[np.ndarray], positional
-
-
-# ----- pure functions -------------------------------------------------------------------------------------------------
-def weighted_average(results: Sequence[tuple[Sequence[np.ndarray], int]]) -> list[np.ndarray]:
-    """Example-weighted average of client weights (FedAvg, McMahan et al. 2017).
-
-    Args:
-        results: `[(weights, num_examples), ...]`; every `weights` is a list of arrays of the same shapes.
-
-    Returns:
-        `[Σ_k n_k w_k[i] / Σ_k n_k for each layer i]` (float64 accumulation, cast back to the weights' dtype).
-
-    Raises:
-        ValueError: on no results or a non-positive total of examples.
-    """
-    if not results:
-        raise ValueError("`results` must hold at least one client result. Received: results=[]")
-    total = float(sum(n for _, n in results))
-    if total <= 0:
-        raise ValueError(f"The total number of examples must be positive. Received: total={total}")
-    out = []
-    for i, ref in enumerate(results[0][0]):
-        acc = np.zeros(np.shape(ref), np.float64)
-        for weights, n in results:
-            acc += float(n) * np.asarray(weights[i], np.float64)
-        out.append((acc / total).astype(np.asarray(ref).dtype))
-    return out
-
-
-def weighted_delta_sum(
-    global_weights: Sequence[np.ndarray], results: Sequence[tuple[Sequence[np.ndarray], int]]
-) -> tuple[list[np.ndarray], float]:
-    """`(Σ_k n_k (w_k - w), Σ_k n_k)`: the summable part of FedAvg.
-
-    Args:
-        global_weights: the weights `w` the clients started from.
-        results: `[(weights, num_examples), ...]`.
-
-    Returns:
-        The per-layer sums (float64) and the total number of examples.
-    """
-    sums = [np.zeros(np.shape(g), np.float64) for g in global_weights]
-    total = 0.0
-    for weights, n in results:
-        for s, w, g in zip(sums, weights, global_weights):
-            s += float(n) * (np.asarray(w, np.float64) - np.asarray(g, np.float64))
-        total += float(n)
-    return sums, total
-
-
-def server_sgd_step(weights, delta, *, learning_rate: float = 1.0) -> list[np.ndarray]:
-    """`w + lr * delta` (lr = 1: plain FedAvg)."""
-    return [np.asarray(w + learning_rate * d, dtype=np.asarray(w).dtype) for w, d in zip(weights, delta)]
-
-
-def server_avgm_step(weights, delta, velocity, *, learning_rate: float = 1.0, momentum: float = 0.9):
-    """FedAvgM: `v <- momentum v + delta; w <- w + lr v`. Returns `(weights, velocity)`."""
-    velocity = [momentum * v + d for v, d in zip(velocity, delta)]
-    weights = [np.asarray(w + learning_rate * v, dtype=np.asarray(w).dtype) for w, v in zip(weights, velocity)]
-    return weights, velocity
-
-
-def server_adam_step(weights, delta, m, v, *, learning_rate=1e-2, beta_1=0.9, beta_2=0.99, tau=1e-3):
-    """FedAdam (Reddi et al. 2021, Alg. 2). Returns `(weights, m, v)`."""
-    m = [beta_1 * mi + (1 - beta_1) * d for mi, d in zip(m, delta)]
-    v = [beta_2 * vi + (1 - beta_2) * d * d for vi, d in zip(v, delta)]
-    new = [np.asarray(w + learning_rate * mi / (np.sqrt(vi) + tau), dtype=np.asarray(w).dtype)
-           for w, mi, vi in zip(weights, m, v)]
-    return new, m, v
-
-
-def server_yogi_step(weights, delta, m, v, *, learning_rate=1e-2, beta_1=0.9, beta_2=0.99, tau=1e-3):
-    """FedYogi (Reddi et al. 2021, Alg. 2): `v <- v - (1 - b2) d^2 sign(v - d^2)`. Returns `(weights, m, v)`."""
-    m = [beta_1 * mi + (1 - beta_1) * d for mi, d in zip(m, delta)]
-    v = [vi - (1 - beta_2) * d * d * np.sign(vi - d * d) for vi, d in zip(v, delta)]
-    new = [np.asarray(w + learning_rate * mi / (np.sqrt(vi) + tau), dtype=np.asarray(w).dtype)
-           for w, mi, vi in zip(weights, m, v)]
-    return new, m, v
-
-
-# ----- server optimizers ----------------------------------------------------------------------------------------------
-def _check_positive(name, value):
-    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-
-
-def _check_unit(name, value):
-    if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
+from tfx_ext.federated.aggregate import (
+    mean_update,
+    server_adam_step,
+    server_avgm_step,
+    server_sgd_step,
+    server_yogi_step,
+    update_norm,
+    weighted_average,
+    weighted_delta_sum,
+)
+from tfx_ext.federated.payload import Payload, sum_payloads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,15 +42,13 @@ class ServerSGD:
     learning_rate: float = 1.0
 
     def __post_init__(self):
-        _check_positive("learning_rate", self.learning_rate)
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
 
     def init_state(self, weights) -> dict[str, list[np.ndarray]]:
         return {}
 
     def step(self, weights, delta, state):
-        if self.learning_rate == 1.0:  # exact FedAvg: w + delta
-            return [np.asarray(w + d, dtype=np.asarray(w).dtype) for w, d in zip(weights, delta)], state
-        return server_sgd_step(weights, delta, learning_rate=self.learning_rate), state
+        return server_sgd_step(weights, delta, state, learning_rate=self.learning_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,16 +59,14 @@ class ServerMomentum:
     momentum: float = 0.9
 
     def __post_init__(self):
-        _check_positive("learning_rate", self.learning_rate)
-        _check_unit("momentum", self.momentum)
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("momentum", self.momentum, low=0, high=1, high_open=True)
 
     def init_state(self, weights):
         return {"velocity": [np.zeros(np.shape(w), np.float64) for w in weights]}
 
     def step(self, weights, delta, state):
-        w, vel = server_avgm_step(weights, delta, state["velocity"], learning_rate=self.learning_rate,
-                                  momentum=self.momentum)
-        return w, {"velocity": vel}
+        return server_avgm_step(weights, delta, state, learning_rate=self.learning_rate, momentum=self.momentum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,19 +81,18 @@ class ServerAdam:
     _step_fn = staticmethod(server_adam_step)
 
     def __post_init__(self):
-        _check_positive("learning_rate", self.learning_rate)
-        _check_unit("beta_1", self.beta_1)
-        _check_unit("beta_2", self.beta_2)
-        _check_positive("tau", self.tau)
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("beta_1", self.beta_1, low=0, high=1, high_open=True)
+        check_number("beta_2", self.beta_2, low=0, high=1, high_open=True)
+        check_number("tau", self.tau, low=0, low_open=True)
 
     def init_state(self, weights):
         return {"m": [np.zeros(np.shape(w), np.float64) for w in weights],
                 "v": [np.full(np.shape(w), self.tau**2, np.float64) for w in weights]}
 
     def step(self, weights, delta, state):
-        w, m, v = self._step_fn(weights, delta, state["m"], state["v"], learning_rate=self.learning_rate,
-                                beta_1=self.beta_1, beta_2=self.beta_2, tau=self.tau)
-        return w, {"m": m, "v": v}
+        return self._step_fn(weights, delta, state, learning_rate=self.learning_rate, beta_1=self.beta_1,
+                             beta_2=self.beta_2, tau=self.tau)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +117,14 @@ class Aggregator:
     """Interface: client results in, new global weights (+ checkpointable state, metrics) out.
 
     Subclasses set:
-        sum_based: True when the server only needs the sum of the clients' `client_payload`s (then secure
-            aggregation and a cross-replica all-reduce can compute it); False when it needs each client's weights.
+        needs_individual_updates: False (the default) when the server only needs the sum of the clients'
+            `client_payload`s, so secure aggregation, postprocessors and a cross-replica all-reduce can compute
+            it; True when it needs each client's weights (then it overrides `aggregate`, and secure aggregation
+            refuses it).
         proximal_mu: the FedProx coefficient clients add to their loss (0: none).
     """
 
-    sum_based: bool = True
+    needs_individual_updates: bool = False
     proximal_mu: float = 0.0
     name: str = "aggregator"
 
@@ -225,11 +132,11 @@ class Aggregator:
         """Server state (dict of lists of arrays, saved in checkpoints) for initial global `weights`."""
         return {}
 
-    def client_payload(self, global_weights, result: ClientResult) -> list[np.ndarray]:
-        """Arrays a client sends when `sum_based` (the server only ever sees their sum over clients)."""
+    def client_payload(self, global_weights, result: ClientResult) -> Payload:
+        """The `Payload` a client sends (the server only ever sees the sum over clients)."""
         raise NotImplementedError
 
-    def finalize(self, global_weights, payload_sum, state) -> tuple[list[np.ndarray], dict, dict]:
+    def finalize(self, global_weights, payload_sum: Payload, state) -> tuple[list[np.ndarray], dict, dict]:
         """New global weights from the summed payloads. Returns `(weights, state, metrics)`."""
         raise NotImplementedError
 
@@ -247,29 +154,25 @@ class Aggregator:
         )
 
 
-def sum_payloads(payloads: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
-    """Elementwise sum over clients of their payload arrays (float64 accumulation)."""
-    if not payloads:
-        raise ValueError("`payloads` must hold at least one payload. Received: payloads=[]")
-    out = [np.zeros(np.shape(a), np.float64) for a in payloads[0]]
-    for p in payloads:
-        for acc, a in zip(out, p):
-            acc += a
-    return out
+def check_positive_total(total: float) -> float:
+    """`total` when the summed weight is > 0; a `FederatedError` otherwise (no client contributed)."""
+    if not total > 0:
+        raise FederatedError(f"The aggregated number of examples must be positive. Received: total={total}")
+    return total
 
 
 class FedAvg(Aggregator):
     """Federated averaging: example-weighted mean of client updates, then a server optimizer step.
 
-    Each client sends `[n_k (w_k - w) per layer..., n_k]`; the server divides the sum by `Σ n_k` to get the
-    average update `delta` and applies `server_optimizer` (default `ServerSGD(1.0)`: `w + delta`, plain FedAvg).
+    Each client sends `Payload(arrays=[n_k (w_k - w) per layer], weight=n_k)`; the server divides the summed
+    arrays by the summed weight `Σ n_k` to get the average update `delta` and applies `server_optimizer` (default
+    `ServerSGD(1.0)`: `w + delta`, plain FedAvg).
 
     Args:
         server_optimizer: `ServerSGD`, `ServerMomentum`, `ServerAdam` or `ServerYogi`.
     """
 
     name = "fedavg"
-    payload_kind = "weighted_delta"  # lets a tf.distribute all-reduce compute the payload sum in-graph
 
     def __init__(self, *, server_optimizer=None):
         server_optimizer = ServerSGD() if server_optimizer is None else server_optimizer
@@ -284,18 +187,13 @@ class FedAvg(Aggregator):
         return self.server_optimizer.init_state(weights)
 
     def client_payload(self, global_weights, result):
-        n = float(result.num_examples)
-        return [n * (np.asarray(w, np.float64) - np.asarray(g, np.float64))
-                for w, g in zip(result.weights, global_weights)] + [np.array(n)]
+        sums, total = weighted_delta_sum(global_weights, [(result.weights, result.num_examples)])
+        return Payload(sums, total)
 
     def finalize(self, global_weights, payload_sum, state):
-        total = float(np.asarray(payload_sum[-1]))
-        if not total > 0:
-            raise FederatedError(f"The aggregated number of examples must be positive. Received: total={total}")
-        delta = [np.asarray(s, np.float64) / total for s in payload_sum[:-1]]
+        delta = mean_update(payload_sum.arrays, check_positive_total(payload_sum.weight))
         weights, state = self.server_optimizer.step(list(global_weights), delta, state)
-        norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in delta)))
-        return weights, state, {"update_norm": norm}
+        return weights, state, {"update_norm": update_norm(delta)}
 
     def __repr__(self):
         return f"{type(self).__name__}(server_optimizer={self.server_optimizer!r})"
@@ -312,10 +210,9 @@ class FedProx(FedAvg):
     name = "fedprox"
 
     def __init__(self, *, mu: float = 0.01, server_optimizer=None):
-        if not isinstance(mu, (int, float, np.floating)) or isinstance(mu, bool) or mu < 0:
-            raise ValueError(f"`mu` must be a non-negative number. Received: mu={mu!r}")
+        mu = check_number("mu", mu, low=0)
         super().__init__(server_optimizer=server_optimizer)
-        self.proximal_mu = float(mu)
+        self.proximal_mu = mu
 
     def __repr__(self):
         return f"FedProx(mu={self.proximal_mu}, server_optimizer={self.server_optimizer!r})"
@@ -362,13 +259,14 @@ def get(identifier, **kwargs) -> Aggregator:
 
 # ----- secure summation and postprocessors (the hooks SecAgg and DP plug into) -------------------------------------
 class SecureSum(Protocol):
-    """What `simulate(secure=...)` expects: computes the sum of the clients' payloads.
+    """What `simulate(secure=...)` expects: computes the sum of the clients' `Payload`s.
 
-    `secure_sum(payloads, client_ids, rng)` returns `(sum, metrics)`; the server learns only the sum. It may drop
-    clients (dropouts); it returns the sum over the survivors and reports them in `metrics["survivors"]`.
+    `secure_sum(payloads, client_ids, rng)` returns `(sum as a Payload, metrics)`; the server learns only the sum.
+    It may drop clients (dropouts); it returns the sum over the survivors and reports them in
+    `metrics["survivors"]`.
     """
 
-    def secure_sum(self, payloads, client_ids, rng) -> tuple[list[np.ndarray], dict]: ...
+    def secure_sum(self, payloads, client_ids, rng) -> tuple[Payload, dict]: ...
 
 
 class PlainSum:
@@ -391,9 +289,9 @@ class RoundContext:
 class Postprocessor:
     """A transform with a client hook and a server hook (clipping, noise, quantization, masking...).
 
-    The simulator runs `on_client` of each postprocessor in list order on each client's payload, and `on_server`
-    in reverse order on the summed payload, so the last thing done on a client is the first undone on the server.
-    Both return `(payload, metrics)`; the default is the identity.
+    The simulator runs `on_client` of each postprocessor in list order on each client's `Payload`, and `on_server`
+    in reverse order on the summed `Payload`, so the last thing done on a client is the first undone on the
+    server. Both return `(payload, metrics)`; the default is the identity.
     """
 
     def on_client(self, payload, ctx: RoundContext):
@@ -404,6 +302,7 @@ class Postprocessor:
 
 
 __all__ = [
+    "Payload",
     "weighted_average",
     "weighted_delta_sum",
     "sum_payloads",
@@ -411,6 +310,7 @@ __all__ = [
     "server_avgm_step",
     "server_adam_step",
     "server_yogi_step",
+    "check_positive_total",
     "ServerSGD",
     "ServerMomentum",
     "ServerAdam",

@@ -22,7 +22,9 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
-from tfx_ext.federated import partition as _partition
+from tfx_ext._validate import is_int
+from tfx_ext._plotting import pyplot, save_figure
+import tfx_ext.federated.partition as _partition
 
 
 class ClientData:
@@ -144,7 +146,7 @@ class ClientData:
 
     def _index(self, cid) -> int:
         if self._ids is None:
-            if isinstance(cid, (int, np.integer)) and not isinstance(cid, bool) and 0 <= cid < self._count:
+            if is_int(cid) and 0 <= cid < self._count:
                 return int(cid)
             raise KeyError(f"Unknown client id. Received: client_id={cid!r} (ids are 0..{self._count - 1})")
         if cid not in self._pos:
@@ -258,11 +260,7 @@ def plot_label_distribution(client_data: ClientData, path=None, *, max_clients: 
     Returns:
         `path` (str) when given, else the matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ids = list(client_data.client_ids[:max_clients])
     sub = ClientData.from_fn(ids, client_data.__getitem__) if client_data._fn is not None else None
     counts = (sub or _Subset(client_data, ids)).label_counts(num_classes)
@@ -279,9 +277,7 @@ def plot_label_distribution(client_data: ClientData, path=None, *, max_clients: 
     fig.tight_layout()
     if path is None:
         return fig
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=100)
 
 
 class _Subset:

@@ -9,6 +9,8 @@ import math
 import os
 import tempfile
 
+from tfx_ext._plotting import pyplot, save_figure
+
 
 def _jsonable(value):
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
@@ -119,11 +121,7 @@ def plot_history(history: History, path=None, *, title: str = "Federated trainin
     Returns:
         `path` (str) when given, else the matplotlib Figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rounds = history["round"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, kind in zip(axes, ("loss", "accuracy")):
@@ -141,9 +139,7 @@ def plot_history(history: History, path=None, *, title: str = "Federated trainin
     if path is None:
         return fig
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=100)
 
 
 __all__ = ["History", "plot_history", "atomic_write", "atomic_write_text"]

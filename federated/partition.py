@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfx_ext._validate import is_int
+
 
 def _rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
@@ -27,7 +29,7 @@ def _rng(seed) -> np.random.Generator:
 
 
 def _check_num_clients(num_clients, num_examples):
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
+    if not is_int(num_clients) or num_clients < 1:
         raise ValueError(f"`num_clients` must be a positive integer. Received: num_clients={num_clients!r}")
     if num_clients > num_examples:
         raise ValueError(
@@ -133,7 +135,7 @@ def shard_partition(labels, num_clients: int, *, shards_per_client: int = 2, see
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"`labels` must be a 1-D array. Received: labels.shape={labels.shape}")
-    if isinstance(shards_per_client, bool) or not isinstance(shards_per_client, (int, np.integer)) or shards_per_client < 1:
+    if not is_int(shards_per_client) or shards_per_client < 1:
         raise ValueError(
             f"`shards_per_client` must be a positive integer. Received: shards_per_client={shards_per_client!r}"
         )

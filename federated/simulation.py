@@ -1,4 +1,4 @@
-"""`simulate`: rounds of sampling, compiled local training, validation, aggregation, evaluation and checkpoints.
+"""`simulate`: rounds of sampling, compiled local training, aggregation and evaluation, as one short loop.
 
 One round:
 
@@ -6,75 +6,37 @@ One round:
    the run's master Generator, whose state is checkpointed), and draw each client's shuffle seed from it;
 2. train the whole cohort in one compiled graph (`LocalTrainer`), or shard it across a `tf.distribute`
    strategy's replicas and all-reduce the weighted updates;
-3. reject bad client results (NaN/Inf, wrong shapes or dtypes, zero examples): the client id and reason are
-   logged and listed in the round metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`;
-4. client payloads -> postprocessors' `on_client` (list order) -> sum (plain, or `secure.secure_sum`) ->
-   `on_server` (reverse order) -> `aggregator.finalize`; non-sum aggregators (FedMA) get the results directly;
-5. evaluate every `eval_every` rounds; log metrics (tqdm, TensorBoard, CSV/JSON); checkpoint atomically.
+3. aggregate (`round.aggregate_round`): validate -> payload -> postprocessors -> plain or secure sum -> finalize;
+4. evaluate every `eval_every` rounds;
+5. emit the round to the callbacks (`callbacks.py`: checkpoint, history files, TensorBoard, progress bar, the
+   user's), which do all the file I/O.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-import os
 import time
+from typing import Any
 
 import numpy as np
 
+from tfx_ext._validate import check_int
 from tfx_ext.errors import FederatedError, MalformedUpdateError
-from tfx_ext.federated import aggregators as agg
-from tfx_ext.federated.checkpoint import load_checkpoint, save_checkpoint
+import tfx_ext.federated.aggregators as agg
+from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.history import History
+from tfx_ext.federated.payload import Payload
+from tfx_ext.federated.round import RoundInputs, RoundOutcome, aggregate_round, validate_client_result
 from tfx_ext.federated.training import LocalTrainer, make_evaluator
 
 logger = logging.getLogger("tfx_ext.federated")
 
 
-def validate_client_result(result: agg.ClientResult, reference_weights) -> str | None:
-    """Why `result` must be rejected (None when it is fine).
-
-    Checks: positive integer example count, one array per reference weight with the same shape and dtype, and
-    only finite values.
-    """
-    n = result.num_examples
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-        return f"zero or invalid number of examples ({n!r})"
-    if len(result.weights) != len(reference_weights):
-        return f"expected {len(reference_weights)} weight arrays, got {len(result.weights)}"
-    for i, (w, ref) in enumerate(zip(result.weights, reference_weights)):
-        w = np.asarray(w)
-        ref = np.asarray(ref)
-        if w.shape != ref.shape:
-            return f"weight {i} has shape {w.shape}, expected {ref.shape}"
-        if w.dtype != ref.dtype:
-            return f"weight {i} has dtype {w.dtype}, expected {ref.dtype}"
-        if w.dtype.kind in "fc" and not np.all(np.isfinite(w)):
-            return f"weight {i} holds NaN or Inf"
-    return None
-
-
-def _validate_payload(payload, reference) -> str | None:
-    if len(payload) != len(reference):
-        return f"expected {len(reference)} payload arrays, got {len(payload)}"
-    for i, (p, ref) in enumerate(zip(payload, reference)):
-        p = np.asarray(p)
-        if p.shape != np.shape(ref):
-            return f"payload {i} has shape {p.shape}, expected {np.shape(ref)}"
-        if p.dtype.kind not in "fiu":
-            return f"payload {i} has dtype {p.dtype}, expected a numeric dtype"
-        if p.dtype.kind == "f" and not np.all(np.isfinite(p)):
-            return f"payload {i} holds NaN or Inf"
-    return None
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-
-
-def _resolve_loss(model, loss):
+def resolve_loss(model, loss):
+    """`loss`, else the compiled model's loss; a named error when neither is there."""
     if loss is not None:
         return loss
     compiled = getattr(model, "loss", None)
@@ -91,36 +53,178 @@ def _resolve_client_optimizer(client_optimizer):
     return client_optimizer
 
 
-def _jsonable_id(cid):
-    return cid.item() if hasattr(cid, "item") else cid
+def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, min_clients, resume, checkpoint_dir,
+                        aggregator, server_optimizer, secure, postprocessors, strategy):
+    """Checks `simulate`'s arguments; returns the aggregator to use (a copy when `server_optimizer` replaces)."""
+    if not isinstance(client_data, ClientData):
+        raise TypeError(f"`client_data` must be a ClientData. Received: client_data={type(client_data).__name__}")
+    check_int("rounds", rounds, minimum=0)
+    check_int("clients_per_round", clients_per_round, minimum=1)
+    check_int("eval_every", eval_every, minimum=1)
+    check_int("min_clients", min_clients, minimum=1)
+    if clients_per_round > len(client_data):
+        raise ValueError(
+            f"`clients_per_round` must not exceed the number of clients ({len(client_data)}). "
+            f"Received: clients_per_round={clients_per_round}"
+        )
+    if min_clients > clients_per_round:
+        raise ValueError(
+            f"`min_clients` must not exceed `clients_per_round` ({clients_per_round}). Received: min_clients={min_clients}"
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs a `checkpoint_dir`. Received: checkpoint_dir=None")
+    aggregator = agg.get(aggregator)
+    if server_optimizer is not None:
+        if not isinstance(aggregator, agg.FedAvg):
+            raise ValueError(
+                "`server_optimizer` applies to FedAvg-family aggregators only. "
+                f"Received: aggregator={aggregator!r}"
+            )
+        aggregator = copy.copy(aggregator)  # never modify the caller's aggregator
+        aggregator.server_optimizer = server_optimizer
+    if secure is not None:
+        check = getattr(secure, "check_aggregator", None)
+        if check is not None:  # Names the reason (e.g. server-side FedMA) and the alternative.
+            check(aggregator)
+        if aggregator.needs_individual_updates:
+            raise FederatedError(
+                f"Secure aggregation needs a sum-based aggregator, but {type(aggregator).__name__} needs each "
+                "client's weights at the server; use a sum-based aggregator (FedAvg family) or client-side matching."
+            )
+        if not hasattr(secure, "secure_sum"):
+            raise TypeError(f"`secure` must have a `secure_sum` method. Received: secure={secure!r}")
+    if postprocessors and aggregator.needs_individual_updates:
+        raise ValueError(
+            "`postprocessors` transform the payloads of sum-based aggregators; "
+            f"{type(aggregator).__name__} is not sum-based. Received: postprocessors={postprocessors!r}"
+        )
+    if strategy is not None and (not isinstance(aggregator, agg.FedAvg) or secure is not None or postprocessors):
+        raise ValueError(
+            "`strategy` supports FedAvg-family aggregators without `secure` or `postprocessors`. "
+            f"Received: aggregator={aggregator!r}, secure={secure!r}, postprocessors={postprocessors!r}"
+        )
+    return aggregator
 
 
-def simulate(
-    model_fn,
-    client_data: ClientData,
-    *,
-    rounds: int,
-    clients_per_round: int,
-    local_epochs: int = 1,
-    batch_size: int = 32,
-    client_optimizer="sgd",
-    server_optimizer=None,
-    aggregator="fedavg",
-    loss=None,
-    secure=None,
-    eval_data=None,
-    eval_every: int = 1,
-    strategy=None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    log_dir=None,
-    seed: int = 0,
-    callbacks=(),
-    min_clients: int = 1,
-    postprocessors=(),
-    shuffle: bool = True,
-    progress: bool = True,
-):
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The fixed parts of a run, shared by every round."""
+
+    model_fn: Any
+    client_data: ClientData
+    clients_per_round: int
+    aggregator: agg.Aggregator
+    trainer_kwargs: dict
+    eval_data: Any
+    eval_every: int
+    rounds: int
+    min_clients: int
+    secure: Any = None
+    postprocessors: tuple = ()
+    strategy: Any = None
+
+
+class _Models:
+    """The model, its compiled trainer and evaluator: rebuilt together when the aggregator changes the width."""
+
+    def __init__(self, plan: _Plan, model):
+        self.plan = plan
+        self.use(model)
+
+    def use(self, model):
+        self.model = model
+        self.trainer = LocalTrainer(model, proximal_mu=self.plan.aggregator.proximal_mu, **self.plan.trainer_kwargs)
+        loss = self.plan.trainer_kwargs["loss"]
+        self.evaluator = make_evaluator(model, loss) if self.plan.eval_data is not None else None
+        self.shapes = [tuple(v.shape) for v in self.trainer.variables]
+
+    def adopt(self, weights, state: SimulationState) -> bool:
+        """Rebuilds the model when `weights` have other shapes than it; True when it did."""
+        rebuilt = [np.shape(w) for w in weights] != self.shapes
+        if rebuilt:
+            self.use(self.plan.aggregator.rebuild_model(self.plan.model_fn, weights))
+        state.model, state.weight_paths = self.model, self.trainer.weight_paths
+        return rebuilt
+
+
+def _sample(plan: _Plan, round_rng):
+    """The cohort (client ids) and each client's shuffle seeds, drawn from the round's Generator."""
+    ids = plan.client_data.client_ids
+    population = ids if isinstance(ids, range) else list(ids)
+    picked = round_rng.choice(len(plan.client_data), size=plan.clients_per_round, replace=False)
+    cohort = [int(i) if isinstance(ids, range) else population[int(i)] for i in picked]
+    seeds = round_rng.integers(0, 2**31 - 1, size=(plan.clients_per_round, 2), dtype=np.int64).astype(np.int32)
+    return cohort, seeds
+
+
+def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd, cohort, seeds) -> RoundOutcome:
+    """A round trained across `plan.strategy`'s replicas, the weighted updates all-reduced in-graph."""
+    x, y, off = plan.client_data.gather(cohort)
+    replicas = plan.strategy.num_replicas_in_sync
+    bounds = np.concatenate([[0], np.cumsum([len(p) for p in np.array_split(np.arange(len(cohort)), replicas)])])
+    sums, stats = models.trainer.train_cohort_distributed(plan.strategy, state.weights, x, y, off, seeds, bounds)
+    total_n, loss_sum, correct, rejected, _ = (float(s) for s in stats)
+    accepted = len(cohort) - int(rejected)
+    if rejected:
+        logger.warning("Round %d: rejected %d client result(s) in-graph (NaN/Inf or no examples).", rnd, int(rejected))
+    if accepted < plan.min_clients:
+        raise MalformedUpdateError(
+            f"Round {rnd}: only {accepted} valid client results, fewer than min_clients={plan.min_clients}."
+        )
+    total = Payload([np.asarray(s, np.float64) for s in sums], total_n)
+    weights, server_state, agg_metrics = plan.aggregator.finalize(state.weights, total, state.server_state)
+    model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
+    metrics = dict(clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
+                   train_loss=loss_sum / max(total_n, 1), train_accuracy=correct / max(total_n, 1),
+                   bytes_up=accepted * model_bytes)
+    return RoundOutcome(weights, server_state, agg_metrics, metrics)
+
+
+def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, cohort, seeds, round_rng):
+    """A round trained as one compiled cohort, aggregated on the host (`round.aggregate_round`)."""
+    x, y, off = plan.client_data.gather(cohort)
+    stacked, client_metrics = models.trainer.train_cohort(state.weights, x, y, off, seeds)
+    results = [
+        agg.ClientResult(cid, [s[k] for s in stacked], int(client_metrics[k, 2]),
+                         {"loss_sum": float(client_metrics[k, 0]), "correct": float(client_metrics[k, 1])})
+        for k, cid in enumerate(cohort)
+    ]
+    return aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator, round_rng,
+                                       plan.secure, plan.postprocessors, plan.min_clients))
+
+
+def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -> dict:
+    """Round `rnd` (1-based): sample, train, aggregate, evaluate; updates `state` and returns the metrics."""
+    t0 = time.perf_counter()
+    round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
+    cohort, seeds = _sample(plan, round_rng)
+    model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
+    metrics: dict = {"round": rnd, "clients_sampled": plan.clients_per_round}
+    if plan.strategy is not None:
+        outcome = _all_reduced_round(plan, models, state, rnd, cohort, seeds)
+    else:
+        outcome = _hosted_round(plan, models, state, rnd, cohort, seeds, round_rng)
+    metrics.update(outcome.metrics)
+    metrics["bytes_down"] = plan.clients_per_round * model_bytes
+    metrics["graph_traces"] = models.trainer.trace_count  # cumulative; constant after round 1 (no retracing)
+    metrics.update({f"aggregator/{k}": v for k, v in outcome.aggregator_metrics.items()})
+    if models.adopt(outcome.weights, state):
+        metrics["model_rebuilt"] = True
+    state.weights = [np.asarray(w) for w in outcome.weights]
+    state.server_state = outcome.server_state
+    models.trainer.set_weights(state.weights)
+    if models.evaluator is not None and (rnd % plan.eval_every == 0 or rnd == plan.rounds):
+        eval_loss, eval_acc = models.evaluator(*plan.eval_data)
+        metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_round: int, local_epochs: int = 1,
+             batch_size: int = 32, client_optimizer="sgd", server_optimizer=None, aggregator="fedavg", loss=None,
+             secure=None, eval_data=None, eval_every: int = 1, strategy=None, checkpoint_dir=None,
+             resume: bool = False, log_dir=None, seed: int = 0, callbacks=(), min_clients: int = 1,
+             postprocessors=(), shuffle: bool = True, progress: bool = True):
     """Runs a federated simulation and returns `(history, model)`.
 
     Args:
@@ -145,7 +249,8 @@ def simulate(
         resume: continue from the checkpoint in `checkpoint_dir` (starts fresh when there is none).
         log_dir: where to write `history.json`, `history.csv` and TensorBoard summaries every round.
         seed: seed of the run's master `numpy.random.Generator`.
-        callbacks: callables `callback(round_metrics, model)` called after every round.
+        callbacks: `Callback`s (`tfx_ext.federated.callbacks`), or callables `callback(round_metrics, model)`,
+            called after every round.
         min_clients: fewest valid client results a round accepts.
         postprocessors: `Postprocessor`s whose hooks wrap each client payload and the aggregate.
         shuffle: reshuffle each client's data every local epoch.
@@ -159,290 +264,37 @@ def simulate(
         MalformedUpdateError: when fewer than `min_clients` valid results remain in a round.
         FederatedError: on an incompatible checkpoint or an impossible configuration.
     """
-    if not isinstance(client_data, ClientData):
-        raise TypeError(f"`client_data` must be a ClientData. Received: client_data={type(client_data).__name__}")
-    _check_int("rounds", rounds, 0)
-    _check_int("clients_per_round", clients_per_round, 1)
-    _check_int("eval_every", eval_every, 1)
-    _check_int("min_clients", min_clients, 1)
-    if clients_per_round > len(client_data):
-        raise ValueError(
-            f"`clients_per_round` must not exceed the number of clients ({len(client_data)}). "
-            f"Received: clients_per_round={clients_per_round}"
-        )
-    if min_clients > clients_per_round:
-        raise ValueError(
-            f"`min_clients` must not exceed `clients_per_round` ({clients_per_round}). Received: min_clients={min_clients}"
-        )
-    if resume and checkpoint_dir is None:
-        raise ValueError("`resume=True` needs a `checkpoint_dir`. Received: checkpoint_dir=None")
-    aggregator = agg.get(aggregator)
-    if server_optimizer is not None:
-        if not isinstance(aggregator, agg.FedAvg):
-            raise ValueError(
-                "`server_optimizer` applies to FedAvg-family aggregators only. "
-                f"Received: aggregator={aggregator!r}"
-            )
-        aggregator = copy.copy(aggregator)  # never modify the caller's aggregator
-        aggregator.server_optimizer = server_optimizer
     postprocessors = tuple(postprocessors)
-    if secure is not None:
-        check = getattr(secure, "check_aggregator", None)
-        if check is not None:  # Names the reason (e.g. server-side FedMA) and the alternative.
-            check(aggregator)
-        if not aggregator.sum_based:
-            raise FederatedError(
-                f"Secure aggregation needs a sum-based aggregator, but {type(aggregator).__name__} needs each "
-                "client's weights at the server; use a sum-based aggregator (FedAvg family) or client-side matching."
-            )
-        if not hasattr(secure, "secure_sum"):
-            raise TypeError(f"`secure` must have a `secure_sum` method. Received: secure={secure!r}")
-    if postprocessors and not aggregator.sum_based:
-        raise ValueError(
-            "`postprocessors` transform the payloads of sum-based aggregators; "
-            f"{type(aggregator).__name__} is not sum-based. Received: postprocessors={postprocessors!r}"
-        )
-    if strategy is not None:
-        if getattr(aggregator, "payload_kind", None) != "weighted_delta" or secure is not None or postprocessors:
-            raise ValueError(
-                "`strategy` supports FedAvg-family aggregators without `secure` or `postprocessors`. "
-                f"Received: aggregator={aggregator!r}, secure={secure!r}, postprocessors={postprocessors!r}"
-            )
-    callbacks = tuple(callbacks)
-
+    aggregator = _checked_aggregator(
+        client_data, rounds=rounds, clients_per_round=clients_per_round, eval_every=eval_every,
+        min_clients=min_clients, resume=resume, checkpoint_dir=checkpoint_dir, aggregator=aggregator,
+        server_optimizer=server_optimizer, secure=secure, postprocessors=postprocessors, strategy=strategy)
     model = model_fn()
-    loss = _resolve_loss(model, loss)
-    client_optimizer = _resolve_client_optimizer(client_optimizer)
-
-    def make_trainer(m):
-        return LocalTrainer(m, loss=loss, client_optimizer=client_optimizer, batch_size=batch_size,
-                            local_epochs=local_epochs, proximal_mu=aggregator.proximal_mu, shuffle=shuffle)
-
-    trainer = make_trainer(model)
-    evaluator = make_evaluator(model, loss) if eval_data is not None else None
-    weights = trainer.get_weights()
-    server_state = aggregator.init_state(weights)
-    master = np.random.default_rng(seed)
-    history = History()
-    start = 0
-
-    if resume:
-        loaded = load_checkpoint(checkpoint_dir)
-        if loaded is not None:
-            ck_weights, ck_state, meta = loaded
-            shapes = [list(np.shape(w)) for w in ck_weights]
-            if shapes != [list(np.shape(w)) for w in weights]:
-                model = aggregator.rebuild_model(model_fn, ck_weights)
-                trainer = make_trainer(model)
-                evaluator = make_evaluator(model, loss) if eval_data is not None else None
-            if meta.get("seed") != seed:
-                raise FederatedError(
-                    f"The checkpoint in {checkpoint_dir!r} was written with seed={meta.get('seed')}, "
-                    f"not seed={seed}; resume with the same seed or another checkpoint_dir."
-                )
-            weights = [np.asarray(w) for w in ck_weights]
-            server_state = {k: [np.asarray(v) for v in vs] for k, vs in ck_state.items()}
-            master.bit_generator.state = meta["rng_state"]
-            history = History(meta["history"])
-            start = int(meta["round"])
-            logger.info("Resuming from round %d (%s).", start, checkpoint_dir)
-
-    writer = None
-    if log_dir is not None:
-        import tensorflow as tf
-
-        writer = tf.summary.create_file_writer(os.path.join(log_dir, "tensorboard"))
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=rounds, initial=start, desc="federated", unit="round", leave=False)
-
-    population = list(client_data.client_ids) if not isinstance(client_data.client_ids, range) else None
-    num_replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    trainer_kwargs = dict(loss=resolve_loss(model, loss), client_optimizer=_resolve_client_optimizer(client_optimizer),
+                          batch_size=batch_size, local_epochs=local_epochs, shuffle=shuffle)
+    plan = _Plan(model_fn, client_data, clients_per_round, aggregator, trainer_kwargs, eval_data, eval_every, rounds,
+                 min_clients, secure, postprocessors, strategy)
+    models = _Models(plan, model)
+    weights = models.trainer.get_weights()
+    state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),
+                            seed, rounds, weight_paths=models.trainer.weight_paths, aggregator=aggregator)
+    checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and checkpoint.restore(state):
+        models.adopt(state.weights, state)
+    hooks = make_callbacks(checkpoint=checkpoint, log_dir=log_dir, progress=progress, callbacks=callbacks)
+    for cb in hooks:
+        cb.on_train_begin(state)
     try:
-        for rnd in range(start, rounds):
-            t0 = time.perf_counter()
-            round_rng = np.random.default_rng(int(master.integers(0, 2**63 - 1)))
-            picked = round_rng.choice(len(client_data), size=clients_per_round, replace=False)
-            cohort = [int(i) for i in picked] if population is None else [population[int(i)] for i in picked]
-            seeds = round_rng.integers(0, 2**31 - 1, size=(clients_per_round, 2), dtype=np.int64).astype(np.int32)
-            model_bytes = int(sum(np.asarray(w).nbytes for w in weights))
-            metrics: dict = {"round": rnd + 1, "clients_sampled": clients_per_round}
-
-            if strategy is not None:
-                x, y, off = client_data.gather(cohort)
-                bounds = np.concatenate([[0], np.cumsum([len(p) for p in np.array_split(
-                    np.arange(clients_per_round), num_replicas)])])
-                sums, stats = trainer.train_cohort_distributed(strategy, weights, x, y, off, seeds, bounds)
-                total_n, loss_sum, correct, rejected, zero = (float(s) for s in stats)
-                accepted = clients_per_round - int(rejected)
-                if rejected:
-                    logger.warning("Round %d: rejected %d client result(s) in-graph (NaN/Inf or no examples).",
-                                   rnd + 1, int(rejected))
-                if accepted < min_clients:
-                    raise MalformedUpdateError(
-                        f"Round {rnd + 1}: only {accepted} valid client results, fewer than min_clients={min_clients}."
-                    )
-                payload_sum = [np.asarray(s, np.float64) for s in sums] + [np.array(total_n)]
-                new_weights, server_state, agg_metrics = aggregator.finalize(weights, payload_sum, server_state)
-                metrics.update(clients_accepted=accepted, clients_rejected=int(rejected), rejected=[],
-                               examples=int(total_n), train_loss=loss_sum / max(total_n, 1),
-                               train_accuracy=correct / max(total_n, 1), bytes_up=accepted * model_bytes)
-            else:
-                x, y, off = client_data.gather(cohort)
-                stacked, client_metrics = trainer.train_cohort(weights, x, y, off, seeds)
-                results = [
-                    agg.ClientResult(cid, [s[k] for s in stacked], int(client_metrics[k, 2]),
-                                     {"loss_sum": float(client_metrics[k, 0]), "correct": float(client_metrics[k, 1])})
-                    for k, cid in enumerate(cohort)
-                ]
-                new_weights, server_state, agg_metrics, metrics_part = _aggregate_round(
-                    rnd, results, weights, server_state, aggregator, secure, postprocessors, round_rng, min_clients)
-                metrics.update(metrics_part)
-
-            metrics["bytes_down"] = clients_per_round * model_bytes
-            metrics["graph_traces"] = trainer.trace_count  # cumulative; constant after round 1 (no retracing)
-            metrics.update({f"aggregator/{k}": v for k, v in agg_metrics.items()})
-            if [np.shape(w) for w in new_weights] != [np.shape(w) for w in weights]:
-                model = aggregator.rebuild_model(model_fn, new_weights)
-                trainer = make_trainer(model)
-                evaluator = make_evaluator(model, loss) if eval_data is not None else None
-                metrics["model_rebuilt"] = True
-            weights = [np.asarray(w) for w in new_weights]
-            trainer.set_weights(weights)
-
-            if evaluator is not None and ((rnd + 1) % eval_every == 0 or rnd + 1 == rounds):
-                eval_loss, eval_acc = evaluator(*eval_data)
-                metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
-            metrics["wall_time_s"] = time.perf_counter() - t0
-            history.append(metrics)
-
-            if checkpoint_dir is not None:
-                meta = {"round": rnd + 1, "seed": seed, "rng_state": _json_state(master.bit_generator.state),
-                        "history": history.rounds, "weight_paths": trainer.weight_paths,
-                        "aggregator": repr(aggregator)}
-                save_checkpoint(checkpoint_dir, weights=weights, server_state=server_state, meta=meta)
-            if log_dir is not None:
-                history.to_json(os.path.join(log_dir, "history.json"))
-                history.to_csv(os.path.join(log_dir, "history.csv"))
-                _write_scalars(writer, history.rounds[-1], rnd + 1)
-            for cb in callbacks:
-                (cb.on_round_end if hasattr(cb, "on_round_end") else cb)(history.rounds[-1], model)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics.get('train_loss', float('nan')):.3f}",
-                                acc=f"{metrics.get('train_accuracy', float('nan')):.3f}")
+        for rnd in range(state.round + 1, rounds + 1):
+            state.history.append(_run_round(plan, models, state, rnd))
+            state.round = rnd
+            for cb in hooks:
+                cb.on_round_end(rnd, state.history.rounds[-1], state)
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    trainer.set_weights(weights)
-    return history, model
+        for cb in hooks:
+            cb.on_train_end(state)
+    models.trainer.set_weights(state.weights)
+    return state.history, models.model
 
 
-def _write_scalars(writer, metrics, step):
-    """TensorBoard scalars via `tf.summary.write` (works without the tensorboard package installed)."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    with writer.as_default(step=step):
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                tf.summary.write(k, tf.constant(float(v), tf.float32), metadata=metadata)
-    writer.flush()
-
-
-def _json_state(state):
-    """bit_generator.state with numpy ints turned into Python ints (JSON-safe)."""
-    if isinstance(state, dict):
-        return {k: _json_state(v) for k, v in state.items()}
-    if hasattr(state, "item"):
-        return state.item()
-    return state
-
-
-def _aggregate_round(rnd, results, weights, server_state, aggregator, secure, postprocessors, round_rng, min_clients):
-    """Validation, postprocessors, (secure) sum and aggregation of one round's client results (host side)."""
-    rejected = []
-    valid = []
-    for r in results:
-        reason = validate_client_result(r, weights)
-        if reason is None:
-            valid.append(r)
-        else:
-            rejected.append((r, reason))
-    metrics: dict = {}
-    bytes_up = 0
-    if aggregator.sum_based:
-        reference = aggregator.client_payload(weights, agg.ClientResult(None, weights, 1))
-        payloads, ids, keep = [], [], []
-        for r in valid:
-            ctx = agg.RoundContext(rnd + 1, r.client_id, np.random.default_rng(round_rng.integers(2**63 - 1)),
-                                   len(results))
-            payload = aggregator.client_payload(weights, r)
-            for p in postprocessors:
-                payload, pm = p.on_client(payload, ctx)
-                for k, v in pm.items():
-                    metrics.setdefault(f"{type(p).__name__}/{k}", []).append(v)
-            reason = _validate_payload(payload, reference)
-            if reason is not None:
-                rejected.append((r, reason))
-                continue
-            payloads.append(payload)
-            ids.append(r.client_id)
-            keep.append(r)
-            bytes_up += int(sum(np.asarray(w).nbytes for w in r.weights)) + 8  # update in model dtype + count
-        valid = keep
-    _log_rejections(rnd, rejected)
-    if len(valid) < min_clients:
-        listing = ", ".join(f"{_jsonable_id(r.client_id)!r}: {why}" for r, why in rejected) or "none"
-        raise MalformedUpdateError(
-            f"Round {rnd + 1}: only {len(valid)} valid client results, fewer than min_clients={min_clients}. "
-            f"Rejected: {listing}"
-        )
-    # Postprocessor metrics reported as the mean over clients.
-    metrics = {k: float(np.mean(v)) for k, v in metrics.items()}
-    if aggregator.sum_based:
-        if secure is not None:
-            total, sm = secure.secure_sum(payloads, ids, np.random.default_rng(round_rng.integers(2**63 - 1)))
-            metrics.update({f"secure/{k}": v for k, v in sm.items() if isinstance(v, (int, float, str))})
-            if sm.get("rejections"):  # [client_id, reason] pairs: who was dropped from the sum and why.
-                metrics["secure/rejections"] = [list(map(str, pair)) for pair in sm["rejections"]]
-            if "bytes_up_per_client" in sm and "survivors" in sm:  # What was really sent: masked field elements.
-                bytes_up = int(sm["bytes_up_per_client"]) * int(sm["survivors"])
-        else:
-            total = agg.sum_payloads(payloads)
-        server_ctx = agg.RoundContext(rnd + 1, None, np.random.default_rng(round_rng.integers(2**63 - 1)), len(results))
-        for p in reversed(postprocessors):
-            total, pm = p.on_server(total, server_ctx)
-            metrics.update({f"{type(p).__name__}/{k}": v for k, v in pm.items()})
-        new_weights, server_state, agg_metrics = aggregator.finalize(weights, total, server_state)
-    else:
-        new_weights, server_state, agg_metrics = aggregator.aggregate(weights, valid, server_state)
-        bytes_up = int(sum(sum(np.asarray(a).nbytes for a in r.weights) + 8 for r in valid))
-    n_total = sum(r.num_examples for r in valid)
-    loss_sum = sum(r.metrics.get("loss_sum", 0.0) for r in valid)
-    correct = sum(r.metrics.get("correct", 0.0) for r in valid)
-    metrics.update(
-        clients_accepted=len(valid),
-        clients_rejected=len(rejected),
-        rejected=[[_jsonable_id(r.client_id), why] for r, why in rejected],
-        examples=int(n_total),
-        train_loss=loss_sum / max(n_total, 1),
-        train_accuracy=correct / max(n_total, 1),
-        bytes_up=bytes_up,
-    )
-    return new_weights, server_state, agg_metrics, metrics
-
-
-def _log_rejections(rnd, rejected):
-    for r, why in rejected:
-        logger.warning("Round %d: rejected client %r: %s", rnd + 1, _jsonable_id(r.client_id), why)
-
-
-__all__ = ["simulate", "validate_client_result"]
+__all__ = ["resolve_loss", "simulate", "validate_client_result"]

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from tfx_ext._validate import is_int
 from tfx_ext.errors import FederatedError
 
 _SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
@@ -139,9 +140,9 @@ class LocalTrainer:
                  proximal_mu: float = 0.0, shuffle: bool = True):
         if not model.built:
             raise ValueError("`model` must be built (give it an Input or call it once). Received: an unbuilt model")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
-        if isinstance(local_epochs, bool) or not isinstance(local_epochs, (int, np.integer)) or local_epochs < 1:
+        if not is_int(local_epochs) or local_epochs < 1:
             raise ValueError(f"`local_epochs` must be a positive integer. Received: local_epochs={local_epochs!r}")
         self.model = model
         self.loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss

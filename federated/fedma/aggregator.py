@@ -9,11 +9,11 @@ Pure functions first (NumPy, positional weights + a `MatchSpec`):
 Aggregators (the `tfx_ext.federated.Aggregator` interface):
 
 - `FedMA`: server-side matching of the full network every round ("FedMA with communication"); needs each client's
-  weights (`sum_based = False`, `requires_individual_updates = True`, so secure aggregation refuses it). The
+  weights (`needs_individual_updates = True`, so secure aggregation refuses it by name). The
   global width may grow up to `max_growth` times the initial width; `simulate` then calls `rebuild_model`.
 - `ClientSideMatching` ("aligned averaging"): every client aligns its units to the global model itself and sends
-  `n_k * aligned weights` (class-count-weighted for the output layer); the server only needs the sum, so it
-  composes with secure aggregation (`sum_based = True`, `requires_individual_updates = False`).
+  `n_k * aligned weights` (class-count-weighted for the output layer, the counts in `Payload.extras`); the server
+  only needs the sum, so it composes with secure aggregation (`needs_individual_updates = False`).
 
 `run_fedma` runs the paper's schedule: local training, then one round per matched layer (match it, freeze it,
 clients retrain the layers above), one round for the output layer (class-frequency weighted average), then
@@ -26,12 +26,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfx_ext._validate import check_int, check_number
 from tfx_ext.errors import FederatedError
-from tfx_ext.federated import aggregators as agg
+from tfx_ext.federated.aggregators import Aggregator, check_positive_total
 from tfx_ext.federated.fedma.adapters import MatchSpec, build_spec
 from tfx_ext.federated.fedma.growth import grow_model
 from tfx_ext.federated.fedma.matching import match_to_global, match_units
 from tfx_ext.federated.fedma.permute import matched_average, to_global, unit_features
+from tfx_ext.federated.payload import Payload
+
+CLASS_COUNTS = "class_counts"  # the `Payload.extras` name of a client's per-class example counts
 
 
 # ----- pure functions ---------------------------------------------------------------------------------------------
@@ -160,7 +164,8 @@ def _class_counts_table(class_counts):
     )
 
 
-def _num_classes(spec: MatchSpec):
+def num_classes_of(spec: MatchSpec):
+    """The output layer's number of classes (the size of its class axis), or None when no weight has one."""
     for w in spec.weights:
         if w.class_axis is not None:
             return int(w.shape[w.class_axis])
@@ -176,14 +181,7 @@ def _client_class_counts(table, cid, n, num_classes):
     return counts
 
 
-def _check_number(name, value, low, strict):
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or (value <= low if strict else value < low):
-        op = ">" if strict else ">="
-        raise ValueError(f"`{name}` must be a number {op} {low}. Received: {name}={value!r}")
-
-
-class _MatchingBase(agg.Aggregator):
+class _MatchingBase(Aggregator):
     def __init__(self, model_fn, *, class_counts=None):
         if model_fn is None or not (callable(model_fn) or hasattr(model_fn, "get_config")):
             raise TypeError(
@@ -227,16 +225,14 @@ class FedMA(_MatchingBase):
     """
 
     name = "fedma"
-    sum_based = False
-    requires_individual_updates = True
+    needs_individual_updates = True
 
     def __init__(self, model_fn, *, sigma: float = 1.0, sigma0: float = 1.0, gamma: float = 1.0, passes: int = 3,
                  max_growth: float = 1.0, class_counts=None, seed: int = 0):
         for name, value in (("sigma", sigma), ("sigma0", sigma0), ("gamma", gamma)):
-            _check_number(name, value, 0, True)
-        if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 1:
-            raise ValueError(f"`passes` must be an integer >= 1. Received: passes={passes!r}")
-        _check_number("max_growth", max_growth, 1.0, False)
+            check_number(name, value, low=0, low_open=True)
+        check_int("passes", passes, minimum=1)
+        check_number("max_growth", max_growth, low=1.0)
         super().__init__(model_fn, class_counts=class_counts)
         self.sigma, self.sigma0, self.gamma, self.passes = float(sigma), float(sigma0), float(gamma), int(passes)
         self.max_growth = float(max_growth)
@@ -253,7 +249,7 @@ class FedMA(_MatchingBase):
             raise FederatedError("No client results to aggregate.")
         rnd = int(np.asarray(state.get("round", [0])[0])) if state else 0
         rng = np.random.default_rng([self.seed, rnd])
-        num_classes = _num_classes(self.spec)
+        num_classes = num_classes_of(self.spec)
         counts = [_client_class_counts(self.class_counts, r.client_id, r.num_examples, num_classes) for r in results]
         counts = None if any(c is None for c in counts) else counts
         before = self.spec.widths
@@ -282,7 +278,7 @@ class ClientSideMatching(_MatchingBase):
 
     Each client permutes its units group by group to the broadcast global model (`align_to_global`, the PFNM cost
     without growth) and sends its aligned update in FedAvg's `[n_k * (aligned - global)..., n_k]` layout (output
-    layer: `count_kc * column c`, with its class counts before `n_k`); the server adds the summed update divided
+    layer: `count_kc * column c`, its class counts in `Payload.extras["class_counts"]`); the server adds the summed update divided
     by the summed weights to the global model, which is the matched average of the aligned weights. Only sums are
     needed, so secure aggregation (`SecAgg`, weighted encoding) can compute them.
 
@@ -292,8 +288,7 @@ class ClientSideMatching(_MatchingBase):
     """
 
     name = "client_side_matching"
-    sum_based = True
-    requires_individual_updates = False
+    needs_individual_updates = False
 
     def __init__(self, model_fn, *, class_counts=None):
         super().__init__(model_fn, class_counts=class_counts)
@@ -306,7 +301,7 @@ class ClientSideMatching(_MatchingBase):
     def client_payload(self, global_weights, result):
         aligned, _ = align_to_global(result.weights, global_weights, self.spec)
         n = float(result.num_examples)
-        num_classes = _num_classes(self.spec)
+        num_classes = num_classes_of(self.spec)
         counts = _client_class_counts(self.class_counts, result.client_id, n, num_classes)
         if counts is None:
             counts = np.full(num_classes or 1, n)
@@ -321,16 +316,14 @@ class ClientSideMatching(_MatchingBase):
                 payload.append(self._class_vector(ws, counts) * delta)
             else:
                 payload.append(n * delta)
-        return payload + [np.asarray(counts, np.float64), np.array(n)]
+        return Payload(payload, n, {CLASS_COUNTS: np.asarray(counts, np.float64)})
 
     def finalize(self, global_weights, payload_sum, state):
-        total = float(np.asarray(payload_sum[-1]))
-        if not total > 0:
-            raise FederatedError(f"The aggregated number of examples must be positive. Received: total={total}")
-        counts = np.asarray(payload_sum[-2], np.float64)
+        total = check_positive_total(payload_sum.weight)
+        counts = np.asarray(payload_sum.extras[CLASS_COUNTS], np.float64)
         out = []
         norm = 0.0
-        for ws, s, g in zip(self.spec.weights, payload_sum[:-2], global_weights):
+        for ws, s, g in zip(self.spec.weights, payload_sum.arrays, global_weights):
             g = np.asarray(g)
             if g.dtype.kind != "f":
                 out.append(g.copy())
@@ -348,4 +341,4 @@ class ClientSideMatching(_MatchingBase):
         return "ClientSideMatching()"
 
 
-__all__ = ["ClientSideMatching", "FedMA", "align_to_global", "match_networks"]
+__all__ = ["CLASS_COUNTS", "ClientSideMatching", "FedMA", "align_to_global", "match_networks", "num_classes_of"]

@@ -30,6 +30,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+
+from tfx_ext._validate import check_number, is_int
 from scipy.optimize import linear_sum_assignment
 
 
@@ -66,10 +68,6 @@ def _check_features(features):
     return arrays
 
 
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-
 
 def match_units(
     features: Sequence[np.ndarray],
@@ -104,10 +102,10 @@ def match_units(
     """
     arrays = _check_features(features)
     for name, value in (("sigma", sigma), ("sigma0", sigma0), ("gamma", gamma)):
-        _check_positive(name, value)
-    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 1:
+        check_number(name, value, low=0, low_open=True)
+    if not is_int(passes) or passes < 1:
         raise ValueError(f"`passes` must be an integer >= 1. Received: passes={passes!r}")
-    if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, (int, np.integer))
+    if max_units is not None and (not is_int(max_units)
                                   or max_units < 1):
         raise ValueError(f"`max_units` must be None or a positive integer. Received: max_units={max_units!r}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

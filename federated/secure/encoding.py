@@ -26,23 +26,19 @@ import math
 
 import numpy as np
 
+from tfx_ext._validate import check_number, is_int
 from tfx_ext.errors import SecureAggregationError
 from tfx_ext.federated.secure.prg import reduce, word_dtype
 
 ROUNDINGS = ("stochastic", "deterministic")
 
 
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
-
 
 def required_bits(num_clients: int, bound: float, step: float) -> int:
     """Smallest modulus exponent whose sum of `num_clients` values in `[-bound, bound]` at resolution `step`
     cannot wrap: `bits = ceil(log2(num_clients * (bound / step + 1) + 1)) + 1`."""
-    _check_positive("bound", bound)
-    _check_positive("step", step)
+    check_number("bound", bound, low=0, low_open=True)
+    check_number("step", step, low=0, low_open=True)
     return int(math.ceil(math.log2(num_clients * (bound / step + 1) + 1))) + 1
 
 
@@ -63,9 +59,9 @@ class FixedPointEncoder:
 
     def __init__(self, *, bound: float, bits: int, num_clients: int, rounding: str = "stochastic",
                  scale: float | None = None):
-        _check_positive("bound", bound)
+        check_number("bound", bound, low=0, low_open=True)
         self.dtype = word_dtype(bits)
-        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
+        if not is_int(num_clients) or num_clients < 1:
             raise ValueError(f"`num_clients` must be an integer >= 1. Received: num_clients={num_clients!r}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"`rounding` must be one of {ROUNDINGS}. Received: rounding={rounding!r}")
@@ -84,7 +80,7 @@ class FixedPointEncoder:
                     f"Received: bits={self.bits}, num_clients={self.num_clients}"
                 )
         else:
-            _check_positive("scale", scale)
+            check_number("scale", scale, low=0, low_open=True)
             if self.num_clients * (self.bound * scale + 1) > limit * (1 - 2.0**-40):
                 raise SecureAggregationError(
                     f"Overflow guard: the sum of {self.num_clients} clients clipped to {self.bound} at scale {scale} "
@@ -161,7 +157,7 @@ class WeightedEncoder:
 
     def __init__(self, *, clip: float, bits: int, num_clients: int, rounding: str = "stochastic",
                  max_weight: float = 1000.0):
-        _check_positive("max_weight", max_weight)
+        check_number("max_weight", max_weight, low=0, low_open=True)
         self.max_weight = float(max_weight)
         self.values = FixedPointEncoder(bound=clip, bits=bits, num_clients=num_clients, rounding=rounding)
         self.weights = FixedPointEncoder(bound=1.0, bits=bits, num_clients=num_clients, rounding=rounding)

@@ -41,6 +41,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfx_ext._validate import check_number, is_int
+
 VARIANTS = ("secagg", "secagg+")
 
 
@@ -71,10 +73,6 @@ class GraphParameters:
         return self.degree - self.threshold
 
 
-def _check_rate(name, value, upper):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value < upper:
-        raise ValueError(f"`{name}` must be a number in [0, {upper}). Received: {name}={value!r}")
-
 
 def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rate: float = 0.1,
                       corrupt_fraction: float = 0.1, security: int = 40, correctness: int = 20,
@@ -94,12 +92,12 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
     Raises:
         ValueError: on bad arguments or an override threshold <= k/2 or > k.
     """
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 2:
+    if not is_int(num_clients) or num_clients < 2:
         raise ValueError(f"`num_clients` must be an integer >= 2. Received: num_clients={num_clients!r}")
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
-    _check_rate("dropout_rate", dropout_rate, 0.5)
-    _check_rate("corrupt_fraction", corrupt_fraction, 0.5)
+    check_number("dropout_rate", dropout_rate, low=0, high=0.5, high_open=True)
+    check_number("corrupt_fraction", corrupt_fraction, low=0, high=0.5, high_open=True)
     n = int(num_clients)
     eps_c = 2.0**-correctness / n
     eps_s = 2.0**-security / n
@@ -137,7 +135,7 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
     if variant == "secagg":
         k = full
     elif degree is not None:
-        if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 2:
+        if not is_int(degree) or degree < 2:
             raise ValueError(f"`degree` must be an integer >= 2. Received: degree={degree!r}")
         k = min(full, int(degree) + int(degree) % 2)
     else:

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from tfx_ext._validate import is_int
 from tfx_ext.errors import SecureAggregationError
 
 MAGIC = b"TSA1"
@@ -41,7 +42,7 @@ def _unb64(s) -> bytes:
 
 
 def _int(v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    if not is_int(v) or v < 0:
         raise MessageError(f"Expected a non-negative integer. Received: {v!r}")
     return v
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
+from tfx_ext._validate import is_int
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 _ZERO_NONCE = bytes(16)
@@ -28,7 +30,7 @@ def _buffers(nbytes: int):
 
 def word_dtype(bits: int) -> np.dtype:
     """uint32 for moduli up to 2^32, uint64 up to 2^64."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 64:
+    if not is_int(bits) or not 2 <= bits <= 64:
         raise ValueError(f"`bits` must be an integer in [2, 64]. Received: bits={bits!r}")
     return np.dtype(np.uint32) if bits <= 32 else np.dtype(np.uint64)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from tfx_ext.errors import SecureAggregationError
-from tfx_ext.federated.secure import crypto
+import tfx_ext.federated.secure.crypto as crypto
 from tfx_ext.federated.secure.client import SecAggClient
 from tfx_ext.federated.secure.config import ProtocolRejection, RoundConfig
 from tfx_ext.federated.secure.graph import choose_parameters

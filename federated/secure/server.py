@@ -20,8 +20,10 @@ import enum
 import numpy as np
 
 from tfx_ext.errors import SecureAggregationError
-from tfx_ext.federated.secure import crypto, prg, shamir
-from tfx_ext.federated.secure import messages as msgs
+import tfx_ext.federated.secure.crypto as crypto
+import tfx_ext.federated.secure.messages as msgs
+import tfx_ext.federated.secure.prg as prg
+import tfx_ext.federated.secure.shamir as shamir
 from tfx_ext.federated.secure.client import SECRET_BYTES, pairwise_sign
 from tfx_ext.federated.secure.config import ProtocolRejection, RoundConfig
 from tfx_ext.federated.secure.graph import graph_seed, neighbours

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from tfx_ext._validate import is_int
 from tfx_ext.errors import SecureAggregationError
 
 P = (1 << 31) - 1  # the Mersenne prime 2^31 - 1
@@ -84,7 +85,7 @@ def split(secret: bytes, threshold: int, xs: Sequence[int],
         ValueError: on a bad threshold or bad points.
     """
     x = _check_points(xs)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 1 <= threshold <= len(x):
+    if not is_int(threshold) or not 1 <= threshold <= len(x):
         raise ValueError(f"`threshold` must be an integer in [1, {len(x)}]. Received: threshold={threshold!r}")
     secret_chunks = _chunks(bytes(secret))
     coeffs = _uniform_field(randbytes, (threshold, len(secret_chunks)))

@@ -1,32 +1,32 @@
 """`SecAgg`: secure aggregation for `simulate(..., secure=SecAgg(...))`, wrapping any sum-based aggregator.
 
-The simulator hands `secure_sum` every client's payload (the arrays a sum-based aggregator's `client_payload`
-returns; the server only needs their sum). `SecAgg`
+The simulator hands `secure_sum` every client's `Payload` (what an aggregator's `client_payload` returns; the
+server only needs their sum). `SecAgg`
 
-1. reads each payload as `[w * x, w]` (the FedAvg layout: weighted update arrays, then the scalar weight
-   `w = n_k`; `ClientSideMatching` has the same shape) and encodes `[w' clip(x), w']` with
-   `w' = min(w, max_weight) / max_weight` in fixed point modulo `2^bits` (`encoding.WeightedEncoder`), or with
-   `weighted=False` clips and encodes the payload as is;
+1. reads each payload by its fields: `x` is its arrays then its extras (sorted by name), divided by its weight
+   `w` (FedAvg: `w = n_k`, the arrays `n_k (w_k - w)`; `ClientSideMatching` adds its class counts as an extra),
+   and encodes `[w' clip(x), w']` with `w' = min(w, max_weight) / max_weight` in fixed point modulo `2^bits`
+   (`encoding.WeightedEncoder`); with `weighted=False` it clips and encodes arrays, extras and the weight as is;
 2. runs one SecAgg or SecAgg+ round (`protocol.run_round`: real X25519/AES-GCM/Shamir/AES-CTR, messages as
    bytes) with seeded simulated dropouts at every stage;
-3. decodes the survivors' sum and returns it in the aggregator's units (times `max_weight`), so
+3. decodes the survivors' sum into a `Payload` of the same fields, in the aggregator's units (times `max_weight`), so
    `aggregator.finalize` runs unchanged: FedAvg's `sum(w x) / sum(w)` is the example-weighted mean over the
    survivors (weights capped at `max_weight`), up to clipping and the quantization bound.
 
-Aggregators that need each client's weights (server-side FedMA: `requires_individual_updates = True` or
-`sum_based = False`) are refused by `check_aggregator` with a `SecureAggregationError` pointing to client-side
-matching.
+Aggregators that need each client's weights (server-side FedMA: `needs_individual_updates = True`) are refused
+by `check_aggregator` with a `SecureAggregationError` pointing to client-side matching.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
 import numpy as np
 
-from tfx_ext.errors import SecureAggregationError
+from tfx_ext._validate import check_int, check_number, is_number
+from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
+from tfx_ext.federated.payload import Payload, payload_problem
 from tfx_ext.federated.secure.encoding import ROUNDINGS, FixedPointEncoder, WeightedEncoder
 from tfx_ext.federated.secure.graph import VARIANTS, choose_parameters
 from tfx_ext.federated.secure.protocol import STAGES, make_pki, run_round
@@ -35,7 +35,7 @@ from tfx_ext.federated.secure.config import RoundConfig
 
 def check_aggregator(aggregator) -> None:
     """Raises `SecureAggregationError` when `aggregator` needs individual client updates (server-side FedMA)."""
-    if getattr(aggregator, "requires_individual_updates", False) or not getattr(aggregator, "sum_based", True):
+    if aggregator.needs_individual_updates:
         raise SecureAggregationError(
             f"Secure aggregation cannot be used with {type(aggregator).__name__}: it needs each client's individual "
             "weights at the server (server-side matching), and secure aggregation reveals only their sum. Use "
@@ -43,12 +43,35 @@ def check_aggregator(aggregator) -> None:
         )
 
 
-def _check_number(name, value, low, high, low_open=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    ok = ok and math.isfinite(value) and (value > low if low_open else value >= low) and value < high
-    if not ok:
-        raise ValueError(f"`{name}` must be a number in {'(' if low_open else '['}{low}, {high}). "
-                         f"Received: {name}={value!r}")
+def _fields(payload: Payload) -> list[np.ndarray]:
+    """A payload's summable arrays in wire order: its arrays, then its extras sorted by name."""
+    return [*payload.arrays, *(payload.extras[k] for k in sorted(payload.extras))]
+
+
+def _flat(payload: Payload) -> np.ndarray:
+    """The payload's arrays and extras as one float64 vector (wire order, the weight not included)."""
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in _fields(payload)] or [np.zeros(0)])
+
+
+def _layout_problem(payload, template: Payload) -> str | None:
+    """Why `payload` cannot be summed with `template` (fields and shapes), None when it can."""
+    if not isinstance(payload, Payload):
+        return f"expected a Payload, got {type(payload).__name__}"
+    if set(payload.extras) != set(template.extras) or [a.shape for a in _fields(payload)] != [
+            a.shape for a in _fields(template)]:
+        return "payload fields differ from the first client's"
+    return None
+
+
+def _unflatten(vector: np.ndarray, template: Payload, weight: float) -> Payload:
+    """The `Payload` with `template`'s fields read back from a flat `vector` (the inverse of `_fields`)."""
+    parts, start = [], 0
+    for a in _fields(template):
+        parts.append(vector[start:start + a.size].reshape(a.shape))
+        start += a.size
+    names = sorted(template.extras)
+    arrays = parts[:len(template.arrays)]
+    return Payload(arrays, weight, dict(zip(names, parts[len(template.arrays):])))
 
 
 class SecAgg:
@@ -66,7 +89,8 @@ class SecAgg:
         seed: seeds dropouts and stochastic rounding (combined with the simulator's per-round Generator).
         rounding: "stochastic" (unbiased) or "deterministic".
         max_weight: weight cap and normaliser of the `[w, w x]` encoding.
-        weighted: payloads are `[w * x arrays..., w]` (FedAvg family, client-side FedMA); False: clip as is.
+        weighted: encode `payload / weight` and the capped weight (FedAvg family, client-side FedMA); False: clip
+            and encode the arrays, the extras and the weight as they are.
         tolerated_dropout: dropout rate the threshold and degree are sized for (default `max(dropout_rate, 0.1)`).
         corrupt_fraction: fraction of clients assumed to collude with the server (sizes degree and threshold).
         degree: SecAgg+ degree override.
@@ -76,10 +100,11 @@ class SecAgg:
     Example:
 
     >>> import numpy as np
+    >>> from tfx_ext.federated.payload import Payload
     >>> secure = SecAgg(variant="secagg+", seed=0)
-    >>> payloads = [[np.full(3, 0.5 * n), np.array(float(n))] for n in (1, 2, 3)]
+    >>> payloads = [Payload([np.full(3, 0.5 * n)], weight=n) for n in (1, 2, 3)]
     >>> total, metrics = secure.secure_sum(payloads, ["a", "b", "c"], np.random.default_rng(0))
-    >>> np.allclose(total[0], 3.0, atol=1e-4), round(float(total[1]), 3), metrics["survivors"]
+    >>> np.allclose(total.arrays[0], 3.0, atol=1e-4), round(total.weight, 3), metrics["survivors"]
     (True, 6.0, 3)
     """
 
@@ -91,25 +116,23 @@ class SecAgg:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"`rounding` must be one of {ROUNDINGS}. Received: rounding={rounding!r}")
-        _check_number("clip", clip, 0, math.inf, low_open=True)
-        _check_number("max_weight", max_weight, 0, math.inf, low_open=True)
-        _check_number("dropout_rate", dropout_rate, 0, 1)
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 64:
-            raise ValueError(f"`bits` must be an integer in [2, 64]. Received: bits={bits!r}")
+        check_number("clip", clip, low=0, low_open=True)
+        check_number("max_weight", max_weight, low=0, low_open=True)
+        check_number("dropout_rate", dropout_rate, low=0, high=1, high_open=True)
+        check_int("bits", bits, minimum=2, maximum=64)
         if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            if not is_number(threshold) \
                     or threshold <= 0 or (isinstance(threshold, float) and threshold > 1):
                 raise ValueError("`threshold` must be a positive integer, a fraction in (0, 1] or None. "
                                  f"Received: threshold={threshold!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
+        check_int("seed", seed, error=TypeError)
         if dropout_rates is not None:
             bad = [s for s in dropout_rates if s not in STAGES]
             if bad:
                 raise ValueError(f"`dropout_rates` keys must be among {STAGES}. Received: {bad}")
         self.tolerated_dropout = max(float(dropout_rate), 0.1) if tolerated_dropout is None else tolerated_dropout
-        _check_number("tolerated_dropout", self.tolerated_dropout, 0, 0.5)
-        _check_number("corrupt_fraction", corrupt_fraction, 0, 0.5)
+        check_number("tolerated_dropout", self.tolerated_dropout, low=0, high=0.5, high_open=True)
+        check_number("corrupt_fraction", corrupt_fraction, low=0, high=0.5, high_open=True)
         self.threshold, self.clip, self.bits, self.variant = threshold, float(clip), int(bits), variant
         self.dropout_rate, self.seed, self.rounding = float(dropout_rate), int(seed), rounding
         self.max_weight, self.weighted, self.corrupt_fraction = float(max_weight), bool(weighted), corrupt_fraction
@@ -135,18 +158,19 @@ class SecAgg:
         return FixedPointEncoder(bound=self.clip, bits=self.bits, num_clients=n, rounding=self.rounding)
 
     def secure_sum(self, payloads, client_ids, rng):
-        """The `SecureSum` hook of `simulate`: `(sum of the survivors' payloads, metrics)`.
+        """The `SecureSum` hook of `simulate`: `(sum of the survivors' Payloads, as a Payload; metrics)`.
 
         Raises:
             SecureAggregationError: too many dropouts for the threshold, or the encoding could overflow.
-            ValueError: a weighted payload whose last array is not a positive scalar.
+            MalformedUpdateError: a payload whose fields differ from the first client's, or (weighted) whose
+                weight is not finite and > 0.
         """
         n = len(payloads)
         if n < 2:
             raise SecureAggregationError(f"Secure aggregation needs at least 2 clients. Received: {n}")
         self._round += 1
         gen = np.random.default_rng([self.seed, int(rng.integers(2**63 - 1))])
-        shapes = [np.shape(a) for a in payloads[0]]
+        template = payloads[0]
         encoder = self._encoder(n)
         params = self.parameters(n)
         ids = list(range(1, n + 1))
@@ -154,19 +178,16 @@ class SecAgg:
         words, weights = {}, []
         clipped = 0
         for pid, payload in zip(ids, payloads):
-            arrays = [np.asarray(a, np.float64) for a in payload]
-            if [a.shape for a in arrays] != shapes:
-                raise ValueError(f"Client {client_ids[pid - 1]!r}: payload shapes differ from the first client's.")
+            problem = payload_problem(payload, template) if self.weighted else _layout_problem(payload, template)
+            if problem is not None:
+                raise MalformedUpdateError(f"Client {client_ids[pid - 1]!r}: {problem}.")
+            x = _flat(payload)
             if self.weighted:
-                w = float(arrays[-1].reshape(-1)[0]) if arrays[-1].size == 1 else float("nan")
-                if not (math.isfinite(w) and w > 0):
-                    raise ValueError("With `weighted=True` the last payload array must be the positive scalar weight "
-                                     f"w. Received: {arrays[-1]!r} from client {client_ids[pid - 1]!r}")
-                x = np.concatenate([a.ravel() for a in arrays[:-1]]) / w
-                words[pid] = encoder.encode(x, w, gen)
-                weights.append(w)
+                x = x / payload.weight
+                words[pid] = encoder.encode(x, payload.weight, gen)
+                weights.append(payload.weight)
             else:
-                x = np.concatenate([a.ravel() for a in arrays])
+                x = np.concatenate([x, [payload.weight]])
                 words[pid] = encoder.encode(x, gen)
             clipped += int(np.sum(np.abs(x) > self.clip))
         encode_s = time.perf_counter() - t0
@@ -186,15 +207,11 @@ class SecAgg:
             total = np.concatenate([values, [wsum]]) * self.max_weight
         else:
             total = encoder.decode_sum(result.total)
-        out, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            out.append(total[start:start + size].reshape(shape))
-            start += size
+        out = _unflatten(total[:-1], template, float(total[-1]))
         decode_s = time.perf_counter() - t1
         plain = np.zeros_like(total)
         for p in result.survivors:  # the plain sum over the same clients, for the error metric only
-            plain += np.concatenate([np.asarray(a, np.float64).ravel() for a in payloads[p - 1]])
+            plain += np.concatenate([_flat(payloads[p - 1]), [payloads[p - 1].weight]])
         err = float(np.linalg.norm(total - plain) / max(np.linalg.norm(plain), 1e-300))
         m = result.metrics
         metrics = {

@@ -11,6 +11,7 @@ from tfx_ext.federated import (
     FedAvgM,
     FedProx,
     FedYogi,
+    Payload,
     PlainSum,
     ServerAdam,
     ServerMomentum,
@@ -134,11 +135,52 @@ def test_server_sgd_learning_rate_one_is_fedavg():
 
 
 def test_plain_sum_and_sum_payloads():
-    p = [[np.array([1.0, 2.0]), np.array(1.0)], [np.array([3.0, 4.0]), np.array(2.0)]]
+    p = [Payload([np.array([1.0, 2.0])], 1.0, {"c": np.array([1.0])}), Payload([np.array([3.0, 4.0])], 2.0,
+                                                                                 {"c": np.array([2.0])})]
     total, metrics = PlainSum().secure_sum(p, ["a", "b"], np.random.default_rng(0))
-    np.testing.assert_array_equal(total[0], [4.0, 6.0])
-    assert float(total[1]) == 3.0 and metrics["survivors"] == 2
-    np.testing.assert_array_equal(sum_payloads(p)[0], [4.0, 6.0])
+    np.testing.assert_array_equal(total.arrays[0], [4.0, 6.0])
+    assert total.weight == 3.0 and metrics["survivors"] == 2
+    summed = sum_payloads(p)
+    np.testing.assert_array_equal(summed.arrays[0], [4.0, 6.0])
+    np.testing.assert_array_equal(summed.extras["c"], [3.0])  # extras are summed by name
+
+
+def test_fedavg_client_payload_is_the_weighted_delta_sum():
+    g = [np.array([1.0, 1.0], np.float32)]
+    r = ClientResult("a", [np.array([2.0, 0.0], np.float32)], 3)
+    payload = FedAvg().client_payload(g, r)
+    sums, total = weighted_delta_sum(g, [(r.weights, r.num_examples)])
+    np.testing.assert_array_equal(payload.arrays[0], sums[0])
+    assert payload.weight == total == 3.0 and dict(payload.extras) == {}
+    assert not FedAvg.needs_individual_updates
+
+
+def test_payload_validation_names_the_problem():
+    from tfx_ext.errors import MalformedUpdateError
+    from tfx_ext.federated.payload import payload_problem, validate_payload
+
+    template = Payload([np.zeros(2)], 1.0, {"c": np.zeros(3)})
+    assert payload_problem(Payload([np.ones(2)], 2.0, {"c": np.ones(3)}), template) is None
+    assert "expected 1 payload arrays, got 2" in payload_problem(Payload([np.ones(2)] * 2, 1.0, {"c": np.ones(3)}),
+                                                                 template)
+    assert "extras" in payload_problem(Payload([np.ones(2)], 1.0), template)
+    assert "shape (3,)" in payload_problem(Payload([np.ones(3)], 1.0, {"c": np.ones(3)}), template)
+    assert "NaN" in payload_problem(Payload([np.ones(2)], 1.0, {"c": np.full(3, np.nan)}), template)
+    assert "weight" in payload_problem(Payload([np.ones(2)], 0.0, {"c": np.ones(3)}), template)
+    assert "expected a Payload" in payload_problem([np.ones(2)], template)
+    with pytest.raises(MalformedUpdateError, match=r"Malformed payload: payload weight must be finite and > 0"):
+        validate_payload(Payload([np.ones(2)], float("inf"), {"c": np.ones(3)}), template)
+    with pytest.raises(ValueError, match=r"`payloads` must hold at least one payload"):
+        sum_payloads([])
+
+
+def test_pure_functions_leave_their_inputs_alone():
+    w, deltas = _toy()
+    state = ServerAdam().init_state(w)
+    before = [a.copy() for a in w], [a.copy() for a in state["m"]], [a.copy() for a in state["v"]]
+    agg.server_adam_step(w, deltas[0], state)
+    for a, b in zip(w + state["m"] + state["v"], before[0] + before[1] + before[2]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_get_by_name():
@@ -151,13 +193,13 @@ def test_aggregator_errors():
         weighted_average([])
     with pytest.raises(ValueError, match=r"The total number of examples must be positive. Received: total=0.0"):
         weighted_average([([np.zeros(1)], 0)])
-    with pytest.raises(ValueError, match=r"`mu` must be a non-negative number. Received: mu=-1"):
+    with pytest.raises(ValueError, match=r"`mu` must be a finite number >= 0. Received: mu=-1"):
         FedProx(mu=-1)
-    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\). Received: momentum=1.5"):
+    with pytest.raises(ValueError, match=r"`momentum` must be a finite number >= 0 and < 1. Received: momentum=1.5"):
         ServerMomentum(momentum=1.5)
-    with pytest.raises(ValueError, match=r"`learning_rate` must be a positive number. Received: learning_rate=0"):
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a finite number > 0. Received: learning_rate=0"):
         ServerAdam(learning_rate=0)
-    with pytest.raises(ValueError, match=r"`tau` must be a positive number"):
+    with pytest.raises(ValueError, match=r"`tau` must be a finite number > 0"):
         ServerYogi(tau=-1.0)
     with pytest.raises(TypeError, match=r"`server_optimizer` must be a ServerSGD"):
         FedAvg(server_optimizer="adam")
@@ -166,6 +208,6 @@ def test_aggregator_errors():
     with pytest.raises(FederatedError, match=r"No client results to aggregate"):
         FedAvg().aggregate([np.zeros(1)], [], {})
     with pytest.raises(FederatedError, match=r"aggregated number of examples must be positive"):
-        FedAvg().finalize([np.zeros(1)], [np.zeros(1), np.array(0.0)], {})
+        FedAvg().finalize([np.zeros(1)], Payload([np.zeros(1)], 0.0), {})
     with pytest.raises(FederatedError, match=r"cannot rebuild it"):
         FedAvg().rebuild_model(None, [])

@@ -117,11 +117,11 @@ class Corrupt(Postprocessor):
     def on_client(self, payload, ctx):
         kind = self.how.get(ctx.client_id)
         if kind == "nan":
-            payload = [np.full_like(p, np.nan) for p in payload]
+            payload = payload.map(lambda p: np.full_like(p, np.nan))
         elif kind == "shape":
-            payload = [np.zeros(3)] + payload[1:]
+            payload = payload.replace(arrays=[np.zeros(3), *payload.arrays[1:]])
         elif kind == "dtype":
-            payload = [p.astype(str) for p in payload]
+            payload = payload.map(lambda p: p.astype(str))
         return payload, {}
 
 
@@ -168,11 +168,11 @@ class Scale(Postprocessor):
 
     def on_client(self, payload, ctx):
         self.log.append(("client", self.factor))
-        return [p * self.factor for p in payload], {"factor": self.factor}
+        return payload.map(lambda p: p * self.factor), {"factor": self.factor}
 
     def on_server(self, payload_sum, ctx):
         self.log.append(("server", self.factor))
-        return [p / self.factor for p in payload_sum], {}
+        return payload_sum.map(lambda p: p / self.factor), {}
 
 
 def test_postprocessor_hooks_run_in_order_and_secure_sum_plugs_in():
@@ -190,7 +190,7 @@ def test_postprocessor_hooks_run_in_order_and_secure_sum_plugs_in():
 
 
 class NeedsEachClient(Aggregator):
-    sum_based = False
+    needs_individual_updates = True
 
     def aggregate(self, global_weights, results, state):
         return [np.asarray(w) for w in results[0].weights], state, {"first": str(results[0].client_id)}

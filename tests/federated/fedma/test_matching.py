@@ -75,7 +75,7 @@ def test_match_to_global_inverts_a_permutation():
         ({"features": []}, "`features` must be a non-empty list"),
         ({"features": [np.zeros((2, 3)), np.zeros((2, 4))]}, "same number of features"),
         ({"features": [np.zeros((0, 3))]}, "at least one unit"),
-        ({"features": [np.zeros((2, 3))], "sigma": 0}, "`sigma` must be a positive number"),
+        ({"features": [np.zeros((2, 3))], "sigma": 0}, "`sigma` must be a finite number > 0"),
         ({"features": [np.zeros((2, 3))], "passes": 0}, "`passes` must be an integer >= 1"),
         ({"features": [np.zeros((2, 3))], "max_units": 0}, "`max_units` must be None or a positive integer"),
         ({"features": [np.zeros((2, 3))], "prior_mean": np.zeros(2)}, "`prior_mean` must have shape"),

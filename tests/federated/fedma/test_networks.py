@@ -5,7 +5,7 @@ import pytest
 import keras
 
 from tfx_ext.errors import FederatedError
-from tfx_ext.federated import ClientResult, FedAvg
+from tfx_ext.federated import ClientResult, FedAvg, sum_payloads
 from tfx_ext.federated.fedma import (
     ClientSideMatching,
     FedMA,
@@ -213,12 +213,13 @@ def test_client_side_matching_equals_server_side_without_growth(trained):
     new_s, _, metrics = server.aggregate(w, results, server.init_state(w))
     assert metrics["units_added"] == 0
     client = ClientSideMatching(model, class_counts=counts)
-    total = [sum(parts) for parts in zip(*[client.client_payload(w, r) for r in results])]
+    payloads = [client.client_payload(w, r) for r in results]
+    assert all(set(p.extras) == {"class_counts"} and len(p.arrays) == len(w) for p in payloads)
+    total = sum_payloads(payloads)
     new_c, _, _ = client.finalize(w, total, client.init_state(w))
     for a, b in zip(new_s, new_c):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert client.sum_based and not client.requires_individual_updates
-    assert not server.sum_based and server.requires_individual_updates
+    assert not client.needs_individual_updates and server.needs_individual_updates
 
 
 def test_align_to_global_inverts_the_permutation(trained):
@@ -313,9 +314,9 @@ def test_weight_paths_are_positional():
 
 
 def test_aggregator_argument_errors(trained):
-    with pytest.raises(ValueError, match="`sigma` must be a number > 0"):
+    with pytest.raises(ValueError, match="`sigma` must be a finite number > 0"):
         FedMA(trained["dense"], sigma=0)
-    with pytest.raises(ValueError, match="`max_growth` must be a number >= 1.0"):
+    with pytest.raises(ValueError, match="`max_growth` must be a finite number >= 1.0"):
         FedMA(trained["dense"], max_growth=0.5)
     with pytest.raises(ValueError, match="`passes` must be an integer >= 1"):
         FedMA(trained["dense"], passes=0)

@@ -48,7 +48,7 @@ def test_overflow_guard_and_errors():
     assert required_bits(10, 1.0, 1 / 3000) == 16
     with pytest.raises(ValueError, match=r"`rounding` must be one of"):
         FixedPointEncoder(bound=1.0, bits=16, num_clients=2, rounding="up")
-    with pytest.raises(ValueError, match=r"`bound` must be a positive finite number. Received: bound=0"):
+    with pytest.raises(ValueError, match=r"`bound` must be a finite number > 0. Received: bound=0"):
         FixedPointEncoder(bound=0, bits=16, num_clients=2)
     enc = FixedPointEncoder(bound=1.0, bits=16, num_clients=2)
     with pytest.raises(ValueError, match=r"Values to encode must be finite"):
@@ -84,7 +84,7 @@ def test_parameters_grow_logarithmically_and_meet_their_bounds():
         choose_parameters(20, variant="secagg", threshold=5)
     with pytest.raises(ValueError, match=r"`variant` must be one of"):
         choose_parameters(20, variant="plain")
-    with pytest.raises(ValueError, match=r"`dropout_rate` must be a number in \[0, 0.5\)"):
+    with pytest.raises(ValueError, match=r"`dropout_rate` must be a finite number >= 0 and < 0.5"):
         choose_parameters(20, dropout_rate=0.7)
 
 

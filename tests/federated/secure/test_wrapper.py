@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_ext.errors import FederatedError, SecureAggregationError
-from tfx_ext.federated import ClientData, ClientResult, FedAvg, simulate
+from tfx_ext.errors import FederatedError, MalformedUpdateError, SecureAggregationError
+from tfx_ext.federated import ClientData, ClientResult, FedAvg, Payload, simulate
 from tfx_ext.federated.secure import SecAgg, check_aggregator
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -46,24 +46,36 @@ def test_secure_sum_with_dropouts_sums_the_survivors():
         payloads, ids, np.random.default_rng(0))
     survivors = metrics["survivor_ids"]
     assert 0 < metrics["dropped"] == 12 - len(survivors) and survivors == metrics2["survivor_ids"]  # seeded
-    plain = [sum(payloads[ids.index(c)][i] for c in survivors) for i in range(len(payloads[0]))]
-    for a, b in zip(total, plain):
+    plain = [sum(payloads[ids.index(c)].arrays[i] for c in survivors) for i in range(len(payloads[0].arrays))]
+    for a, b in zip(total.arrays, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(float(total[-1]), float(plain[-1]), rtol=1e-6)
+    np.testing.assert_allclose(total.weight, sum(payloads[ids.index(c)].weight for c in survivors), rtol=1e-6)
     assert metrics["relative_error"] < 1e-6 and metrics["bytes_up_per_client"] > 0
     assert all(metrics[f"time_{s}_s"] >= 0 for s in ("advertise", "share_keys", "masked_input", "unmask"))
 
 
 def test_unweighted_mode_and_clipping_metrics():
-    payloads = [[np.array([0.5, -3.0])], [np.array([0.25, 0.5])], [np.array([0.0, 0.5])]]
+    payloads = [Payload([np.array([0.5, -3.0])], 1.0), Payload([np.array([0.25, 0.5])], 1.0),
+                Payload([np.array([0.0, 0.5])], 1.0)]
     total, metrics = SecAgg(weighted=False, clip=1.0, variant="secagg").secure_sum(
         payloads, [0, 1, 2], np.random.default_rng(0))
-    np.testing.assert_allclose(total[0], [0.75, 0.0], atol=1e-8)  # -3 clipped to -1
-    assert metrics["clipped_fraction"] == pytest.approx(1 / 6)
+    np.testing.assert_allclose(total.arrays[0], [0.75, 0.0], atol=1e-8)  # -3 clipped to -1
+    np.testing.assert_allclose(total.weight, 3.0, atol=1e-8)  # the weight travels as one more coordinate
+    assert metrics["clipped_fraction"] == pytest.approx(1 / 9)
+
+
+def test_extras_travel_by_name_through_the_secure_sum():
+    payloads = [Payload([np.full(2, 0.1 * n)], n, {"b": np.full(3, 0.5 * n), "a": np.array([0.2 * n])})
+                for n in (1.0, 2.0, 3.0)]
+    total, _ = SecAgg(variant="secagg", seed=0).secure_sum(payloads, [0, 1, 2], np.random.default_rng(0))
+    np.testing.assert_allclose(total.arrays[0], np.full(2, 0.6), atol=1e-5)
+    np.testing.assert_allclose(total.extras["b"], np.full(3, 3.0), atol=1e-5)
+    np.testing.assert_allclose(total.extras["a"], [1.2], atol=1e-5)
+    assert total.weight == pytest.approx(6.0, abs=1e-5)
 
 
 def test_too_many_dropouts_raise():
-    payloads = [[np.ones(3), np.array(2.0)] for _ in range(6)]
+    payloads = [Payload([np.ones(3)], 2.0) for _ in range(6)]
     with pytest.raises(SecureAggregationError, match=r"Too many dropouts"):
         SecAgg(variant="secagg", dropout_rates={"masked_input": 0.9}, seed=0).secure_sum(
             payloads, list(range(6)), np.random.default_rng(0))
@@ -133,11 +145,11 @@ def test_digits_fedavg_with_secagg_reaches_the_plain_accuracy():
 def test_constructor_errors():
     with pytest.raises(ValueError, match=r"`variant` must be one of \('secagg', 'secagg\+'\). Received: variant='x'"):
         SecAgg(variant="x")
-    with pytest.raises(ValueError, match=r"`clip` must be a number in \(0, inf\). Received: clip=0"):
+    with pytest.raises(ValueError, match=r"`clip` must be a finite number > 0. Received: clip=0"):
         SecAgg(clip=0)
-    with pytest.raises(ValueError, match=r"`bits` must be an integer in \[2, 64\]. Received: bits=128"):
+    with pytest.raises(ValueError, match=r"`bits` must be an integer >= 2 and <= 64. Received: bits=128"):
         SecAgg(bits=128)
-    with pytest.raises(ValueError, match=r"`dropout_rate` must be a number in \[0, 1\). Received: dropout_rate=1.5"):
+    with pytest.raises(ValueError, match=r"`dropout_rate` must be a finite number >= 0 and < 1. Received: dropout_rate=1.5"):
         SecAgg(dropout_rate=1.5)
     with pytest.raises(ValueError, match=r"`threshold` must be a positive integer, a fraction in \(0, 1\] or None"):
         SecAgg(threshold=1.5)
@@ -147,10 +159,10 @@ def test_constructor_errors():
         SecAgg(rounding="up")
     with pytest.raises(TypeError, match=r"`seed` must be an integer"):
         SecAgg(seed="a")
-    with pytest.raises(ValueError, match=r"the last payload array must be the positive scalar weight"):
-        SecAgg().secure_sum([[np.ones(2), np.ones(2)]] * 3, [0, 1, 2], np.random.default_rng(0))
+    with pytest.raises(MalformedUpdateError, match=r"Client 0: payload weight must be finite and > 0"):
+        SecAgg().secure_sum([Payload([np.ones(2)], 0.0)] * 3, [0, 1, 2], np.random.default_rng(0))
     with pytest.raises(SecureAggregationError, match=r"Overflow guard"):
-        SecAgg(bits=4).secure_sum([[np.ones(2), np.array(1.0)]] * 30, list(range(30)), np.random.default_rng(0))
+        SecAgg(bits=4).secure_sum([Payload([np.ones(2)], 1.0)] * 30, list(range(30)), np.random.default_rng(0))
 
 
 def test_docstring_examples_run():
@@ -162,9 +174,9 @@ def test_docstring_examples_run():
 
 
 def test_active_adversary_variant_through_the_wrapper():
-    payloads = [[np.full(4, 0.1 * k), np.array(1.0 + k)] for k in range(8)]
+    payloads = [Payload([np.full(4, 0.1 * k)], 1.0 + k) for k in range(8)]
     secure = SecAgg(variant="secagg", consistency_check=True, seed=0)
     total, metrics = secure.secure_sum(payloads, list(range(8)), np.random.default_rng(0))
-    np.testing.assert_allclose(total[0], np.full(4, 0.1 * sum(range(8))), atol=1e-5)
+    np.testing.assert_allclose(total.arrays[0], np.full(4, 0.1 * sum(range(8))), atol=1e-5)
     assert metrics["survivors"] == 8 and "time_consistency_s" in metrics
     assert secure.parameters(8).threshold == metrics["threshold"]

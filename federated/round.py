@@ -1,0 +1,191 @@
+"""One aggregation round on the host: validate -> payload -> client postprocessors -> plain or secure sum ->
+server postprocessors -> finalize.
+
+`aggregate_round(RoundInputs(...))` takes one round's client results and returns a `RoundOutcome` (new weights,
+server state, the aggregator's metrics and the round's metrics). Bad client results (NaN/Inf, wrong shapes or
+dtypes, zero examples) and bad payloads are rejected with their client id and reason, logged and listed in the
+metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`. An aggregator with
+`needs_individual_updates` (server-side FedMA) gets the valid results directly instead of payloads.
+
+Every random draw comes from `RoundInputs.rng` in a fixed order (one per valid client's postprocessor context, then
+the secure sum, then the server postprocessor context), so a resumed run repeats the same draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tfx_ext._validate import is_int
+from tfx_ext.errors import MalformedUpdateError
+from tfx_ext.federated.aggregators import Aggregator, ClientResult, RoundContext
+from tfx_ext.federated.payload import payload_problem, sum_payloads
+
+logger = logging.getLogger("tfx_ext.federated")
+
+
+def validate_client_result(result: ClientResult, reference_weights) -> str | None:
+    """Why `result` must be rejected (None when it is fine).
+
+    Checks: positive integer example count, one array per reference weight with the same shape and dtype, and
+    only finite values.
+    """
+    n = result.num_examples
+    if not is_int(n) or n <= 0:
+        return f"zero or invalid number of examples ({n!r})"
+    if len(result.weights) != len(reference_weights):
+        return f"expected {len(reference_weights)} weight arrays, got {len(result.weights)}"
+    for i, (w, ref) in enumerate(zip(result.weights, reference_weights)):
+        w = np.asarray(w)
+        ref = np.asarray(ref)
+        if w.shape != ref.shape:
+            return f"weight {i} has shape {w.shape}, expected {ref.shape}"
+        if w.dtype != ref.dtype:
+            return f"weight {i} has dtype {w.dtype}, expected {ref.dtype}"
+        if w.dtype.kind in "fc" and not np.all(np.isfinite(w)):
+            return f"weight {i} holds NaN or Inf"
+    return None
+
+
+def jsonable_id(cid):
+    """A client id as a plain Python value (numpy scalars unwrapped), for logs and JSON metrics."""
+    return cid.item() if hasattr(cid, "item") else cid
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundInputs:
+    """What one round's aggregation needs.
+
+    Args:
+        round: the round number (1-based, as in the metrics).
+        results: the cohort's `ClientResult`s.
+        weights: the global weights the clients started from.
+        server_state: the aggregator's state.
+        aggregator: the `Aggregator`.
+        rng: the round's Generator (postprocessor contexts and the secure sum draw from it).
+        secure: an optional `SecureSum` replacing the plain sum.
+        postprocessors: `Postprocessor`s (client hooks in list order, server hooks in reverse).
+        min_clients: fewest valid results the round accepts.
+    """
+
+    round: int
+    results: Sequence[ClientResult]
+    weights: list
+    server_state: dict
+    aggregator: Aggregator
+    rng: np.random.Generator
+    secure: Any = None
+    postprocessors: tuple = ()
+    min_clients: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundOutcome:
+    """The new global weights and server state, the aggregator's metrics and the round's metrics."""
+
+    weights: list
+    server_state: dict
+    aggregator_metrics: dict
+    metrics: dict
+
+
+def _context(inputs: RoundInputs, client_id) -> RoundContext:
+    return RoundContext(inputs.round, client_id, np.random.default_rng(inputs.rng.integers(2**63 - 1)),
+                        len(inputs.results))
+
+
+def _client_payloads(inputs: RoundInputs, valid, rejected, hook_metrics):
+    """Each valid client's payload through the client hooks; the payloads and the results kept."""
+    agg = inputs.aggregator
+    template = agg.client_payload(inputs.weights, ClientResult(None, inputs.weights, 1))
+    payloads, kept = [], []
+    for r in valid:
+        ctx = _context(inputs, r.client_id)
+        payload = agg.client_payload(inputs.weights, r)
+        for p in inputs.postprocessors:
+            payload, pm = p.on_client(payload, ctx)
+            for k, v in pm.items():
+                hook_metrics.setdefault(f"{type(p).__name__}/{k}", []).append(v)
+        reason = payload_problem(payload, template)
+        if reason is None:
+            payloads.append(payload)
+            kept.append(r)
+        else:
+            rejected.append((r, reason))
+    return payloads, kept
+
+
+def _sum(inputs: RoundInputs, payloads, kept, metrics):
+    """The plain or secure sum of the payloads; `bytes_up` as really sent."""
+    bytes_up = int(sum(sum(np.asarray(w).nbytes for w in r.weights) + 8 for r in kept))  # model dtype + count
+    if inputs.secure is None:
+        return sum_payloads(payloads), bytes_up
+    rng = np.random.default_rng(inputs.rng.integers(2**63 - 1))
+    total, sm = inputs.secure.secure_sum(payloads, [r.client_id for r in kept], rng)
+    metrics.update({f"secure/{k}": v for k, v in sm.items() if isinstance(v, (int, float, str))})
+    if sm.get("rejections"):  # [client_id, reason] pairs: who was dropped from the sum and why.
+        metrics["secure/rejections"] = [list(map(str, pair)) for pair in sm["rejections"]]
+    if "bytes_up_per_client" in sm and "survivors" in sm:  # What was really sent: masked field elements.
+        bytes_up = int(sm["bytes_up_per_client"]) * int(sm["survivors"])
+    return total, bytes_up
+
+
+def _check_enough(inputs: RoundInputs, valid, rejected):
+    for r, why in rejected:
+        logger.warning("Round %d: rejected client %r: %s", inputs.round, jsonable_id(r.client_id), why)
+    if len(valid) < inputs.min_clients:
+        listing = ", ".join(f"{jsonable_id(r.client_id)!r}: {why}" for r, why in rejected) or "none"
+        raise MalformedUpdateError(
+            f"Round {inputs.round}: only {len(valid)} valid client results, fewer than "
+            f"min_clients={inputs.min_clients}. Rejected: {listing}"
+        )
+
+
+def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
+    """Validation, payloads, postprocessors, (secure) sum and the aggregator's update of one round.
+
+    Raises:
+        MalformedUpdateError: when fewer than `min_clients` valid results remain.
+    """
+    rejected, valid = [], []
+    for r in inputs.results:
+        reason = validate_client_result(r, inputs.weights)
+        if reason is None:
+            valid.append(r)
+        else:
+            rejected.append((r, reason))
+    agg = inputs.aggregator
+    hook_metrics: dict = {}
+    payloads = None
+    if not agg.needs_individual_updates:
+        payloads, valid = _client_payloads(inputs, valid, rejected, hook_metrics)
+    _check_enough(inputs, valid, rejected)
+    metrics = {k: float(np.mean(v)) for k, v in hook_metrics.items()}  # client hook metrics: mean over clients
+    if agg.needs_individual_updates:
+        weights, state, agg_metrics = agg.aggregate(inputs.weights, valid, inputs.server_state)
+        bytes_up = int(sum(sum(np.asarray(a).nbytes for a in r.weights) + 8 for r in valid))
+    else:
+        total, bytes_up = _sum(inputs, payloads, valid, metrics)
+        server_ctx = _context(inputs, None)
+        for p in reversed(inputs.postprocessors):
+            total, pm = p.on_server(total, server_ctx)
+            metrics.update({f"{type(p).__name__}/{k}": v for k, v in pm.items()})
+        weights, state, agg_metrics = agg.finalize(inputs.weights, total, inputs.server_state)
+    n_total = sum(r.num_examples for r in valid)
+    metrics.update(
+        clients_accepted=len(valid),
+        clients_rejected=len(rejected),
+        rejected=[[jsonable_id(r.client_id), why] for r, why in rejected],
+        examples=int(n_total),
+        train_loss=sum(r.metrics.get("loss_sum", 0.0) for r in valid) / max(n_total, 1),
+        train_accuracy=sum(r.metrics.get("correct", 0.0) for r in valid) / max(n_total, 1),
+        bytes_up=bytes_up,
+    )
+    return RoundOutcome(weights, state, agg_metrics, metrics)
+
+
+__all__ = ["RoundInputs", "RoundOutcome", "aggregate_round", "validate_client_result"]
