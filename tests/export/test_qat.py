@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.testing import save_and_load
-from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.transforms.qat import (
     FakeQuant,
     QuantizedBatchNormalization,
