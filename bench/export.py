@@ -99,7 +99,7 @@ def train_pair(name, kwargs, *, train, epochs, qat_epochs, seed, learning_rate):
 
 def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmup, seed, learning_rate):
     from tfx_ext.errors import ExportError
-    from tfx_ext.lite.convert import TFLiteModel
+    from tfx_ext.lite.runtime import TFLiteModel
     from tfx_ext.models import get_model
     from tfx_ext.streaming.convert import min_frames_per_step, to_streaming
     from tfx_ext.lite.verification import verify

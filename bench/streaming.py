@@ -39,7 +39,7 @@ def _rss_mb() -> float:
 
 
 def _lite(model, batch_size=1):
-    from tfx_ext.lite.convert import TFLiteModel, to_tflite
+    from tfx_ext.lite import TFLiteModel, to_tflite
 
     before = _rss_mb()
     runner = TFLiteModel(to_tflite(model, batch_size=batch_size), num_threads=1)

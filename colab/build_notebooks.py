@@ -231,7 +231,7 @@ def streaming_kws() -> list:
           (`streaming_calibration_data`). `TFLiteModel` quantizes float inputs and dequantizes outputs for us.
         """),
         code('''
-        from tfx_ext.lite.convert import TFLiteModel, to_tflite
+        from tfx_ext.lite import TFLiteModel, to_tflite
         from tfx_ext.lite.int8 import streaming_calibration_data
 
         from tfx_ext.data import load_speech_commands
@@ -373,7 +373,7 @@ def layers_tour() -> list:
         '''),
         code(SETUP_PLOTS),
         code('''
-        from tfx_ext.lite.convert import TFLiteModel, to_tflite
+        from tfx_ext.lite import TFLiteModel, to_tflite
 
 
         def export_and_check(model, x, path):

@@ -184,7 +184,7 @@ def verify_tflite_streaming(model: keras.Model, x: np.ndarray, mode, *, frames_p
     Internal state: two passes with `reset_variables()` between them must both match a freshly reset Keras model.
     External state: states are named signature inputs/outputs fed back by name.
     """
-    from tfx_ext.lite.convert import TFLiteModel, to_tflite
+    from tfx_ext.lite import TFLiteModel, to_tflite
 
     x = np.asarray(x, dtype="float32")
     mode = Mode.of(mode)

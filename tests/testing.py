@@ -63,7 +63,7 @@ def save_and_load(model: keras.Model, custom_objects: dict | None = None) -> ker
 
 def tflite_outputs(model: keras.Model, inputs, **export_kwargs) -> dict[str, np.ndarray]:
     """Exports `model` to float TFLite and runs it on `inputs` (array, list or dict by input name)."""
-    from tfx_ext.lite.convert import TFLiteModel, to_tflite
+    from tfx_ext.lite import TFLiteModel, to_tflite
 
     batch = as_list(inputs)[0].shape[0] if not isinstance(inputs, dict) else next(iter(inputs.values())).shape[0]
     runner = TFLiteModel(to_tflite(model, batch_size=batch, **export_kwargs))
@@ -74,7 +74,7 @@ def tflite_outputs(model: keras.Model, inputs, **export_kwargs) -> dict[str, np.
 
 def assert_tflite_parity(model: keras.Model, inputs, atol: float = TFLITE_ATOL) -> float:
     """Float TFLite outputs (bound by name) equal Keras outputs within `atol`; returns the max abs error."""
-    from tfx_ext.lite.convert import output_names
+    from tfx_ext.lite.signatures import output_names
 
     expected = model(inputs if not isinstance(inputs, dict) else [inputs[t.name] for t in model.inputs])
     expected = dict(zip(output_names(model), as_list(expected)))

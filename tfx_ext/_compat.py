@@ -8,11 +8,37 @@ Add to this module rather than reaching into a private name elsewhere.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__all__: list[str] = ["enable_variable_quantization", "signature_invoker"]
 
 # ----- TensorFlow Lite converter ------------------------------------------------------------------------------------
+def enable_variable_quantization(converter) -> None:
+    """Makes an int8 `TFLiteConverter` quantize resource variables (internal streaming states) too.
+
+    Without it the states of an internal-state streaming model stay float, with QUANTIZE/DEQUANTIZE around every
+    READ_VARIABLE/ASSIGN_VARIABLE, so the model is not full-integer. TF 2.21 has no public option for it: the
+    converter reads the private attribute `_experimental_variable_quantization` (the route google-research's
+    kws_streaming uses too).
+    """
+    if not hasattr(converter, "_experimental_variable_quantization"):
+        raise AttributeError(
+            "TFLiteConverter has no `_experimental_variable_quantization` any more; int8 internal-state streaming "
+            "export needs a new route (see tfx_ext._compat.enable_variable_quantization)."
+        )
+    converter._experimental_variable_quantization = True
+
 
 # ----- LiteRT interpreter -------------------------------------------------------------------------------------------
+def signature_invoker(runner):
+    """A zero-argument function that runs one bare `Invoke` of a LiteRT `SignatureRunner`'s subgraph, on the inputs
+    already set.
+
+    Latency of a tiny streaming step is dominated by what `SignatureRunner.__call__` adds (binding, allocation,
+    output copies). The public `Interpreter.invoke()` runs the primary subgraph only, not a signature's, so the
+    runner's private `_interpreter_wrapper` and `_subgraph_index` are the only way to time the signature alone.
+    """
+    wrapper, index = runner._interpreter_wrapper, runner._subgraph_index
+    return lambda: wrapper.Invoke(index)
+
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------
 

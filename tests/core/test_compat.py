@@ -11,8 +11,39 @@ def test_compat_exports_only_what_it_defines():
         assert hasattr(compat, name), name
 
 # ----- TensorFlow Lite converter ------------------------------------------------------------------------------------
+def test_converter_has_private_variable_quantization():
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([], None)
+    assert converter._experimental_variable_quantization is False
+    compat.enable_variable_quantization(converter)
+    assert converter._experimental_variable_quantization is True
+
+
+def test_variable_quantization_fails_loudly_without_the_attribute():
+    import pytest
+
+    class Converter:
+        pass
+
+    with pytest.raises(AttributeError, match="_experimental_variable_quantization"):
+        compat.enable_variable_quantization(Converter())
+
 
 # ----- LiteRT interpreter -------------------------------------------------------------------------------------------
+def test_signature_runner_has_private_wrapper_and_subgraph_index():
+    import keras
+    import numpy as np
+
+    from tfx_ext.lite import TFLiteModel, to_tflite
+
+    inputs = keras.Input((3,), batch_size=1, name="x")
+    runner = TFLiteModel(to_tflite(keras.Model(inputs, keras.layers.Dense(2)(inputs))))
+    runner({"x": np.ones((1, 3), np.float32)})
+    invoke = compat.signature_invoker(runner.runner)  # raises AttributeError if LiteRT dropped either internal
+    invoke()
+    assert isinstance(runner.runner._subgraph_index, int)
+
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tfx_ext.errors import DataError, ExportError
-from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.lite.int8 import model_ops, non_integer_ops, streaming_calibration_data
 from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.lite.verification import verify

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.testing import save_and_load
-from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.transforms.qat import (
     FakeQuant,
     QuantizedBatchNormalization,
@@ -137,7 +138,7 @@ def test_quantize_aware_errors(qat_ds_cnn):
         quantize_aware(qat_ds_cnn)
     with pytest.raises(TypeError, match="must be a functional keras.Model. Received: model=Sequential"):
         quantize_aware(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
-    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\). Received: momentum=1.5"):
+    with pytest.raises(ValueError, match=r"`momentum` must be a finite number >= 0.0 and < 1.0. Received: momentum=1.5"):
         FakeQuant(momentum=1.5)
     with pytest.raises(ValueError, match="`num_bits` must be 8"):
         FakeQuant(num_bits=4)
@@ -224,7 +225,7 @@ def test_qat_separable_and_concatenate_structure(qat_zoo):
     assert names == ["features_fq", "input_norm_fq", "sep2d_relu_fq", "pool_fq", "logits_fq"]
     for layer in (qat_zoo.get_layer("sep2d").cell, qat_zoo.get_layer("concat")):
         assert float(layer.mid.initialized.numpy()) == 1.0 and float(layer.mid.range_max.numpy()) > 0.0
-    with pytest.raises(ValueError, match=r"`range_momentum` must be in \[0, 1\). Received: range_momentum=2"):
+    with pytest.raises(ValueError, match=r"`range_momentum` must be a finite number >= 0.0 and < 1.0. Received: range_momentum=2"):
         QuantizedConcatenate(range_momentum=2)
 
 
@@ -328,7 +329,7 @@ def test_int8_export_folds_bn_into_the_qat_kernels_exactly(qat_ds_cnn):
         layer = qat_ds_cnn.get_layer(name)
         cell = getattr(layer, "cell", layer)
         depthwise = op["op_name"] == "DEPTHWISE_CONV_2D"
-        raw = np.asarray(cell._depthwise_kernel if depthwise else cell.kernel)
+        raw = np.asarray(cell.kernel)
         kernel = np.asarray(fake_quant_weights(raw, tuple(range(raw.ndim - (2 if depthwise else 1)))))
         if bn_name is not None:
             bn = qat_ds_cnn.get_layer(bn_name)
@@ -354,15 +355,25 @@ def test_qat_recurrent_cells_quantize_kernels_and_learn_state_ranges():
     layer(x, training=True)
     cell = layer.cell
     assert [fq.name for fq in cell.state_ranges] == ["h_range", "c_range"]
-    for raw, quantized in ((cell._input_kernel, cell.kernel), (cell._state_kernel, cell.recurrent_kernel)):
-        np.testing.assert_array_equal(np.asarray(quantized), np.asarray(fake_quant_weights(raw, (0,))))
+    # one step against the LSTM equations written out with fake-quantized kernels and the learned state ranges
+    kernel, recurrent_kernel = (np.asarray(fake_quant_weights(w, (0,))) for w in (cell.kernel, cell.recurrent_kernel))
+    h0, c0 = np.full((4, 5), 0.3, "float32"), np.full((4, 5), -0.2, "float32")
+    z = x[:, 0] @ kernel + h0 @ recurrent_kernel + np.asarray(cell.bias)
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    i, f, g, o = np.split(z, 4, axis=-1)
+    c = np.asarray(cell.c_range(sigmoid(f) * c0 + sigmoid(i) * np.tanh(g)))
+    h = np.asarray(cell.h_range(sigmoid(o) * np.tanh(c)))
+    step_h, (state_h, state_c) = cell(x[:, 0], [h0, c0])
+    np.testing.assert_allclose(np.asarray(state_c), c, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(step_h), h, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(step_h), np.asarray(state_h))
     assert all(float(fq.initialized.numpy()) == 1.0 for fq in cell.state_ranges)
     h_range = cell.h_range
     outputs = np.asarray(layer(x))  # every output (= h) is on the learned h grid
     steps = np.diff(np.unique(outputs)) / _range_scale(h_range)
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-2)
     assert outputs.min() >= float(h_range.range_min.numpy()) - 1e-6
-    with pytest.raises(ValueError, match=r"`range_momentum` must be in \[0, 1\). Received: range_momentum=-1"):
+    with pytest.raises(ValueError, match=r"`range_momentum` must be a finite number >= 0.0 and < 1.0. Received: range_momentum=-1"):
         QuantizedKerasGRU(3, range_momentum=-1)
 
 

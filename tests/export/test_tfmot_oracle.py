@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from tests.export.conftest import BINS, CLASSES, FRAMES, synthetic
-from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.transforms.qat import quantize_aware
 from tfx_ext.lite.verification import tflite_predict
 

@@ -94,7 +94,7 @@ def test_cli_convert_writes_streaming_keras_and_tflite(trained, tmp_path):
     streaming = keras.saving.load_model(tmp_path / "stream.keras")
     assert [t.name for t in streaming.inputs][0] == "features"
     assert "pool_buffer" in streaming.output
-    from tfx_ext.lite.convert import TFLiteModel
+    from tfx_ext.lite import TFLiteModel
 
     lite = TFLiteModel(tmp_path / "stream.tflite")
     assert set(lite.input_names) == {t.name for t in streaming.inputs}

@@ -197,7 +197,7 @@ def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
     """Exports the streaming model to float and full-int8 TFLite and streams the recording through LiteRT."""
     from tfx_ext.apps import kws
     from tfx_ext.data import label_names, load_speech_commands
-    from tfx_ext.lite.convert import TFLiteModel, to_tflite
+    from tfx_ext.lite import TFLiteModel, to_tflite
     from tfx_ext.lite.int8 import streaming_calibration_data
     from tfx_ext.lite.verification import verify
 

@@ -1,11 +1,14 @@
 """TFLite/LiteRT: export (`convert`, with full int8 in `int8`), the LiteRT runner and verification.
 
-    convert        to_tflite: float / dynamic / float16 / int8, named signatures; TFLiteModel (LiteRT, by name)
-    int8           calibration data, unrolled recurrences, the full-integer check
+    signatures     signature names, named inputs/outputs, the serving function, state variables
+    runtime        TFLiteModel: LiteRT, inputs and outputs by name, int8 (de)quantized
+    convert        to_tflite: float / dynamic / float16 / int8 dispatch, the SavedModel converter
+    int8           calibration data, unrolled recurrences, int8 converter setup, the full-integer check
     verification   verify: a .tflite against its Keras model, whole clips or streamed
 """
 
-from tfx_ext.lite.convert import TFLiteModel, to_tflite
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.lite.int8 import check_full_integer, non_integer_ops, streaming_calibration_data
 from tfx_ext.lite.verification import Verification, tflite_predict, verify
 

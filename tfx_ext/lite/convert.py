@@ -1,10 +1,8 @@
-"""TFLite/LiteRT export and a runner that binds tensors by signature name.
+"""`to_tflite`: a Keras model to a TFLite flatbuffer with named signatures (float32, dynamic, float16 or int8).
 
-Why a signature function: `TFLiteConverter.from_keras_model` keeps Keras input names but calls outputs
-`output_0`, `output_1`, ..., so a streaming model's states could only be bound by position. We export a serving
-function whose inputs and outputs are dicts keyed by the Keras input names and by the model's output names (state
-names for external-state streaming models), through `keras.export.ExportArchive` (which tracks Keras 3 variables
-properly) and `TFLiteConverter.from_saved_model`.
+The model's serving function (`tfx_ext.lite.signatures`) is written as a SavedModel through
+`keras.export.ExportArchive` (which tracks Keras 3 variables properly) and converted with
+`TFLiteConverter.from_saved_model`; int8 exports are configured and checked by `tfx_ext.lite.int8`.
 """
 
 from __future__ import annotations
@@ -12,74 +10,29 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-import time
-from typing import Any, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfx_ext._validate import check_choice
 from tfx_ext.backend import quiet_native_logs
 from tfx_ext.errors import ExportError
+from tfx_ext.lite import int8
+from tfx_ext.lite.signatures import (
+    RESET_INPUT,
+    RESET_SIGNATURE,
+    SIGNATURE,
+    keras_model,
+    reset_input_signature,
+    serving_function,
+    state_variables,
+)
+from tfx_ext.streaming.convert import StreamingRunner
 
-SIGNATURE = "serving_default"
-# Extra signature of internal-state streaming models: zeroes every state variable (starts a new stream). LiteRT's
-# `reset_all_variables()` does not touch resource variables, so this is how apps and `TFLiteModel` restart.
-RESET_SIGNATURE = "reset_states"
-# The int8 calibrator cannot load a signature without inputs, so int8 exports give `reset_states` a dummy int32
-# input of this name (`TFLiteModel.reset_variables` fills it in).
-RESET_INPUT = "reset"
 FLOAT_QUANTIZE_MODES = (None, "dynamic", "float16")
 
-
-def output_names(model: keras.Model) -> list[str]:
-    """Names of the model's outputs: the dict keys for dict outputs, else Keras's `output_names`."""
-    if isinstance(model.output, dict):
-        return list(model.output.keys())
-    return list(model.output_names)
-
-
-def _input_specs(model: keras.Model, batch_size: int | None) -> dict[str, tf.TensorSpec]:
-    specs = {}
-    for tensor in model.inputs:
-        name = tensor.name
-        shape = tuple(tensor.shape)
-        if batch_size is not None:
-            shape = (batch_size, *shape[1:])
-        elif shape[0] is None:
-            shape = (1, *shape[1:])
-        if any(dim is None for dim in shape[1:]):
-            raise ExportError(
-                f"input {name!r} has an unknown non-batch dimension {shape}; TFLite needs static shapes. "
-                "Rebuild the model with a fixed input shape (e.g. frames per step for streaming models)."
-            )
-        specs[name] = tf.TensorSpec(shape, tensor.dtype, name=name)
-    return specs
-
-
-def serving_function(model: keras.Model, batch_size: int | None = None):
-    """A function of a dict of named inputs that returns a dict of named outputs, plus its input signature."""
-    specs = _input_specs(model, batch_size)
-    names = output_names(model)
-    input_order = [tensor.name for tensor in model.inputs]
-
-    def serve(inputs):
-        args = [inputs[name] for name in input_order]
-        outputs = model(args[0] if len(args) == 1 else args, training=False)
-        if isinstance(outputs, dict):
-            return {name: outputs[name] for name in names}
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return dict(zip(names, outputs))
-
-    return serve, [specs]
-
-
-def state_variables(model: keras.Model) -> list:
-    """Internal-state variables of the streaming layers of `model` (empty for other models)."""
-    from tfx_ext.streaming.contract import streaming_layers
-
-    return [variable for layer in streaming_layers(model) for variable in layer.state_variables]
+__all__ = ["to_tflite", "saved_model_converter", "FLOAT_QUANTIZE_MODES"]
 
 
 def saved_model_converter(model: keras.Model, batch_size: int | None, workdir: str, *,
@@ -100,7 +53,7 @@ def saved_model_converter(model: keras.Model, batch_size: int | None, workdir: s
     states = state_variables(model)
     saved = [np.asarray(variable) for variable in states]
     if states:
-        reset_signature = [tf.TensorSpec((1,), tf.int32, name=RESET_INPUT)] if reset_input else []
+        reset_signature = reset_input_signature(reset_input)
 
         def reset(*flag):
             for variable in states:
@@ -124,7 +77,7 @@ def saved_model_converter(model: keras.Model, batch_size: int | None, workdir: s
 
 
 def to_tflite(
-    model: keras.Model,
+    model: keras.Model | StreamingRunner,
     path: str | os.PathLike | None = None,
     *,
     quantize: str | None = None,
@@ -137,7 +90,7 @@ def to_tflite(
 
     Args:
         model: a functional or Sequential Keras 3 model (non-streaming, or streaming with internal or external
-            state from `to_streaming`).
+            state), or the `StreamingRunner` that `to_streaming` returns (its model is exported).
         path: where to write the `.tflite` file (parents created); None to only return the bytes.
         quantize: None (float32), "dynamic" (int8 weights, float activations), "float16" (float16 weights) or
             "int8" (full-integer: int8 weights, activations and streaming states; `tfx_ext.lite.int8`).
@@ -163,17 +116,13 @@ def to_tflite(
             or float ops / inner QUANTIZE-DEQUANTIZE left in the model (listed) unless `allow_float_ops`.
         DataError: int8 representative data with the wrong input names, shapes or dtypes.
     """
-    if quantize not in FLOAT_QUANTIZE_MODES + ("int8",):
-        raise ValueError(
-            f"`quantize` must be one of {FLOAT_QUANTIZE_MODES + ('int8',)}. Received: quantize={quantize!r}"
-        )
+    check_choice("quantize", quantize, FLOAT_QUANTIZE_MODES + ("int8",))
+    model = keras_model(model)
     with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
         if quantize == "int8":
-            from tfx_ext.lite.int8 import convert_int8
-
             with quiet_native_logs():
-                flatbuffer = convert_int8(model, workdir, representative_data=representative_data,
-                                          batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
+                flatbuffer = _convert_int8(model, workdir, representative_data=representative_data,
+                                           batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
         else:
             flatbuffer = _convert_float(model, quantize, batch_size, workdir)
     if path is not None:
@@ -198,175 +147,20 @@ def _convert_float(model: keras.Model, quantize: str | None, batch_size: int | N
         raise ExportError(f"TFLite conversion of model {model.name!r} failed: {error}") from error
 
 
-def _scale_zero_point(detail: Mapping) -> tuple[float, int] | None:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    if not scale or not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-        return None
-    return float(scale), int(zero_point)
+def _convert_int8(model: keras.Model, workdir: str, *, representative_data, batch_size: int | None, int8_io: bool,
+                  allow_float_ops: bool) -> bytes:
+    """Full-integer conversion (see `to_tflite` and `tfx_ext.lite.int8`)."""
+    learned_ranges = int8.require_calibration(model, representative_data)
+    with int8.unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
+        converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
+    int8.configure_int8(converter, specs, representative_data=representative_data, int8_io=int8_io,
+                        allow_float_ops=allow_float_ops)
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        raise int8.conversion_error(model, error) from error
+    if not allow_float_ops:
+        int8.check_full_integer(flatbuffer, model.name,
+                                learned_ranges_only=learned_ranges and representative_data is None)
+    return flatbuffer
 
-
-def quantize_input(value: np.ndarray, detail: Mapping) -> np.ndarray:
-    """Quantizes a float array for an integer tensor with `detail["quantization"]` (scale, zero point); other
-    arrays are cast to the tensor's dtype."""
-    dtype = np.dtype(detail["dtype"])
-    params = _scale_zero_point(detail)
-    if params is None or not np.issubdtype(value.dtype, np.floating):
-        return value.astype(dtype, copy=False)
-    scale, zero_point = params
-    info = np.iinfo(dtype)
-    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def dequantize_output(value: np.ndarray, detail: Mapping) -> np.ndarray:
-    """Float values of an integer tensor with a scale and zero point (other arrays unchanged)."""
-    params = _scale_zero_point(detail)
-    if params is None:
-        return value
-    scale, zero_point = params
-    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
-class TFLiteModel:
-    """Runs a `.tflite` model in the LiteRT interpreter, binding inputs and outputs by signature name.
-
-    Args:
-        model: path to a `.tflite` file or the flatbuffer bytes.
-        signature: signature key (default "serving_default").
-        num_threads: interpreter threads (None: LiteRT's default).
-        dequantize: for int8 models, return float outputs (states included) from each tensor's scale and zero
-            point (True), or the raw integers (False). Float inputs to int8 tensors are always quantized.
-
-    Example:
-        >>> runner = TFLiteModel(to_tflite(model))           # doctest: +SKIP
-        >>> outputs = runner(audio=np.zeros((1, 49, 40)))    # doctest: +SKIP
-    """
-
-    def __init__(self, model: bytes | str | os.PathLike, *, signature: str = SIGNATURE, num_threads: int | None = None,
-                 dequantize: bool = True):
-        from ai_edge_litert.interpreter import Interpreter
-
-        if isinstance(model, (bytes, bytearray)):
-            self.content = bytes(model)
-        else:
-            self.content = pathlib.Path(model).read_bytes()
-        with quiet_native_logs():  # The XNNPACK delegate announces itself when tensors are first allocated.
-            self.interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-            signatures = self.interpreter.get_signature_list()
-            if signature not in signatures:
-                raise ExportError(f"signature {signature!r} not in the model; available: {sorted(signatures)}")
-            self.signature = signature
-            self.runner = self.interpreter.get_signature_runner(signature)
-        self.input_details = self.runner.get_input_details()
-        self.output_details = self.runner.get_output_details()
-        self.dequantize = dequantize
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self.input_details)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self.output_details)
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.content)
-
-    def __call__(self, inputs: Mapping[str, Any] | None = None, **kwargs) -> dict[str, np.ndarray]:
-        """Runs one invocation; inputs by name (a dict or keyword arguments). Returns outputs by name."""
-        feed = dict(inputs or {}, **kwargs)
-        missing = set(self.input_names) - set(feed)
-        unknown = set(feed) - set(self.input_names)
-        if missing or unknown:
-            raise ValueError(
-                f"inputs must be exactly {self.input_names}. Missing: {sorted(missing)}; unknown: {sorted(unknown)}"
-            )
-        cast = {}
-        for name, value in feed.items():
-            detail = self.input_details[name]
-            value = np.asarray(value)
-            if tuple(value.shape) != tuple(detail["shape"]):
-                raise ValueError(
-                    f"input {name!r} must have shape {tuple(detail['shape'])}. Received: shape={value.shape}"
-                )
-            cast[name] = quantize_input(value, detail)  # float -> int8 by the tensor's scale/zero point
-        outputs = {name: np.array(value) for name, value in self.runner(**cast).items()}
-        if self.dequantize:
-            outputs = {name: dequantize_output(value, self.output_details[name]) for name, value in outputs.items()}
-        return outputs
-
-    @property
-    def state_names(self) -> list[str]:
-        """External states: names that are both signature inputs and outputs (`<layer>_<state>`)."""
-        return [name for name in self.input_names if name in self.output_details]
-
-    def run_stream(self, sequence, *, reset: bool = True) -> dict[str, np.ndarray]:
-        """Streams a `(batch, time, ...)` sequence through a streaming model, feeding external states back.
-
-        The chunk length is the frames of the signature's data input; `time` must be a multiple of it. Returns the
-        non-state outputs stacked along a new axis 1 (one entry per step).
-        """
-        data = [name for name in self.input_names if name not in self.state_names]
-        if len(data) != 1:
-            raise ValueError(f"run_stream needs exactly one data input. Received: inputs={self.input_names}")
-        step = int(self.input_details[data[0]]["shape"][1])
-        sequence = np.asarray(sequence)
-        if sequence.ndim < 2 or sequence.shape[1] % step:
-            raise ValueError(f"sequence length must be a multiple of {step} frames. Received: shape={sequence.shape}")
-        if reset:
-            self.reset_variables()
-        states = {name: np.zeros(self.input_details[name]["shape"], np.float32) for name in self.state_names}
-        if not self.dequantize:  # raw integers: zero state is the zero point
-            states = {name: quantize_input(value, self.input_details[name]) for name, value in states.items()}
-        steps = []
-        for start in range(0, sequence.shape[1], step):
-            outputs = self({data[0]: sequence[:, start:start + step], **states})
-            states = {name: outputs[name] for name in self.state_names}
-            steps.append({name: value for name, value in outputs.items() if name not in states})
-        return {name: np.stack([s[name] for s in steps], axis=1) for name in steps[0]}
-
-    def reset_variables(self) -> None:
-        """Restarts the stream: zeroes internal streaming state (via the `reset_states` signature when present)."""
-        if RESET_SIGNATURE in self.interpreter.get_signature_list():
-            reset = self.interpreter.get_signature_runner(RESET_SIGNATURE)
-            # int8 exports give the reset signature a dummy int32 input (the calibrator needs one).
-            reset(**{name: np.zeros(d["shape"], d["dtype"]) for name, d in reset.get_input_details().items()})
-        self.interpreter.reset_all_variables()
-
-    def invoker(self, inputs: Mapping[str, Any]):
-        """Binds `inputs` (by name, quantized for int8 tensors) and returns a zero-argument function that runs one
-        bare invocation of the signature: what an app pays per step, without the Python-side binding,
-        (de)quantization and output copies that `__call__` adds (those dominate a tiny streaming step)."""
-        self(inputs)  # checks names and shapes, sizes the tensors and sets the inputs
-        wrapper = getattr(self.runner, "_interpreter_wrapper", None)
-        index = getattr(self.runner, "_subgraph_index", None)
-        if wrapper is None or index is None:  # a LiteRT without these internals: time the whole call instead
-            return lambda: self(inputs)
-        return lambda: wrapper.Invoke(index)
-
-    def latency(self, inputs: Mapping[str, Any], *, warmup: int = 3, repeats: int = 20) -> float:
-        """Median seconds per bare invocation (see `invoker`) over `repeats` runs after `warmup` runs. Streaming
-        models with internal state advance their state with every run."""
-        invoke = self.invoker(inputs)
-        for _ in range(warmup):
-            invoke()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            invoke()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
-
-__all__ = [
-    "to_tflite",
-    "TFLiteModel",
-    "serving_function",
-    "saved_model_converter",
-    "output_names",
-    "state_variables",
-    "quantize_input",
-    "dequantize_output",
-    "RESET_SIGNATURE",
-]

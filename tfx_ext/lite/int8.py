@@ -1,6 +1,8 @@
 """Full-integer (int8) TFLite export: representative data with realistic streaming states, and an op check.
 
-`to_tflite(model, quantize="int8", representative_data=...)` (in `tfx_ext.lite.convert`) calls `convert_int8` here.
+`to_tflite(model, quantize="int8", representative_data=...)` (in `tfx_ext.lite.convert`) builds the SavedModel
+converter and uses this module for everything int8: `require_calibration`, `unrolled_recurrences`,
+`configure_int8`, `conversion_error` and `check_full_integer`.
 
 Three kinds of models:
 - non-streaming models: representative data are dicts of input name -> array (one signature invocation each);
@@ -9,7 +11,8 @@ Three kinds of models:
   float streaming model over real sequences and yields every step's inputs together with the states it saw
   (calibrating on zero states leaves the state tensors with a useless range);
 - internal-state streaming models: the states are resource variables, quantized with
-  `_experimental_variable_quantization` (no QUANTIZE/DEQUANTIZE around them). The calibrator runs the float model
+  the converter's variable quantization (`tfx_ext._compat.enable_variable_quantization`; no QUANTIZE/DEQUANTIZE
+  around them). The calibrator runs the float model
   invocation after invocation, so the variables follow real streams; `streaming_calibration_data` restarts each
   sequence through the `reset_states` signature. That signature takes a dummy int32 input `reset` here, because
   the calibrator cannot load a model with an input-less signature.
@@ -32,8 +35,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ai_edge_litert import schema_py_generated as schema
+
+from tfx_ext._compat import enable_variable_quantization
 from tfx_ext.errors import DataError, ExportError
-from tfx_ext.lite.convert import RESET_INPUT, RESET_SIGNATURE, SIGNATURE, saved_model_converter, state_variables
+from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
+from tfx_ext.streaming.convert import StreamingRunner
+from tfx_ext.transforms.qat import is_quantize_aware
 
 # Ops that hold no arithmetic: variables, control flow and shape plumbing on int32.
 _BOOKKEEPING_OPS = {"VAR_HANDLE", "CALL_ONCE", "READ_VARIABLE", "ASSIGN_VARIABLE", "WHILE", "IF"}
@@ -128,8 +136,6 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         data inputs and the states each step received; for internal-state models the data inputs, preceded at every
         sequence start by `("reset_states", {"reset": ...})`.
     """
-    from tfx_ext.streaming.convert import StreamingRunner
-
     runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
     internal = bool(state_variables(runner.model))
     if len(runner.input_names) != 1:
@@ -147,7 +153,7 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         sequence = sequences[start:start + batch]
         runner.reset()
         if internal and reset:
-            samples.append((RESET_SIGNATURE, {RESET_INPUT: np.zeros((1,), np.int32)}))
+            samples.append(reset_sample())
         for t in range(0, sequence.shape[1], step):
             chunk = sequence[:, t:t + step]
             samples.append({name: chunk, **{k: np.asarray(v) for k, v in runner.states.items()}})
@@ -163,9 +169,8 @@ def _enum_names(enum) -> dict[int, str]:
 
 def model_ops(flatbuffer: bytes) -> list[dict]:
     """Every op of every subgraph: `{"subgraph", "index", "op", "inputs", "outputs"}` with tensor type names and
-    whether each tensor is a subgraph input/output (`"boundary"`)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
+    whether each tensor is a subgraph input/output (`"boundary"`). Read with the flatbuffer schema LiteRT ships
+    (`ai_edge_litert.schema_py_generated`)."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
@@ -218,8 +223,12 @@ def non_integer_ops(flatbuffer: bytes) -> list[str]:
     return found
 
 
-def check_full_integer(flatbuffer: bytes, model_name: str = "model") -> None:
-    """Raises `ExportError` listing the float ops and inner QUANTIZE/DEQUANTIZE ops of an int8 flatbuffer."""
+def check_full_integer(flatbuffer: bytes, model_name: str = "model", *, learned_ranges_only: bool = False) -> None:
+    """Raises `ExportError` listing the float ops and inner QUANTIZE/DEQUANTIZE ops of an int8 flatbuffer.
+
+    `learned_ranges_only`: the export was calibrated from a `quantize_aware` model's ranges alone (no
+    representative data); the error then says which tensors have none.
+    """
     found = non_integer_ops(flatbuffer)
     if found:
         shown = "; ".join(found[:20]) + (f"; ... ({len(found) - 20} more)" if len(found) > 20 else "")
@@ -228,6 +237,8 @@ def check_full_integer(flatbuffer: bytes, model_name: str = "model") -> None:
             f"int8 export of model {model_name!r} is not full-integer: ops without int8 kernels: {float_ops}; "
             f"{len(found)} op(s) compute in float or convert between float and int8 inside the model: {shown}. "
             "Pass allow_float_ops=True to accept a hybrid model, or replace those layers."
+            + (" (This quantize-aware model has tensors without learned ranges, such as recurrent layers' "
+               "internals or streaming states: pass representative_data for them.)" if learned_ranges_only else "")
         )
 
 
@@ -272,91 +283,70 @@ def unrolled_recurrences(model: keras.Model):
 
 
 # ----- conversion --------------------------------------------------------------------------------------------------
-def has_fake_quant(model: keras.Model) -> bool:
-    """True when the model carries learned quantization ranges (a `quantize_aware` model)."""
-    try:
-        from tfx_ext.transforms.qat import is_quantize_aware
-    except ImportError:
-        return False
-    return is_quantize_aware(model)
-
-
-def convert_int8(
-    model: keras.Model,
-    workdir: str,
-    *,
-    representative_data=None,
-    batch_size: int | None = 1,
-    int8_io: bool = True,
-    allow_float_ops: bool = False,
-) -> bytes:
-    """Converts `model` to a full-integer int8 flatbuffer (see the module docstring).
+def require_calibration(model: keras.Model, representative_data) -> bool:
+    """Checks that an int8 export of `model` has calibration: representative data, or learned ranges (a
+    `quantize_aware` model). Returns whether the model has learned ranges.
 
     Raises:
-        ValueError: `representative_data` missing for a model without learned ranges.
-        DataError: representative data of the wrong names, shapes or dtypes.
-        ExportError: an op has no int8 kernel (named), or the result is not full-integer.
+        ValueError: no representative data for a model without learned ranges.
     """
-    from tfx_ext.backend import quiet_native_logs
-
-    qat = has_fake_quant(model)
+    qat = is_quantize_aware(model)
     if representative_data is None and not qat:
         raise ValueError(
             "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
             "streaming states included; see streaming_calibration_data), unless the model was trained with "
             "tfx_ext.transforms.qat.quantize_aware. Received: representative_data=None"
         )
-    with unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
-        converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
+    return qat
+
+
+def configure_int8(converter: tf.lite.TFLiteConverter, specs: Mapping[str, Mapping[str, tf.TensorSpec]], *,
+                   representative_data=None, int8_io: bool = True, allow_float_ops: bool = False) -> None:
+    """Sets up `converter` (made by `tfx_ext.lite.convert.saved_model_converter` with `reset_input=True`) for a
+    full-integer export: checked calibration data for every signature, int8 kernels, int8 I/O, int8 state variables.
+
+    Raises:
+        DataError: representative data of the wrong names, shapes or dtypes.
+    """
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative_data is not None:
         samples = check_representative_data(representative_data, specs)
         if RESET_SIGNATURE in specs and not any(key == RESET_SIGNATURE for key, _ in samples):
-            samples.append((RESET_SIGNATURE, {RESET_INPUT: np.zeros((1,), np.int32)}))
+            samples.append(reset_sample())
 
         def generator():
             for key, values in samples:
                 yield (key, values) if len(specs) > 1 else values
 
         converter.representative_dataset = generator
-    if representative_data is not None and allow_float_ops:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    elif representative_data is not None:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else [])
     # (QAT without representative data: TFLITE_BUILTINS_INT8 would make the converter demand a representative
     # dataset before it looks for the fake-quant ops; full-integer is checked on the result instead.)
     if int8_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     # State variables (internal-state streaming) quantized too: no QUANTIZE/DEQUANTIZE around READ/ASSIGN_VARIABLE.
-    converter._experimental_variable_quantization = True
-    try:
-        with quiet_native_logs():
-            flatbuffer = converter.convert()
-    except Exception as error:  # the converter raises several unrelated types
-        message = str(error)
-        op = _unsupported_op(message) if ("quantiz" in message.lower() or "int8" in message.lower()) else None
-        if op is not None:
-            raise ExportError(
-                f"int8 export of model {model.name!r} failed: op {op!r} has no int8 kernel. Replace the layer that "
-                f"produces it, or pass allow_float_ops=True for a hybrid model. Converter message: {message}"
-            ) from error
-        raise ExportError(f"int8 TFLite conversion of model {model.name!r} failed: {message}") from error
-    if not allow_float_ops:
-        try:
-            check_full_integer(flatbuffer, model.name)
-        except ExportError as error:
-            if qat and representative_data is None:
-                raise ExportError(
-                    f"{error} (This quantize-aware model has tensors without learned ranges, such as recurrent "
-                    "layers' internals or streaming states: pass representative_data for them.)"
-                ) from None
-            raise
-    return flatbuffer
+    enable_variable_quantization(converter)
+
+
+def conversion_error(model: keras.Model, error: Exception) -> ExportError:
+    """The `ExportError` for a failed int8 conversion: names the op without an int8 kernel when the converter's
+    message does."""
+    message = str(error)
+    op = _unsupported_op(message) if ("quantiz" in message.lower() or "int8" in message.lower()) else None
+    if op is not None:
+        return ExportError(
+            f"int8 export of model {model.name!r} failed: op {op!r} has no int8 kernel. Replace the layer that "
+            f"produces it, or pass allow_float_ops=True for a hybrid model. Converter message: {message}"
+        )
+    return ExportError(f"int8 TFLite conversion of model {model.name!r} failed: {message}")
 
 
 __all__ = [
-    "convert_int8",
+    "require_calibration",
+    "configure_int8",
+    "conversion_error",
     "unrolled_recurrences",
     "streaming_calibration_data",
     "check_representative_data",
@@ -364,5 +354,3 @@ __all__ = [
     "non_integer_ops",
     "model_ops",
 ]
-
-

@@ -8,7 +8,9 @@ import os
 import keras
 import numpy as np
 
-from tfx_ext.lite.convert import TFLiteModel, output_names
+from tfx_ext.lite.runtime import TFLiteModel
+from tfx_ext.lite.signatures import keras_model, output_names
+from tfx_ext.streaming.convert import StreamingRunner
 
 
 @dataclasses.dataclass
@@ -72,13 +74,13 @@ def tflite_predict(runner: TFLiteModel, x: np.ndarray, output: str | None = None
     return np.concatenate(results).astype(np.float32)
 
 
-def verify(model: keras.Model, tflite, data, *, float_size: int | None = None, output: str | None = None,
+def verify(model: keras.Model | StreamingRunner, tflite, data, *, float_size: int | None = None, output: str | None = None,
            ) -> Verification:
     """Compares a float Keras model with a TFLite export over data.
 
     Args:
         model: the float reference: a non-streaming Keras model whose output for a whole example is the one to
-            compare (for a streaming export: the output after the last step).
+            compare (for a streaming export: the output after the last step), or a `StreamingRunner` (its model).
         tflite: a `TFLiteModel`, flatbuffer bytes or a `.tflite` path (non-streaming, or streaming with either
             state kind: it is streamed over each example).
         data: `x` or `(x, y)` with integer labels `y` (then accuracies are reported).
@@ -90,6 +92,7 @@ def verify(model: keras.Model, tflite, data, *, float_size: int | None = None, o
     """
     runner = tflite if isinstance(tflite, TFLiteModel) else TFLiteModel(
         tflite if isinstance(tflite, (bytes, bytearray)) else os.fspath(tflite))
+    model = keras_model(model)
     x, y = (data if isinstance(data, tuple) else (data, None))
     x = np.asarray(x, np.float32)
     name = output or output_names(model)[0]

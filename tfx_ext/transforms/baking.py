@@ -15,8 +15,11 @@ import copy
 import keras
 import numpy as np
 
-from tfx_ext.layers.hyper_network import HyperNetwork
+from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, _HyperLayer
+from tfx_ext.layers.hyper_network import HyperNetwork
+from tfx_ext.layers.stream import Stream
+from tfx_ext.transforms._graph import functional_config
 
 __all__ = ["bake", "hyper_parameter_report"]
 
@@ -43,9 +46,6 @@ def _plain_layer(layer: _HyperLayer) -> keras.layers.Layer:
 
 def _streamable(layer: _HyperLayer, plain: keras.layers.Layer) -> keras.layers.Layer:
     """Wraps a baked convolution in `tfx_ext.layers.Stream` with the time padding that reproduces `layer`."""
-    from tfx_ext.errors import NotStreamableError
-    from tfx_ext.layers.stream import Stream
-
     if isinstance(layer, HyperDense):
         return plain  # frame-local: streams as it is
     effective = (layer.kernel_size[0] - 1) * layer.dilation_rate[0] + 1
@@ -108,11 +108,7 @@ def bake(model: keras.Model, *, stream: bool = False) -> keras.Model:
         ValueError: a hyper layer is conditional (its kernel depends on a context input) or called more than once,
             a `HyperNetwork`'s output feeds something other than hyper layers, or a nested model holds hyper layers.
     """
-    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential) or not hasattr(model, "_nodes"):
-        raise TypeError(f"`model` must be a functional keras.Model. Received: model={type(model).__name__}")
-    config = copy.deepcopy(model.get_config())
-    if "layers" not in config:
-        raise TypeError(f"`model` must be a functional keras.Model. Received: model={type(model).__name__}")
+    config = copy.deepcopy(functional_config(model))
     by_name = {operation.name: operation for operation in model.operations}  # layers and keras.ops nodes
     generator_names = {entry["name"] for entry in config["layers"] if isinstance(by_name[entry["name"]], HyperNetwork)}
     used = _history_layers(config["output_layers"]) & generator_names

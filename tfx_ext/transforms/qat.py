@@ -42,12 +42,18 @@ range), so it lives in `tfx_ext/`, not `layers/`.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from tfx_ext._validate import check_int, check_number
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
+from tfx_ext.streaming.contract import StreamingLayer
+from tfx_ext.streaming.convert import _graph_config, _history
+from tfx_ext.transforms._graph import functional_config
 
 
 def fake_quant_weights(kernel, reduce_axes: tuple[int, ...]):
@@ -89,12 +95,10 @@ class FakeQuant(keras.layers.Identity):
 
     def __init__(self, momentum: float = 0.9, num_bits: int = 8, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum!r}")
-        if num_bits not in (8,):
+        self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        if check_int("num_bits", num_bits) != 8:
             raise ValueError(f"`num_bits` must be 8 (TFLite int8). Received: num_bits={num_bits!r}")
-        self.momentum = float(momentum)
-        self.num_bits = int(num_bits)
+        self.num_bits = 8
         self.built = False
 
     def build(self, input_shape):
@@ -124,42 +128,55 @@ class FakeQuant(keras.layers.Identity):
 
 
 class _KernelFakeQuant:
-    """Mixin: the `kernel` the layer's `call` reads is fake-quantized per output channel."""
+    """Mixin: the layer's own `call`, computed from its public weights with the kernel fake-quantized per output
+    channel (the same maths as the Keras layer's `call`, which reads `self.kernel` itself)."""
 
-    _channel_axes = 1  # trailing axes that index channels
+    _channel_axes = 1  # trailing axes of the kernel that index channels
 
-    def _qat_kernel(self, kernel):
-        if not getattr(self, "_qat_active", False):
-            return kernel
-        axes = tuple(range(len(kernel.shape) - self._channel_axes))
-        return fake_quant_weights(kernel, axes)
+    def _project(self, inputs, kernel):
+        raise NotImplementedError
 
-    def call(self, inputs, *args, **kwargs):  # `inputs` named: Keras reads the first argument's name for build
-        self._qat_active = True
-        try:
-            return super().call(inputs, *args, **kwargs)
-        finally:
-            self._qat_active = False
+    def _bias(self):
+        return self.bias
 
-
-class _PropertyKernel(_KernelFakeQuant):
-    @property
-    def kernel(self):
-        return self._qat_kernel(super().kernel)
+    def call(self, inputs, training=None):  # `inputs` named: Keras reads the first argument's name for build
+        axes = tuple(range(len(self.kernel.shape) - self._channel_axes))
+        outputs = self._project(inputs, fake_quant_weights(self.kernel, axes))
+        if self.bias is not None:
+            outputs = ops.add(outputs, self._bias())
+        return outputs if self.activation is None else self.activation(outputs)
 
 
-class _AttributeKernel(_KernelFakeQuant):
-    """For layers that store `self.kernel` as a plain attribute (depthwise convs)."""
+class _DenseFakeQuant(_KernelFakeQuant):
+    def _project(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
 
+
+class _ConvBias:
+    def _bias(self):
+        channels_last = self.data_format == "channels_last"
+        return ops.reshape(self.bias, (1,) * (self.rank + 1) + (-1,) if channels_last else (1, -1) + (1,) * self.rank)
+
+
+class _ConvFakeQuant(_ConvBias, _KernelFakeQuant):
+    def _project(self, inputs, kernel):
+        padding = self.padding
+        if padding == "causal":  # Conv1D: pad the past, as keras.layers.Conv1D does
+            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+            time = [left, 0]
+            inputs = ops.pad(inputs, [[0, 0], time, [0, 0]] if self.data_format == "channels_last"
+                             else [[0, 0], [0, 0], time])
+            padding = "valid"
+        return ops.conv(inputs, kernel, strides=list(self.strides), padding=padding,
+                        dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+
+class _DepthwiseFakeQuant(_ConvBias, _KernelFakeQuant):
     _channel_axes = 2  # (..., in_channels, multiplier): TFLite quantizes per in_channels * multiplier
 
-    @property
-    def kernel(self):
-        return self._qat_kernel(self._depthwise_kernel)
-
-    @kernel.setter
-    def kernel(self, value):
-        self._depthwise_kernel = value
+    def _project(self, inputs, kernel):
+        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
 
 
 def _register(name, bases, what: str = "per-channel int8 fake-quantized weights", **attributes):
@@ -169,11 +186,11 @@ def _register(name, bases, what: str = "per-channel int8 fake-quantized weights"
     return keras.saving.register_keras_serializable(package="tfx_ext")(cls)
 
 
-QuantizedDense = _register("QuantizedDense", (_PropertyKernel, keras.layers.Dense))
-QuantizedConv1D = _register("QuantizedConv1D", (_PropertyKernel, keras.layers.Conv1D))
-QuantizedConv2D = _register("QuantizedConv2D", (_PropertyKernel, keras.layers.Conv2D))
-QuantizedDepthwiseConv1D = _register("QuantizedDepthwiseConv1D", (_AttributeKernel, keras.layers.DepthwiseConv1D))
-QuantizedDepthwiseConv2D = _register("QuantizedDepthwiseConv2D", (_AttributeKernel, keras.layers.DepthwiseConv2D))
+QuantizedDense = _register("QuantizedDense", (_DenseFakeQuant, keras.layers.Dense))
+QuantizedConv1D = _register("QuantizedConv1D", (_ConvFakeQuant, keras.layers.Conv1D))
+QuantizedConv2D = _register("QuantizedConv2D", (_ConvFakeQuant, keras.layers.Conv2D))
+QuantizedDepthwiseConv1D = _register("QuantizedDepthwiseConv1D", (_DepthwiseFakeQuant, keras.layers.DepthwiseConv1D))
+QuantizedDepthwiseConv2D = _register("QuantizedDepthwiseConv2D", (_DepthwiseFakeQuant, keras.layers.DepthwiseConv2D))
 
 
 class _Ranged:
@@ -181,9 +198,7 @@ class _Ranged:
 
     def __init__(self, *args, range_momentum: float = 0.9, **kwargs):
         super().__init__(*args, **kwargs)
-        if not 0.0 <= float(range_momentum) < 1.0:
-            raise ValueError(f"`range_momentum` must be in [0, 1). Received: range_momentum={range_momentum!r}")
-        self.range_momentum = float(range_momentum)
+        self.range_momentum = check_number("range_momentum", range_momentum, low=0.0, high=1.0, high_open=True)
 
     def get_config(self):
         return {**super().get_config(), "range_momentum": self.range_momentum}
@@ -286,74 +301,130 @@ class QuantizedConcatenate(_RangeSublayer, keras.layers.Concatenate):
 
 
 # ----- recurrent layers ---------------------------------------------------------------------------------------------
-class _QuantizedCell:
-    """Mixin for Keras GRUCell/LSTMCell: `kernel` and `recurrent_kernel` are fake-quantized per output unit (the
-    unrolled cell runs as FULLY_CONNECTED ops with per-channel weights), and every state (h; LSTM: h and c) gets a
-    learned range (`FakeQuant` sublayers `h_range`, `c_range`) applied where the step computes it, so the states a
-    streaming model passes on (outputs or variables) are int8 on that range, and the state a step receives is on
-    its grid already. (The received state gets no range of its own: a second fake-quant op on a state input made
-    the converter requantize it through float when the two scales differed by a rounding.)
+class _QuantizedCell(_Ranged):
+    """Mixin for Keras GRUCell/LSTMCell: the step is computed in the cell's own `call` from its public weights,
+    with `kernel` and `recurrent_kernel` fake-quantized per output unit (the unrolled cell runs as FULLY_CONNECTED
+    ops with per-channel weights), and every state (h; LSTM: h and c) gets a learned range (`FakeQuant` sublayers
+    `h_range`, `c_range`) applied where the step computes it, so the states a streaming model passes on (outputs or
+    variables) are int8 on that range, and the state a step receives is on its grid already. (The received state
+    gets no range of its own: a second fake-quant op on a state input made the converter requantize it through
+    float when the two scales differed by a rounding.)
 
-    The ranges are updated at every time step in training (a moving average over steps and batches). The gates'
+    The step is Keras's fused form (`implementation=2`; `implementation=1` is the same maths split per gate). The
+    ranges are updated at every time step in training (a moving average over steps and batches). The gates'
     pre-activations and products inside the step have no learned range: int8 export calibrates them from
     representative data."""
 
     _state_names: tuple[str, ...] = ()
 
-    # (inputs or h, gates * units): one channel per gate unit, the rows of TFLite's FULLY_CONNECTED weights
-    kernel = property(lambda self: fake_quant_weights(self._input_kernel, (0,)),
-                      lambda self, value: setattr(self, "_input_kernel", value))
-    recurrent_kernel = property(lambda self: fake_quant_weights(self._state_kernel, (0,)),
-                                lambda self, value: setattr(self, "_state_kernel", value))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self._state_names:
+            setattr(self, f"{name}_range", FakeQuant(self.range_momentum, name=f"{name}_range"))
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        for fq in self.state_ranges:
+            fq.build(None)
 
     @property
     def state_ranges(self) -> list:
         return [getattr(self, f"{name}_range") for name in self._state_names]
 
-    def call(self, inputs, states, training=False):
-        self._range_training = training  # for `_QuantizedLSTMCell`'s carry
-        nested = isinstance(states, (list, tuple))
-        _, new_states = super().call(inputs, list(states) if nested else [states], training=training)
-        h = self.h_range(new_states[0], training=training)  # the output is h
-        return h, [h, *new_states[1:]] if nested else h
+    def _projections(self, inputs, h_tm1, training):
+        """x @ fq(kernel) (+ bias) and the dropped-out h_tm1 (rows of (inputs or h, gates * units): one channel per
+        gate unit)."""
+        if training and 0.0 < self.dropout < 1.0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        if training and 0.0 < self.recurrent_dropout < 1.0:
+            h_tm1 = h_tm1 * self.get_recurrent_dropout_mask(h_tm1)
+        return ops.matmul(inputs, fake_quant_weights(self.kernel, (0,))), h_tm1
+
+    def _recurrent_kernel(self):
+        return fake_quant_weights(self.recurrent_kernel, (0,))
 
 
 class _QuantizedGRUCell(_QuantizedCell, keras.layers.GRUCell):
     _state_names = ("h",)
 
+    def call(self, inputs, states, training=False):
+        nested = isinstance(states, (list, tuple))
+        h_tm1 = states[0] if nested else states
+        x, h_in = self._projections(inputs, h_tm1, training)
+        recurrent_kernel = self._recurrent_kernel()
+        units = self.units
+        input_bias = recurrent_bias = None
+        if self.use_bias:
+            input_bias, recurrent_bias = (self.bias[0], self.bias[1]) if self.reset_after else (self.bias, None)
+            x = ops.add(x, input_bias)
+        x_z, x_r, x_h = ops.split(x, 3, axis=-1)
+        if self.reset_after:
+            inner = ops.matmul(h_in, recurrent_kernel)
+            if recurrent_bias is not None:
+                inner = ops.add(inner, recurrent_bias)
+        else:
+            inner = ops.matmul(h_in, recurrent_kernel[:, : 2 * units])
+        z = self.recurrent_activation(x_z + inner[:, :units])
+        r = self.recurrent_activation(x_r + inner[:, units: 2 * units])
+        if self.reset_after:
+            recurrent_h = r * inner[:, 2 * units:]
+        else:
+            recurrent_h = ops.matmul(r * h_in, recurrent_kernel[:, 2 * units:])
+        hh = self.activation(x_h + recurrent_h)
+        h = self.h_range(z * h_tm1 + (1 - z) * hh, training=training)  # the output is h
+        return h, [h] if nested else h
+
 
 class _QuantizedLSTMCell(_QuantizedCell, keras.layers.LSTMCell):
-    """The carry c gets its range where LSTMCell computes it, so that h = o * tanh(c) reads the quantized c too (a
+    """The carry c gets its range where the step computes it, so that h = o * tanh(c) reads the quantized c too (a
     raw c with two consumers, tanh and the range, would leave the converter computing c's ADD in float)."""
 
     _state_names = ("h", "c")
 
-    def _compute_carry_and_output(self, *args):
-        c, o = super()._compute_carry_and_output(*args)
-        return self.c_range(c, training=self._range_training), o
+    def call(self, inputs, states, training=False):
+        h_tm1, c_tm1 = states[0], states[1]
+        x, h_in = self._projections(inputs, h_tm1, training)
+        z = x + ops.matmul(h_in, self._recurrent_kernel())
+        if self.use_bias:
+            z = z + self.bias
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        i, f, o = self.recurrent_activation(z_i), self.recurrent_activation(z_f), self.recurrent_activation(z_o)
+        c = self.c_range(f * c_tm1 + i * self.activation(z_c), training=training)
+        h = self.h_range(o * self.activation(c), training=training)
+        return h, [h, c]
 
-    def _compute_carry_and_output_fused(self, *args):
-        c, o = super()._compute_carry_and_output_fused(*args)
-        return self.c_range(c, training=self._range_training), o
+
+def _quantized_rnn_init(layer, rnn_class: type, cell_class: type, units: int, range_momentum: float,
+                        kwargs: dict) -> None:
+    """Constructs `layer` (a subclass of Keras GRU/LSTM) as `keras.layers.RNN` around a `cell_class` cell, with
+    the arguments Keras's GRU/LSTM constructor takes: those of the cell go to the cell, the rest to the RNN.
+
+    Keras's GRU/LSTM build their cell inside `__init__` with no way to choose its class; RNN takes any cell. The
+    cuDNN path is off: it would run Keras's fused kernel instead of the quantized cell's `call`."""
+    cell_arguments = set(inspect.signature(rnn_class.__init__).parameters) - set(
+        inspect.signature(keras.layers.RNN.__init__).parameters) - {"use_cudnn", "activity_regularizer", "kwargs"}
+    cell_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in cell_arguments}
+    kwargs.pop("use_cudnn", None)
+    cell = cell_class(units, range_momentum=range_momentum, dtype=kwargs.get("dtype"),
+                      trainable=kwargs.get("trainable", True), name=f"{rnn_class.__name__.lower()}_cell",
+                      implementation=kwargs.pop("implementation", 2), **cell_kwargs)
+    keras.layers.RNN.__init__(layer, cell, **kwargs)
+    layer.input_spec = keras.InputSpec(ndim=3)
+    layer.use_cudnn = False
+    layer.range_momentum = cell.range_momentum
 
 
-class _QuantizedRNN(_Ranged):
-    """Mixin for Keras GRU/LSTM with a `_QuantizedCell`. Keras builds their cell inside `__init__` with no way to
-    choose its class, so the cell is re-classed to its quantized subclass (which adds properties, `call` and the
-    state ranges, and keeps the cell's config and weights); the ranges are built with the layer."""
+class _QuantizedRNN:
+    """Mixin for Keras GRU/LSTM: the RNN runs a `_QuantizedCell` given to it at construction."""
 
     _cell_class: type = None
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cell.__class__ = self._cell_class
-        for name in self._cell_class._state_names:
-            setattr(self.cell, f"{name}_range", FakeQuant(self.range_momentum, name=f"{name}_range"))
+    def __init__(self, units, *, range_momentum: float = 0.9, **kwargs):
+        rnn_class = next(base for base in type(self).__mro__ if base in (keras.layers.GRU, keras.layers.LSTM))
+        _quantized_rnn_init(self, rnn_class, self._cell_class, units, range_momentum, kwargs)
 
-    def build(self, sequences_shape, initial_state_shape=None):
-        super().build(sequences_shape, initial_state_shape)
-        for fq in self.cell.state_ranges:
-            fq.build(None)
+    def get_config(self):
+        return {**super().get_config(), "range_momentum": self.range_momentum}
 
 
 _RNN_DOC = "per-channel int8 fake-quantized kernels and learned state ranges (see `_QuantizedCell`)"
@@ -398,14 +469,15 @@ _FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras
              keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, Stream)
 
 
-def _quantized_layer(layer, momentum: float = 0.9):
+def _quantized_layer(layer, momentum: float = 0.9, standalone_bn: frozenset = frozenset()):
     """A fresh copy of `layer` with fake-quantized weights where supported (same config, same weight order; a
-    Stream's cell is swapped)."""
+    Stream's cell is swapped). BatchNormalizations named in `standalone_bn` (nothing to fold into) become
+    `QuantizedBatchNormalization`."""
     target = QUANTIZED_CLASSES.get(type(layer), type(layer))
-    if type(layer) is keras.layers.BatchNormalization and getattr(layer, "_qat_standalone", False):
+    if type(layer) is keras.layers.BatchNormalization and layer.name in standalone_bn:
         target = QuantizedBatchNormalization
     config = layer.get_config()
-    if issubclass(target, _Ranged):
+    if issubclass(target, (_Ranged, _QuantizedRNN)):
         config["range_momentum"] = momentum
     if isinstance(layer, Stream):
         cell = _quantized_layer(keras.saving.deserialize_keras_object(dict(config["cell"])), momentum)
@@ -448,8 +520,6 @@ def _recurrent(layer) -> bool:
     """Recurrent layers: a GRU/LSTM's output is its state h, whose range is learned inside the cell
     (`_QuantizedCell`); a second range on the output would make the converter compute the last ADD in float and
     quantize it twice."""
-    from tfx_ext.streaming.contract import StreamingLayer
-
     return isinstance(layer, keras.layers.RNN) or (isinstance(layer, StreamingLayer) and not isinstance(layer, Stream))
 
 
@@ -477,15 +547,11 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         TypeError: `model` is not a functional model.
         ValueError: `model` is already quantize-aware.
     """
-    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential) or not hasattr(model, "inputs") \
-            or not getattr(model, "_is_graph_network", True):
-        raise TypeError(f"`model` must be a functional keras.Model. Received: model={type(model).__name__}")
+    functional_config(model)  # raises TypeError for Sequential and subclassed models
     if is_quantize_aware(model):
         raise ValueError(f"`model` is already quantize-aware. Received: model={model.name!r}")
     consumers: dict[str, list] = {}
     by_name = {layer.name: layer for layer in model.layers}
-    from tfx_ext.streaming.convert import _graph_config, _history
-
     for layer_config in _graph_config(model)["layers"]:
         for node in layer_config.get("inbound_nodes", []):
             for source, _, _ in _history(node["args"]) + _history(node["kwargs"]):
@@ -494,20 +560,22 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
     for source, users in consumers.items():
         for user in users:
             producers.setdefault(user.name, []).append(by_name.get(source))
-    for layer in model.layers:  # BN with nothing to fold into: give it int8-ready MUL/ADD
-        if type(layer) is keras.layers.BatchNormalization:
-            layer._qat_standalone = not all(isinstance(p, _FOLDABLE) for p in producers.get(layer.name, [None]))
-    input_quant: dict[int, keras.KerasTensor] = {}
+    standalone_bn = frozenset(  # BN with nothing to fold into: give it int8-ready MUL/ADD
+        layer.name for layer in model.layers if type(layer) is keras.layers.BatchNormalization
+        and not all(isinstance(p, _FOLDABLE) for p in producers.get(layer.name, [None])))
+    # The clone's inputs, made here so that the first layer reading each one reads its fake-quantized form.
+    new_inputs = keras.tree.map_structure(
+        lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+    input_quant = {id(x): None for x in keras.tree.flatten(new_inputs)}
 
     def quantize_inputs(value):
         if isinstance(value, (list, tuple)):
             return type(value)(quantize_inputs(v) for v in value)
-        history = getattr(value, "_keras_history", None)
-        if history is not None and isinstance(history.operation, keras.layers.InputLayer):
-            if id(value) not in input_quant:
-                input_quant[id(value)] = FakeQuant(momentum, name=f"{history.operation.name}_fq")(value)
-            return input_quant[id(value)]
-        return value
+        if id(value) not in input_quant:
+            return value
+        if input_quant[id(value)] is None:
+            input_quant[id(value)] = FakeQuant(momentum, name=f"{value.name}_fq")(value)
+        return input_quant[id(value)]
 
     def call_function(layer, *args, **kwargs):
         args = quantize_inputs(args)
@@ -518,12 +586,9 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
             return outputs
         return FakeQuant(momentum, name=f"{layer.name}_fq")(outputs)
 
-    qat = keras.models.clone_model(model, clone_function=lambda layer: _quantized_layer(layer, momentum),
-                                   call_function=call_function)
+    qat = keras.models.clone_model(model, input_tensors=new_inputs, call_function=call_function,
+                                   clone_function=lambda layer: _quantized_layer(layer, momentum, standalone_bn))
     qat.name = f"{model.name}_qat"
-    for layer in model.layers:
-        if hasattr(layer, "_qat_standalone"):
-            del layer._qat_standalone
     for layer in qat.layers:
         if layer.name in by_name and not isinstance(layer, keras.layers.InputLayer):
             # by position: the QAT layer's own weights come first (QuantizedBatchNormalization adds a range after)
