@@ -8,7 +8,7 @@ Add to this module rather than reaching into a private name elsewhere.
 
 from __future__ import annotations
 
-__all__: list[str] = ["enable_variable_quantization", "signature_invoker"]
+__all__: list[str] = ["enable_variable_quantization", "signature_invoker", "tflite_schema"]
 
 # ----- TensorFlow Lite converter ------------------------------------------------------------------------------------
 def enable_variable_quantization(converter) -> None:
@@ -38,6 +38,20 @@ def signature_invoker(runner):
     """
     wrapper, index = runner._interpreter_wrapper, runner._subgraph_index
     return lambda: wrapper.Invoke(index)
+
+
+def tflite_schema():
+    """The flatbuffer schema module LiteRT generates (`ai_edge_litert.schema_py_generated`), to read a .tflite's ops
+    and tensor types.
+
+    The full-integer check must know every op's code and every tensor's type in every subgraph. No documented API
+    reads a flatbuffer: `tf.lite.experimental.Analyzer` only prints text, and the interpreter lists tensors of the
+    primary subgraph without op codes. LiteRT ships the generated schema as an undocumented module; it replaced
+    TensorFlow's private `tensorflow.lite.python.schema_py_generated`.
+    """
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
 
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------

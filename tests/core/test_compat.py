@@ -45,6 +45,14 @@ def test_signature_runner_has_private_wrapper_and_subgraph_index():
     assert isinstance(runner.runner._subgraph_index, int)
 
 
+def test_litert_ships_the_flatbuffer_schema_with_the_names_the_full_integer_check_reads():
+    schema = compat.tflite_schema()
+    for name in ("ModelT", "Model", "BuiltinOperator", "TensorType"):
+        assert hasattr(schema, name), name
+    assert schema.BuiltinOperator.FULLY_CONNECTED >= 0 and schema.TensorType.INT8 >= 0
+    assert callable(schema.Model.GetRootAsModel) and callable(schema.ModelT.InitFromObj)
+
+
 # ----- Keras internals ----------------------------------------------------------------------------------------------
 
 # ----- tf.distribute ------------------------------------------------------------------------------------------------

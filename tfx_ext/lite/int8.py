@@ -35,9 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ai_edge_litert import schema_py_generated as schema
 
-from tfx_ext._compat import enable_variable_quantization
+from tfx_ext._compat import enable_variable_quantization, tflite_schema
 from tfx_ext.errors import DataError, ExportError
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
 from tfx_ext.streaming.convert import StreamingRunner
@@ -170,7 +169,8 @@ def _enum_names(enum) -> dict[int, str]:
 def model_ops(flatbuffer: bytes) -> list[dict]:
     """Every op of every subgraph: `{"subgraph", "index", "op", "inputs", "outputs"}` with tensor type names and
     whether each tensor is a subgraph input/output (`"boundary"`). Read with the flatbuffer schema LiteRT ships
-    (`ai_edge_litert.schema_py_generated`)."""
+    (`tfx_ext._compat.tflite_schema`)."""
+    schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
