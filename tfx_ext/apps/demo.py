@@ -28,15 +28,20 @@ from tfx_ext.apps.federated_experiments import (
 from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix, plot_curves
 from tfx_ext.apps.report import Report, Section
 from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
-from tfx_ext.data import WORDS_35, compute_features, label_names, load_speech_commands, speech_commands_info
+from tfx_ext.data import (
+    LABEL_VIEWS,
+    WORDS_35,
+    compute_features,
+    label_names,
+    load_speech_commands,
+    speech_commands_info,
+)
 from tfx_ext.federated import ClientSideMatching, History, SecAgg, simulate
 from tfx_ext.lite.convert import TFLiteModel, to_tflite
 from tfx_ext.lite.int8 import streaming_calibration_data
 from tfx_ext.lite.verification import verify
 from tfx_ext.streaming.contract import Mode
 from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
-
-LABEL_VIEWS = ("12", "35")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +123,22 @@ class StreamRun:
     external_runner: StreamingRunner
 
 
+def _set_by(stage: str):
+    """A context field that starts empty and is filled in by the stage titled `stage`."""
+    return dataclasses.field(default=None, metadata={"set_by": stage})
+
+
 @dataclasses.dataclass
 class DemoContext:
-    """What the stages hand on: set up by `run_demo`, filled in stage by stage (each field says by which)."""
+    """What the stages hand on: set up by `run_demo` from the config, then filled in stage by stage."""
 
     data_root: pathlib.Path
     label_names: tuple[str, ...]
-    data_info: dict | None = None  # Keyword data.
-    model: keras.Model | None = None  # Train.
-    train_metrics: dict | None = None  # Train.
-    test_split: tuple[np.ndarray, np.ndarray] | None = None  # Train: features and labels of the test split.
-    stream: StreamRun | None = None  # Streaming.
+    data_info: dict | None = _set_by("Keyword data")
+    model: keras.Model | None = _set_by("Train")
+    train_metrics: dict | None = _set_by("Train")
+    test_split: tuple[np.ndarray, np.ndarray] | None = _set_by("Train")  # Features and labels of the test split.
+    stream: StreamRun | None = _set_by("Streaming")
 
     @classmethod
     def for_config(cls, config: DemoConfig) -> "DemoContext":
@@ -139,16 +149,14 @@ class DemoContext:
         return len(self.label_names)
 
     def need(self, name: str):
-        """The field `name`, or a RuntimeError naming the stage that sets it when that stage has not run."""
+        """The field `name`; a RuntimeError naming the stage that fills it in when that stage has not run."""
         value = getattr(self, name)
         if value is None:
-            raise RuntimeError(f"This demo stage needs `{name}`, which an earlier stage sets ({_SET_BY[name]}); "
-                               "run the stages in the order of `STAGES`.")
+            (field,) = [f for f in dataclasses.fields(self) if f.name == name]
+            raise RuntimeError(f"This demo stage needs `{name}`, which the {field.metadata['set_by']!r} stage "
+                               "sets; run the stages in the order of `STAGES`.")
         return value
 
-
-_SET_BY = {"data_info": "Keyword data", "model": "Train", "train_metrics": "Train", "test_split": "Train",
-           "stream": "Streaming"}
 
 Stage = Callable[[DemoConfig, DemoContext, Report], Section]
 

@@ -43,7 +43,7 @@ VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 
-LABEL_VIEWS = ("12", "35")
+LABEL_VIEWS = ("12", "35")  # The values of `labels`.
 LABELS_12 = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 COMMAND_WORDS = LABELS_12[2:]
 WORDS_35 = (
@@ -623,6 +623,7 @@ __all__ = [
     "BACKGROUND_NOISE_DIR",
     "COMMAND_WORDS",
     "Example",
+    "LABEL_VIEWS",
     "LABELS_12",
     "SAMPLE_RATE",
     "SILENCE_LABEL",
