@@ -111,15 +111,14 @@ class DemoConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StreamRun:
-    """The long recording the Streaming stage streamed, and the models it streamed with (the TFLite stage reuses
-    them: it exports the external-state model and compares its posteriors with these)."""
+    """The long recording the Streaming stage streamed and its external-state runner (the TFLite stage exports
+    that runner's model and compares the LiteRT posteriors with the Keras ones)."""
 
     step: int  # Frames per step.
     features: np.ndarray  # (frames, bins), a whole number of steps.
     segments: list  # (start_s, end_s, label name) of each clip in the recording.
     waveform: np.ndarray
     keras_posteriors: np.ndarray  # (steps, num_classes) of the internal-state Keras model.
-    internal_model: keras.Model
     external_runner: StreamingRunner
 
 
@@ -244,7 +243,7 @@ def stage_streaming(config: DemoConfig, context: DemoContext, report: Report) ->
     kws.plot_posteriors(posteriors, context.label_names, report.figure_path("posteriors.png"), step_s=0.02 * step,
                         segments=segments, waveform=waveform, title="Streaming posteriors (Keras, internal state)")
     context.stream = StreamRun(step=step, features=features, segments=segments, waveform=waveform,
-                               keras_posteriors=posteriors, internal_model=internal, external_runner=external)
+                               keras_posteriors=posteriors, external_runner=external)
     stream_accuracy = kws.evaluate(model, context.data_root, mode=Mode.STREAM_EXTERNAL_STATE, batch_size=32,
                                    labels=config.labels)
     text = (
