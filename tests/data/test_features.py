@@ -76,7 +76,7 @@ def test_config_is_frozen_and_derived_sizes():
         ({"num_mfcc": 41}, ValueError, "`num_mfcc` must be at most `num_bins` \\(40\\). Received: num_mfcc=41"),
         ({"upper_edge_hz": 9000}, ValueError, "0 <= lower_edge_hz < upper_edge_hz <= sample_rate / 2 \\(8000\\)"),
         ({"lower_edge_hz": 8000, "upper_edge_hz": 7000}, ValueError, "Received: lower_edge_hz=8000"),
-        ({"log_offset": 0.0}, ValueError, "`log_offset` must be positive. Received: log_offset=0.0"),
+        ({"log_offset": 0.0}, ValueError, "`log_offset` must be a finite number > 0. Received: log_offset=0.0"),
     ],
 )
 def test_config_errors(kwargs, error, message):

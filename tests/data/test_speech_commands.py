@@ -95,9 +95,13 @@ def test_35_labels_need_all_folders(hand_root):
 def test_list_examples_argument_errors(hand_root):
     with pytest.raises(ValueError, match="`split` must be one of .*Received: split='dev'"):
         list_examples(hand_root, "dev")
-    with pytest.raises(ValueError, match="`silence_fraction` must be a finite number >= 0 and <= 1. Received: silence_fraction=2"):
+    with pytest.raises(ValueError, match="`silence_fraction` must be a finite number >= 0 and <= 1. Received: "
+                                         "silence_fraction=2"):
         list_examples(hand_root, "train", silence_fraction=2)
-    with pytest.raises(ValueError, match="`unknown_fraction` must be a finite number >= 0 or None. Received: unknown_fraction=-1"):
+    with pytest.raises(ValueError, match="`silence_fraction` must be .*Received: silence_fraction=True"):
+        list_examples(hand_root, "train", silence_fraction=True)  # Once accepted as 1.0.
+    with pytest.raises(ValueError, match="`unknown_fraction` must be a finite number >= 0 or None. Received: "
+                                         "unknown_fraction=-1"):
         list_examples(hand_root, "train", unknown_fraction=-1)
 
 

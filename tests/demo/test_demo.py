@@ -44,6 +44,8 @@ def test_demo_config_validates_its_settings():
         DemoConfig(epochs=0)
     with pytest.raises(ValueError, match=r"`federated_rounds` must be an integer >= 0"):
         DemoConfig(federated_rounds=-1)
+    with pytest.raises(ValueError, match=r"`epochs` must be an integer >= 1. Received: epochs=True"):
+        DemoConfig(epochs=True)  # Once accepted as one epoch.
     with pytest.raises(ValueError, match=r"`labels` must be one of '12', '35'. Received: labels='10'"):
         DemoConfig(labels="10")
 

@@ -20,7 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfx_ext._validate import check_choice, check_int, is_int, is_number
+from tfx_ext._validate import check_choice, check_int, check_number, is_int, is_number
 
 _KINDS = ("log_mel", "mfcc")
 
@@ -93,8 +93,7 @@ class FeatureConfig:
                 f"sample_rate / 2 ({self.sample_rate / 2:g}). Received: lower_edge_hz={self.lower_edge_hz!r}, "
                 f"upper_edge_hz={self.upper_edge_hz!r}"
             )
-        if self.log_offset <= 0:
-            raise ValueError(f"`log_offset` must be positive. Received: log_offset={self.log_offset!r}")
+        check_number("log_offset", self.log_offset, low=0, low_open=True)
 
     @property
     def window_samples(self) -> int:
