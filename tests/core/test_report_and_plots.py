@@ -29,6 +29,25 @@ def test_plots_write_png_files(tmp_path):
     assert open(path, "rb").read(4) == b"\x89PNG"
 
 
+def test_plots_leave_the_users_backend_alone(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")  # Any backend the user chose; the plots once forced Agg over it.
+    try:
+        plot_curves({"x": [1.0, 2.0]}, tmp_path / "c.png", xlabel="a", ylabel="b")
+        plot_confusion_matrix(np.eye(2, dtype=int), ["a", "b"], tmp_path / "cm.png")
+        assert matplotlib.get_backend() == "pdf"
+        assert open(tmp_path / "c.png", "rb").read(4) == b"\x89PNG"
+    finally:
+        matplotlib.use(before)
+
+
+def test_confusion_matrix_needs_a_positive_class_count():
+    with pytest.raises(ValueError, match="`num_classes` must be an integer >= 1. Received: num_classes=0"):
+        confusion_matrix([], [], num_classes=0)
+
+
 def test_report_writes_markdown_and_json_after_each_section(tmp_path):
     report = Report(tmp_path / "out", "Demo")
     plot_curves({"x": [1.0, 2.0]}, report.figure_path("c.png"), xlabel="a", ylabel="b")

@@ -22,7 +22,7 @@ def test_digits_shapes_ranges_and_split():
 
 
 def test_digits_errors():
-    with pytest.raises(ValueError, match="`test_fraction` must be in \\(0, 1\\). Received: test_fraction=1.0"):
+    with pytest.raises(ValueError, match="`test_fraction` must be a finite number > 0 and < 1. Received: test_fraction=1.0"):
         load_digits(test_fraction=1.0)
 
 

@@ -69,14 +69,14 @@ def test_config_is_frozen_and_derived_sizes():
     [
         ({"kind": "mel"}, ValueError, "`kind` must be one of .*Received: kind='mel'"),
         ({"sample_rate": 16000.0}, TypeError, "`sample_rate` must be an int. Received: sample_rate=16000.0"),
-        ({"num_bins": 0}, ValueError, "`num_bins` must be a positive int. Received: num_bins=0"),
+        ({"num_bins": 0}, ValueError, "`num_bins` must be an integer >= 1. Received: num_bins=0"),
         ({"window_ms": "30"}, TypeError, "`window_ms` must be a number. Received: window_ms='30'"),
         ({"window_ms": 0.05}, ValueError, "`window_ms` must be positive and span at least 2 samples"),
         ({"hop_ms": 0}, ValueError, "`hop_ms` must be positive and span at least 1 sample"),
         ({"num_mfcc": 41}, ValueError, "`num_mfcc` must be at most `num_bins` \\(40\\). Received: num_mfcc=41"),
         ({"upper_edge_hz": 9000}, ValueError, "0 <= lower_edge_hz < upper_edge_hz <= sample_rate / 2 \\(8000\\)"),
         ({"lower_edge_hz": 8000, "upper_edge_hz": 7000}, ValueError, "Received: lower_edge_hz=8000"),
-        ({"log_offset": 0.0}, ValueError, "`log_offset` must be positive. Received: log_offset=0.0"),
+        ({"log_offset": 0.0}, ValueError, "`log_offset` must be a finite number > 0. Received: log_offset=0.0"),
     ],
 )
 def test_config_errors(kwargs, error, message):
@@ -87,5 +87,5 @@ def test_config_errors(kwargs, error, message):
 def test_compute_features_rank_error_and_num_frames_error():
     with pytest.raises(ValueError, match="`waveforms` must have shape \\(samples,\\) or \\(batch, samples\\)"):
         compute_features(np.zeros((1, 2, 16000)), FeatureConfig())
-    with pytest.raises(ValueError, match="`num_samples` must be >= 0. Received: num_samples=-1"):
+    with pytest.raises(ValueError, match="`num_samples` must be an integer >= 0. Received: num_samples=-1"):
         num_frames(-1)

@@ -29,7 +29,7 @@ def test_label_constants():
     assert len(WORDS_35) == 35 and list(WORDS_35) == sorted(WORDS_35)
     assert set(LABELS_12[2:]) <= set(WORDS_35)
     assert label_names("12") == LABELS_12 and label_names(35) == WORDS_35
-    with pytest.raises(ValueError, match="`labels` must be '12' or '35'. Received: labels='10'"):
+    with pytest.raises(ValueError, match="`labels` must be one of '12', '35'. Received: labels='10'"):
         label_names("10")
 
 
@@ -95,9 +95,13 @@ def test_35_labels_need_all_folders(hand_root):
 def test_list_examples_argument_errors(hand_root):
     with pytest.raises(ValueError, match="`split` must be one of .*Received: split='dev'"):
         list_examples(hand_root, "dev")
-    with pytest.raises(ValueError, match="`silence_fraction` must be in \\[0, 1\\]. Received: silence_fraction=2"):
+    with pytest.raises(ValueError, match="`silence_fraction` must be a finite number >= 0 and <= 1. Received: "
+                                         "silence_fraction=2"):
         list_examples(hand_root, "train", silence_fraction=2)
-    with pytest.raises(ValueError, match="`unknown_fraction` must be None or >= 0. Received: unknown_fraction=-1"):
+    with pytest.raises(ValueError, match="`silence_fraction` must be .*Received: silence_fraction=True"):
+        list_examples(hand_root, "train", silence_fraction=True)  # Once accepted as 1.0.
+    with pytest.raises(ValueError, match="`unknown_fraction` must be a finite number >= 0 or None. Received: "
+                                         "unknown_fraction=-1"):
         list_examples(hand_root, "train", unknown_fraction=-1)
 
 
@@ -240,13 +244,13 @@ def test_time_shift_moves_the_clip(tmp_path):
 def test_load_argument_errors(hand_root):
     with pytest.raises(TypeError, match="`features` must be a FeatureConfig or None. Received: features='mfcc'"):
         load_speech_commands(hand_root, "train", features="mfcc")
-    with pytest.raises(ValueError, match="`batch_size` must be a positive int or None. Received: batch_size=0"):
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1 or None. Received: batch_size=0"):
         load_speech_commands(hand_root, "train", batch_size=0)
-    with pytest.raises(ValueError, match="`background_noise` must be >= 0. Received: background_noise=-0.1"):
+    with pytest.raises(ValueError, match="`background_noise` must be a finite number >= 0. Received: background_noise=-0.1"):
         load_speech_commands(hand_root, "train", background_noise=-0.1)
-    with pytest.raises(ValueError, match="`background_frequency` must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="`background_frequency` must be a finite number >= 0 and <= 1"):
         load_speech_commands(hand_root, "train", background_frequency=1.5)
-    with pytest.raises(ValueError, match="`time_shift_ms` must be >= 0. Received: time_shift_ms=-5"):
+    with pytest.raises(ValueError, match="`time_shift_ms` must be a finite number >= 0. Received: time_shift_ms=-5"):
         load_speech_commands(hand_root, "train", time_shift_ms=-5)
 
 

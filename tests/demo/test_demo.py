@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tfx_ext.apps.demo import STAGES, DemoConfig
+from tfx_ext.apps.demo import STAGES, DemoConfig, DemoContext, stage_tflite
 
 
 @pytest.mark.slow
@@ -44,6 +44,24 @@ def test_demo_config_validates_its_settings():
         DemoConfig(epochs=0)
     with pytest.raises(ValueError, match=r"`federated_rounds` must be an integer >= 0"):
         DemoConfig(federated_rounds=-1)
+    with pytest.raises(ValueError, match=r"`epochs` must be an integer >= 1. Received: epochs=True"):
+        DemoConfig(epochs=True)  # Once accepted as one epoch.
+    with pytest.raises(ValueError, match=r"`labels` must be one of '12', '35'. Received: labels='10'"):
+        DemoConfig(labels="10")
+
+
+def test_demo_context_takes_labels_from_the_config(tmp_path):
+    twelve = DemoContext.for_config(DemoConfig.tiny(str(tmp_path / "out")))
+    assert twelve.num_classes == 12 and twelve.label_names[:2] == ("_silence_", "_unknown_")
+    config = DemoConfig.tiny(str(tmp_path / "out"), labels="35")
+    assert DemoContext.for_config(config).num_classes == 35 and len(config.words) == 35
+    assert config.data_root != DemoConfig.tiny(str(tmp_path / "out")).data_root
+
+
+def test_a_stage_run_out_of_order_names_the_stage_it_needs(tmp_path):
+    config = DemoConfig.tiny(str(tmp_path / "out"))
+    with pytest.raises(RuntimeError, match="needs `stream`, which the 'Streaming' stage sets"):
+        stage_tflite(config, DemoContext.for_config(config), None)
 
 
 def test_demo_cache_directory_is_keyed_by_data_settings(tmp_path):

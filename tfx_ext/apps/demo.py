@@ -1,8 +1,10 @@
 """The end-to-end demo: keyword data -> trained model -> streaming -> TFLite in LiteRT -> federated run -> report.
 
-Each stage is a function of a shared context that returns a report `Section`; the report is rewritten after
-every stage, so an interrupted run leaves a readable report of what finished. Nothing here downloads: the keyword
-data are synthesized (espeak-ng when installed, else numpy patterns) into a cache directory reused across runs.
+Each stage is a function of the run's `DemoConfig`, a `DemoContext` (what earlier stages produced: the data root and
+label names, the trained model, the test split, the streamed recording) and the `Report`; it returns a report
+`Section`. The report is rewritten after every stage, so an interrupted run leaves a readable report of what
+finished. Nothing here downloads: the keyword data are synthesized (espeak-ng when installed, else numpy patterns)
+into a cache directory reused across runs.
 """
 
 from __future__ import annotations
@@ -10,10 +12,37 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Callable
 
+import keras
 import numpy as np
+
+from tfx_ext._validate import check_choice, check_int
+from tfx_ext.apps import kws
+from tfx_ext.apps.federated_experiments import (
+    digits_cnn,
+    load_dataset,
+    make_client_data,
+    run_federated_demo,
+)
+from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix, plot_curves
 from tfx_ext.apps.report import Report, Section
+from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
+from tfx_ext.data import (
+    LABEL_VIEWS,
+    WORDS_35,
+    compute_features,
+    label_names,
+    load_speech_commands,
+    speech_commands_info,
+)
+from tfx_ext.federated import ClientSideMatching, History, SecAgg, simulate
+from tfx_ext.lite.convert import to_tflite
+from tfx_ext.lite.runtime import TFLiteModel
+from tfx_ext.lite.int8 import streaming_calibration_data
+from tfx_ext.lite.verification import verify
+from tfx_ext.streaming.contract import Mode
+from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +63,8 @@ class DemoConfig:
         federated_rounds: rounds of the federated stage (0 skips it).
         federated_clients: clients of the federated stage.
         seed: seeds data synthesis, training and the federated run.
+        labels: the Speech Commands label view trained on (`"12"`: ten command words, `_silence_`, `_unknown_`;
+            `"35"`: the 35 words, synthesized for it).
     """
 
     output_dir: str = "demo_output"
@@ -49,14 +80,13 @@ class DemoConfig:
     federated_rounds: int = 10
     federated_clients: int = 20
     seed: int = 0
+    labels: str = "12"
 
     def __post_init__(self):
         for name in ("speakers", "clips_per_speaker", "epochs", "batch_size", "stream_clips", "federated_clients"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-        if not isinstance(self.federated_rounds, int) or self.federated_rounds < 0:
-            raise ValueError(f"`federated_rounds` must be an integer >= 0. Received: {self.federated_rounds!r}")
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("federated_rounds", self.federated_rounds, minimum=0)
+        check_choice("labels", self.labels, LABEL_VIEWS)
 
     @classmethod
     def tiny(cls, output_dir: str, **overrides) -> "DemoConfig":
@@ -71,25 +101,75 @@ class DemoConfig:
     @property
     def data_root(self) -> pathlib.Path:
         cache = pathlib.Path(self.cache_dir) if self.cache_dir else pathlib.Path(self.output_dir).parent / ".cache"
-        return cache / f"keywords_{self.engine}_{self.speakers}x{self.clips_per_speaker}_seed{self.seed}"
+        view = "" if self.labels == "12" else f"_words{self.labels}"  # The 12-label data set keeps its old name.
+        return cache / f"keywords_{self.engine}_{self.speakers}x{self.clips_per_speaker}_seed{self.seed}{view}"
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The words synthesized: every word the label view names (plus unknown words for the 12-label view)."""
+        return DEFAULT_WORDS if self.labels == "12" else WORDS_35
 
 
-Stage = Callable[[DemoConfig, dict, Report], Section]
+@dataclasses.dataclass(frozen=True)
+class StreamRun:
+    """The long recording the Streaming stage streamed and its external-state runner (the TFLite stage exports
+    that runner's model and compares the LiteRT posteriors with the Keras ones)."""
+
+    step: int  # Frames per step.
+    features: np.ndarray  # (frames, bins), a whole number of steps.
+    segments: list  # (start_s, end_s, label name) of each clip in the recording.
+    waveform: np.ndarray
+    keras_posteriors: np.ndarray  # (steps, num_classes) of the internal-state Keras model.
+    external_runner: StreamingRunner
 
 
-def stage_data(config: DemoConfig, context: dict, report: Report) -> Section:
+def _set_by(stage: str):
+    """A context field that starts empty and is filled in by the stage titled `stage`."""
+    return dataclasses.field(default=None, metadata={"set_by": stage})
+
+
+@dataclasses.dataclass
+class DemoContext:
+    """What the stages hand on: set up by `run_demo` from the config, then filled in stage by stage."""
+
+    data_root: pathlib.Path
+    label_names: tuple[str, ...]
+    data_info: dict | None = _set_by("Keyword data")
+    model: keras.Model | None = _set_by("Train")
+    train_metrics: dict | None = _set_by("Train")
+    test_split: tuple[np.ndarray, np.ndarray] | None = _set_by("Train")  # Features and labels of the test split.
+    stream: StreamRun | None = _set_by("Streaming")
+
+    @classmethod
+    def for_config(cls, config: DemoConfig) -> "DemoContext":
+        return cls(data_root=config.data_root, label_names=label_names(config.labels))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def need(self, name: str):
+        """The field `name`; a RuntimeError naming the stage that fills it in when that stage has not run."""
+        value = getattr(self, name)
+        if value is None:
+            (field,) = [f for f in dataclasses.fields(self) if f.name == name]
+            raise RuntimeError(f"This demo stage needs `{name}`, which the {field.metadata['set_by']!r} stage "
+                               "sets; run the stages in the order of `STAGES`.")
+        return value
+
+
+Stage = Callable[[DemoConfig, DemoContext, Report], Section]
+
+
+def stage_data(config: DemoConfig, context: DemoContext, report: Report) -> Section:
     """Synthesizes (or reuses) the keyword data set in the Speech Commands layout."""
-    from tfx_ext.data import speech_commands_info
-    from tfx_ext.apps.synthesis import synthesize_keywords
-
     summary = synthesize_keywords(
-        config.data_root, speakers=config.speakers, clips_per_speaker=config.clips_per_speaker,
-        engine=config.engine, seed=config.seed, progress=True,
+        context.data_root, words=config.words, speakers=config.speakers,
+        clips_per_speaker=config.clips_per_speaker, engine=config.engine, seed=config.seed, progress=True,
     )
-    info = speech_commands_info(config.data_root)
-    context["data_root"] = str(config.data_root)
+    context.data_info = speech_commands_info(context.data_root)
     text = (
-        f"Synthesized with **{summary['engine']}** into `{config.data_root}`"
+        f"Synthesized with **{summary['engine']}** into `{context.data_root}`"
         f"{' (reused from the cache)' if summary.get('cached') else ''}: {summary['num_clips']} clips of "
         f"{len(summary['words'])} words by {summary['num_speakers']} synthetic speakers, split by speaker "
         "like Speech Commands (validation/testing lists)."
@@ -98,36 +178,28 @@ def stage_data(config: DemoConfig, context: dict, report: Report) -> Section:
     metrics = {"clips": summary["num_clips"], "engine": summary["engine"], "speakers": summary["num_speakers"]}
     metrics.update({f"clips ({split})": count for split, count in split_counts.items()})
     metrics["words"] = ", ".join(summary["words"])
-    context["data_info"] = info
     return Section("Keyword data", text=text, metrics=metrics)
 
 
-def _test_split(data_root: str) -> tuple[np.ndarray, np.ndarray]:
+def _test_split(config: DemoConfig, context: DemoContext) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of the whole test split (loaded once; the train and TFLite stages both use it)."""
-    from tfx_ext.data import load_speech_commands
-
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in load_speech_commands(data_root, "test", batch_size=64,
-                                                                            shuffle=False)))
+    batches = load_speech_commands(context.data_root, "test", labels=config.labels, batch_size=64, shuffle=False)
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in batches))
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
+def stage_train(config: DemoConfig, context: DemoContext, report: Report) -> Section:
     """Trains the streaming-ready reference model on the synthesized data."""
-    from tfx_ext.apps import kws
-    from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix
-    from tfx_ext.data import label_names
-
     model, metrics = kws.train(
-        config.model, context["data_root"], pathlib.Path(config.output_dir) / "models", epochs=config.epochs,
-        batch_size=config.batch_size, seed=config.seed, model_kwargs=config.model_kwargs, verbose=2,
+        config.model, context.data_root, pathlib.Path(config.output_dir) / "models", epochs=config.epochs,
+        batch_size=config.batch_size, seed=config.seed, model_kwargs=config.model_kwargs, labels=config.labels,
+        verbose=2,
     )
-    context["model"] = model
-    context["train_metrics"] = metrics
-    names = label_names("12")
-    x_test, y_test = context["test_split"] = _test_split(context["data_root"])
+    context.model, context.train_metrics = model, metrics
+    x_test, y_test = context.test_split = _test_split(config, context)
     predictions = np.argmax(model.predict(x_test, batch_size=64, verbose=0), -1)
-    matrix = confusion_matrix(y_test, predictions, len(names))
-    plot_confusion_matrix(matrix, names, report.figure_path("confusion_matrix.png"),
+    matrix = confusion_matrix(y_test, predictions, context.num_classes)
+    plot_confusion_matrix(matrix, context.label_names, report.figure_path("confusion_matrix.png"),
                           title=f"{config.model} on the synthesized test split")
     text = (
         f"Trained `{config.model}` ({metrics['params']:,} parameters) for {metrics['epochs']} epochs in "
@@ -137,43 +209,44 @@ def stage_train(config: DemoConfig, context: dict, report: Report) -> Section:
     return Section("Train", text=text, metrics=shown, figures=["confusion_matrix.png"])
 
 
-def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Section:
-    """Converts to streaming, checks parity with the whole-clip model and streams a long recording."""
-    from tfx_ext.apps import kws
-    from tfx_ext.data import compute_features, label_names
-    from tfx_ext.streaming.contract import Mode
-    from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+def _window_parity(model: keras.Model, features: np.ndarray, posteriors: np.ndarray, step: int) -> tuple[float, float]:
+    """(difference at the first full window, mean difference at later ones) of streamed vs whole-window posteriors.
 
-    model = context["model"]
-    step = min_frames_per_step(model)
-    waveform, segments = kws.long_stream(context["data_root"], num_clips=config.stream_clips, seed=config.seed)
-    features = np.asarray(compute_features(waveform))
-    usable = features.shape[0] - features.shape[0] % step
+    From a reset state, the posterior after the first full window equals the whole-window model exactly. Later
+    windows differ a little: the stream has heard what came before the window (receptive fields reach past its
+    start), where the whole-window model pads with zeros.
+    """
     window = model.inputs[0].shape[1]
-    internal = to_streaming(model, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
-    runner = StreamingRunner(internal)
-    posteriors = kws.stream_posteriors(runner, features[:usable])
-    # From a reset state, the posterior after the first full window equals the whole-window model exactly. Later
-    # windows differ a little: the stream has heard what came before the window (receptive fields reach past its
-    # start), where the whole-window model pads with zeros.
     inference = to_non_streaming(model)
     first = window // step - 1 if window % step == 0 else window // step
     ends = list(range(first, posteriors.shape[0], max(1, window // step)))
     windows = np.stack([features[(i + 1) * step - window:(i + 1) * step] for i in ends])
     reference = np.asarray(inference(windows, training=False))
     differences = np.abs(posteriors[ends] - reference).max(axis=-1)
-    parity = float(differences[0])
-    context_effect = float(differences[1:].mean()) if len(ends) > 1 else 0.0
+    return float(differences[0]), float(differences[1:].mean()) if len(ends) > 1 else 0.0
+
+
+def stage_streaming(config: DemoConfig, context: DemoContext, report: Report) -> Section:
+    """Converts to streaming, checks parity with the whole-clip model and streams a long recording."""
+    model = context.need("model")
+    step = min_frames_per_step(model)
+    waveform, segments = kws.long_stream(context.data_root, num_clips=config.stream_clips, labels=config.labels,
+                                         seed=config.seed)
+    features = np.asarray(compute_features(waveform))
+    features = features[: features.shape[0] - features.shape[0] % step]
+    internal = to_streaming(model, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
+    runner = StreamingRunner(internal)
+    posteriors = kws.stream_posteriors(runner, features)
+    parity, context_effect = _window_parity(model, features, posteriors, step)
     external = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=step)
-    external_posteriors = kws.stream_posteriors(external, features[:usable])
+    external_posteriors = kws.stream_posteriors(external, features)
     external_parity = float(np.max(np.abs(external_posteriors - posteriors)))
-    names = label_names("12")
-    kws.plot_posteriors(posteriors, names, report.figure_path("posteriors.png"), step_s=0.02 * step,
+    kws.plot_posteriors(posteriors, context.label_names, report.figure_path("posteriors.png"), step_s=0.02 * step,
                         segments=segments, waveform=waveform, title="Streaming posteriors (Keras, internal state)")
-    context.update(step=step, stream_features=features[:usable], stream_segments=segments,
-                   stream_waveform=waveform, keras_posteriors=posteriors, internal_model=internal,
-                   external_runner=external)
-    stream_accuracy = kws.evaluate(model, context["data_root"], mode=Mode.STREAM_EXTERNAL_STATE, batch_size=32)
+    context.stream = StreamRun(step=step, features=features, segments=segments, waveform=waveform,
+                               keras_posteriors=posteriors, external_runner=external)
+    stream_accuracy = kws.evaluate(model, context.data_root, mode=Mode.STREAM_EXTERNAL_STATE, batch_size=32,
+                                   labels=config.labels)
     text = (
         f"`to_streaming` turned the trained model into a frame-by-frame model ({step} frame(s) = {20 * step} ms "
         f"per step) with its past kept in state buffers. Over a {len(segments)} s recording of concatenated test "
@@ -188,52 +261,53 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
         "mean |stream - window model|, later windows": context_effect,
         "max |external - internal|": external_parity,
         "test accuracy, streamed clip by clip": stream_accuracy["accuracy"],
-        "test accuracy, whole clips": context["train_metrics"]["test_accuracy"],
+        "test accuracy, whole clips": context.need("train_metrics")["test_accuracy"],
     }
     return Section("Streaming", text=text, metrics=metrics, figures=["posteriors.png"])
 
 
-def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
-    """Exports the streaming model to float and full-int8 TFLite and streams the recording through LiteRT."""
-    from tfx_ext.apps import kws
-    from tfx_ext.data import label_names, load_speech_commands
-    from tfx_ext.lite import TFLiteModel, to_tflite
-    from tfx_ext.lite.int8 import streaming_calibration_data
-    from tfx_ext.lite.verification import verify
-
+def _export_both(config: DemoConfig, context: DemoContext, runner) -> tuple[TFLiteModel, TFLiteModel]:
+    """The external-state streaming model as float and full-int8 TFLite, loaded in LiteRT."""
     directory = pathlib.Path(config.output_dir) / "tflite"
     directory.mkdir(parents=True, exist_ok=True)
-    runner = context["external_runner"]
     streaming_model = runner.model
     float_lite = TFLiteModel(to_tflite(streaming_model, directory / f"{config.model}_stream_external.tflite"))
     # Calibration streams the float model over real training clips, so the int8 ranges cover realistic states.
-    train = next(iter(load_speech_commands(context["data_root"], "train", batch_size=64, seed=config.seed)))[0]
+    train = next(iter(load_speech_commands(context.data_root, "train", labels=config.labels, batch_size=64,
+                                           seed=config.seed)))[0]
     calibration = streaming_calibration_data(runner, np.asarray(train)[:32])
     int8_lite = TFLiteModel(to_tflite(streaming_model, directory / f"{config.model}_stream_external_int8.tflite",
                                       quantize="int8", representative_data=calibration))
-    features, step = context["stream_features"], context["step"]
-    state_names = float_lite.state_names
-    (output_name,) = [n for n in float_lite.output_names if n not in state_names]
+    return float_lite, int8_lite
+
+
+def _stream_in_litert(lite: TFLiteModel, stream: StreamRun, num_classes: int) -> tuple[np.ndarray, float]:
+    """(posteriors of every step, milliseconds per step) of the recording streamed through `lite`."""
+    (output_name,) = [n for n in lite.output_names if n not in lite.state_names]
     start = time.perf_counter()
-    float_posteriors = float_lite.run_stream(features[None])[output_name][0].reshape(-1, 12)
-    float_step_ms = 1000 * (time.perf_counter() - start) / max(1, features.shape[0] // step)
-    start = time.perf_counter()
-    int8_posteriors = int8_lite.run_stream(features[None])[output_name][0].reshape(-1, 12)
-    int8_step_ms = 1000 * (time.perf_counter() - start) / max(1, features.shape[0] // step)
-    parity = float(np.max(np.abs(float_posteriors - context["keras_posteriors"])))
-    names = label_names("12")
+    posteriors = lite.run_stream(stream.features[None])[output_name][0].reshape(-1, num_classes)
+    step_ms = 1000 * (time.perf_counter() - start) / max(1, stream.features.shape[0] // stream.step)
+    return posteriors, step_ms
+
+
+def stage_tflite(config: DemoConfig, context: DemoContext, report: Report) -> Section:
+    """Exports the streaming model to float and full-int8 TFLite and streams the recording through LiteRT."""
+    stream = context.need("stream")
+    float_lite, int8_lite = _export_both(config, context, stream.external_runner)
+    float_posteriors, float_step_ms = _stream_in_litert(float_lite, stream, context.num_classes)
+    int8_posteriors, int8_step_ms = _stream_in_litert(int8_lite, stream, context.num_classes)
+    parity = float(np.max(np.abs(float_posteriors - stream.keras_posteriors)))
     for posteriors, name, kind in ((float_posteriors, "posteriors_tflite.png", "float32"),
                                    (int8_posteriors, "posteriors_int8.png", "full int8")):
-        kws.plot_posteriors(posteriors, names, report.figure_path(name), step_s=0.02 * step,
-                            segments=context["stream_segments"], waveform=context["stream_waveform"],
+        kws.plot_posteriors(posteriors, context.label_names, report.figure_path(name), step_s=0.02 * stream.step,
+                            segments=stream.segments, waveform=stream.waveform,
                             title=f"Streaming posteriors ({kind} TFLite in LiteRT, states bound by name)")
-    x_test, y_test = context["test_split"]
-    checked = verify(context["model"], int8_lite, (x_test, y_test), float_size=float_lite.size_bytes)
+    checked = verify(context.need("model"), int8_lite, context.need("test_split"), float_size=float_lite.size_bytes)
     text = (
         "The external-state streaming model was exported twice with named signature inputs/outputs "
-        f"({', '.join(state_names)}): float32, and full int8 (weights, activations and states; calibrated by "
-        "streaming the float model over training clips). Both ran step by step in the LiteRT interpreter with the "
-        "states fed back by name; the int8 model also streamed every test clip for its accuracy."
+        f"({', '.join(float_lite.state_names)}): float32, and full int8 (weights, activations and states; "
+        "calibrated by streaming the float model over training clips). Both ran step by step in the LiteRT "
+        "interpreter with the states fed back by name; the int8 model also streamed every test clip for its accuracy."
     )
     metrics = {
         "float tflite size (bytes)": float_lite.size_bytes,
@@ -253,11 +327,6 @@ def stage_tflite(config: DemoConfig, context: dict, report: Report) -> Section:
 
 def _secure_matching_run(config: DemoConfig, rounds: int, clients: int) -> dict:
     """Client-side matching (FedMA's aligned averaging) under SecAgg+ on the same digits partition as FedAvg."""
-    import keras
-
-    from tfx_ext.federated import ClientSideMatching, SecAgg, simulate
-    from tfx_ext.apps.federated_experiments import digits_cnn, load_dataset, make_client_data
-
     x_train, y_train, _, x_test, y_test, num_classes = load_dataset("digits", seed=config.seed)
     client_data = make_client_data(x_train, y_train, None, partition="dirichlet", clients=clients, alpha=0.5,
                                    seed=config.seed)
@@ -278,12 +347,8 @@ def _secure_matching_run(config: DemoConfig, rounds: int, clients: int) -> dict:
     return {"history": history, "dropout": dropout}
 
 
-def stage_federated(config: DemoConfig, context: dict, report: Report) -> Section:
+def stage_federated(config: DemoConfig, context: DemoContext, report: Report) -> Section:
     """Short federated runs on digits: FedAvg, then client-side matching under SecAgg+ with simulated dropouts."""
-    from tfx_ext.apps.federated_experiments import run_federated_demo
-    from tfx_ext.federated.history import History
-    from tfx_ext.apps.plots import plot_curves
-
     clients = config.federated_clients
     result = run_federated_demo(pathlib.Path(config.output_dir) / "federated", rounds=config.federated_rounds,
                                 clients=clients, clients_per_round=min(10, clients), seed=config.seed)
@@ -335,11 +400,9 @@ STAGES: list[tuple[str, Stage]] = [
 
 def run_demo(config: DemoConfig, *, stages: list[tuple[str, Stage]] | None = None) -> Report:
     """Runs the stages in order, writing `<output_dir>/report.md` (+ `report.json`) after each one."""
-    import keras
-
     keras.utils.set_random_seed(config.seed)
     report = Report(config.output_dir, "tfx-ext end-to-end demo")
-    context: dict[str, Any] = {}
+    context = DemoContext.for_config(config)
     stages = STAGES if stages is None else stages
     for index, (title, stage) in enumerate(stages, 1):
         if title == "Federated learning" and config.federated_rounds == 0:

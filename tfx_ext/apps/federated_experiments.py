@@ -11,8 +11,11 @@ import json
 import os
 import time
 
+import keras
 import numpy as np
 
+from tfx_ext._validate import check_choice
+from tfx_ext.data import label_names, list_examples, load_digits, load_speech_commands
 from tfx_ext.federated import aggregators as agg
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
 from tfx_ext.federated.history import atomic_write_text, plot_history
@@ -20,12 +23,11 @@ from tfx_ext.federated.simulation import simulate
 
 DATASETS = ("digits", "speech_commands")
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
+KEYWORD_LABELS = "12"  # The Speech Commands label view of the keyword workload.
 
 
 def digits_cnn(num_classes: int = 10, seed: int = 0):
     """The benchmark workload's model: Conv2D 16 -> Conv2D 32 -> Dense 10 on 8x8x1 digits (logits)."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [
@@ -41,8 +43,6 @@ def digits_cnn(num_classes: int = 10, seed: int = 0):
 
 def keyword_cnn(input_shape, num_classes: int, seed: int = 0):
     """A small keyword model over (frames, features): two strided Conv1D, global pooling, Dense (logits)."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [
@@ -58,45 +58,41 @@ def keyword_cnn(input_shape, num_classes: int, seed: int = 0):
 
 def load_dataset(dataset: str, *, data_dir=None, seed: int = 0):
     """Returns `(x_train, y_train, ids_train, x_test, y_test, num_classes)` (`ids_train` may be None)."""
+    check_choice("dataset", dataset, DATASETS)
     if dataset == "digits":
-        from tfx_ext.data import load_digits
-
         (x_tr, y_tr), (x_te, y_te) = load_digits(seed=seed)
-        return x_tr, y_tr, None, x_te, y_te, 10
-    if dataset == "speech_commands":
-        if data_dir is None:
-            raise ValueError("`data_dir` is required for dataset='speech_commands'. Received: data_dir=None")
-        from tfx_ext.data import label_names, list_examples, load_speech_commands
+        return x_tr, y_tr, None, x_te, y_te, int(max(y_tr.max(), y_te.max())) + 1
+    if data_dir is None:
+        raise ValueError("`data_dir` is required for dataset='speech_commands'. Received: data_dir=None")
 
-        def arrays(split):
-            ds = load_speech_commands(data_dir, split, batch_size=256, shuffle=False, seed=seed)
-            xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds))
-            return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32)
+    def arrays(split):
+        ds = load_speech_commands(data_dir, split, labels=KEYWORD_LABELS, batch_size=256, shuffle=False, seed=seed)
+        xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds))
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int32)
 
-        x_tr, y_tr = arrays("train")
-        x_te, y_te = arrays("test")
-        speakers = np.array([e.speaker or "_silence_" for e in list_examples(data_dir, "train", seed=seed)])
-        if len(speakers) != len(x_tr):
-            speakers = None
-        return x_tr, y_tr, speakers, x_te, y_te, len(label_names("12"))
-    raise ValueError(f"`dataset` must be one of {DATASETS}. Received: dataset={dataset!r}")
+    x_tr, y_tr = arrays("train")
+    x_te, y_te = arrays("test")
+    examples = list_examples(data_dir, "train", KEYWORD_LABELS, seed=seed)
+    speakers = np.array([e.speaker or "_silence_" for e in examples])
+    if len(speakers) != len(x_tr):
+        speakers = None
+    return x_tr, y_tr, speakers, x_te, y_te, len(label_names(KEYWORD_LABELS))
 
 
 def make_client_data(x, y, ids, *, partition: str, clients: int, alpha: float = 0.5, shards_per_client: int = 2,
                      seed: int = 0) -> ClientData:
     """Partitions `(x, y)` into a `ClientData` by name (`iid`, `dirichlet`, `shards`, `natural`)."""
+    check_choice("partition", partition, PARTITIONS)
     if partition == "iid":
         return ClientData.iid(x, y, clients, seed=seed)
     if partition == "dirichlet":
         return ClientData.dirichlet(x, y, clients, alpha=alpha, seed=seed)
     if partition == "shards":
         return ClientData.shards(x, y, clients, shards_per_client=shards_per_client, seed=seed)
-    if partition == "natural":
-        if ids is None:
-            raise ValueError("`partition='natural'` needs an id column (speakers); digits has none. "
-                             "Received: partition='natural'")
-        return ClientData.natural(x, y, ids)
-    raise ValueError(f"`partition` must be one of {PARTITIONS}. Received: partition={partition!r}")
+    if ids is None:
+        raise ValueError("`partition='natural'` needs an id column (speakers); digits has none. "
+                         "Received: partition='natural'")
+    return ClientData.natural(x, y, ids)
 
 
 def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = None):
@@ -118,8 +114,6 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    client_optimizer="sgd", client_lr=0.05, aggregator="fedavg", mu=0.01, server_lr=None,
                    eval_every=1, seed=0, checkpoint=False, resume=False, strategy=None, progress=True) -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict."""
-    import keras
-
     os.makedirs(output_dir, exist_ok=True)
     x_tr, y_tr, ids, x_te, y_te, num_classes = load_dataset(dataset, data_dir=data_dir, seed=seed)
     cd = make_client_data(x_tr, y_tr, ids, partition=partition, clients=clients, alpha=alpha,
@@ -130,12 +124,8 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
     else:
         def model_fn():
             return keyword_cnn(x_tr.shape[1:], num_classes, seed=seed)
-    if client_optimizer == "sgd":
-        opt = keras.optimizers.SGD(client_lr)
-    elif client_optimizer == "adam":
-        opt = keras.optimizers.Adam(client_lr)
-    else:
-        raise ValueError(f"`client_optimizer` must be 'sgd' or 'adam'. Received: client_optimizer={client_optimizer!r}")
+    optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
+    opt = optimizers[check_choice("client_optimizer", client_optimizer, optimizers)](client_lr)
     label_png = plot_label_distribution(cd, os.path.join(output_dir, "label_distribution.png"),
                                         num_classes=num_classes)
     t0 = time.perf_counter()

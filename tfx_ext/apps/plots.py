@@ -1,4 +1,8 @@
-"""Figures people would rather look at than read (matplotlib, Agg backend, PNG files)."""
+"""The application's figures (confusion matrices, learning curves), as PNG files.
+
+Built on `tfx_ext._plotting`: pyplot is imported on first use and the user's backend is left alone (matplotlib
+chooses a non-interactive one by itself on machines without a display), and `save_figure` closes each figure.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,20 @@ from typing import Sequence
 
 import numpy as np
 
+from tfx_ext._plotting import pyplot, save_figure
+from tfx_ext._validate import check_int
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+_DPI = 110
 
 
 def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
     """Counts `matrix[true, predicted]`.
 
     Raises:
-        ValueError: labels and predictions differ in length, or a class index is outside [0, num_classes).
+        ValueError: labels and predictions differ in length, a class index is outside [0, num_classes), or
+            `num_classes` is not a positive integer.
     """
+    num_classes = check_int("num_classes", num_classes, minimum=1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
     if labels.shape != predictions.shape:
@@ -31,7 +33,9 @@ def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_clas
         )
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"`{name}` must lie in [0, {num_classes}). Received: range [{values.min()}, {values.max()}]")
+            raise ValueError(
+                f"`{name}` must lie in [0, {num_classes}). Received: range [{values.min()}, {values.max()}]"
+            )
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
     return matrix
@@ -40,7 +44,7 @@ def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_clas
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
                           title: str = "Confusion matrix") -> str:
     """Saves a row-normalised confusion matrix with counts in the cells; returns the path."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
@@ -58,15 +62,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if normalised[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=_DPI)
 
 
 def plot_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike, *, xlabel: str, ylabel: str,
                 title: str = "", x: Sequence[float] | None = None) -> str:
     """Saves one line per named curve; returns the path."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, values in curves.items():
         values = [np.nan if v is None else v for v in values]  # Rounds without a measurement leave a gap.
@@ -80,6 +82,4 @@ def plot_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike, *, 
     if len(curves) > 1:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path, dpi=_DPI)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfx_ext._validate import check_choice, check_int, check_number
 from tfx_ext.data.speech_commands import (
     BACKGROUND_NOISE_DIR,
     COMMAND_WORDS,
@@ -43,6 +44,7 @@ from tfx_ext.data.speech_commands import (
     SPLITS,
     TESTING_LIST,
     VALIDATION_LIST,
+    speaker_id,
 )
 from tfx_ext.errors import DataError
 
@@ -264,16 +266,12 @@ def _check_args(words, speakers, clips_per_speaker, engine, noise, validation_fr
             )
     if len(set(words)) != len(words):
         raise ValueError(f"`words` must not repeat. Received: words={words!r}")
-    for name, value in (("speakers", speakers), ("clips_per_speaker", clips_per_speaker)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
-    if not noise >= 0:
-        raise ValueError(f"`noise` must be >= 0. Received: noise={noise!r}")
+    check_int("speakers", speakers, minimum=1)
+    check_int("clips_per_speaker", clips_per_speaker, minimum=1)
+    check_choice("engine", engine, ENGINES)
+    check_number("noise", noise, low=0)
     for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
+        check_number(name, value, low=0, high=1, high_open=True)
     if validation_fraction + test_fraction >= 1.0:
         raise ValueError(
             "`validation_fraction + test_fraction` must be below 1 so train keeps speakers. Received: "
@@ -364,8 +362,6 @@ def synthesize_keywords(
     words = _check_args(words, speakers, clips_per_speaker, engine, noise, validation_fraction, test_fraction)
     if engine == "auto":
         engine = "espeak" if espeak_available() else "numpy"
-    if engine == "espeak":
-        voices, variants = espeak_voices()
     root = Path(root).expanduser()
     settings = {
         "format": _FORMAT_VERSION,
@@ -379,6 +375,7 @@ def synthesize_keywords(
         "test_fraction": float(test_fraction),
         "sample_rate": SAMPLE_RATE,
     }
+    profiles = _speaker_profiles(engine, speakers, seed)  # Probes espeak-ng first: a missing binary fails early.
     cached = _prepare_root(root, settings)
     if cached is not None:
         return dict(cached, cached=True)
@@ -387,63 +384,12 @@ def synthesize_keywords(
     root.mkdir(parents=True, exist_ok=True)
     written = [*words, BACKGROUND_NOISE_DIR, VALIDATION_LIST, TESTING_LIST]
     (root / MARKER_FILE).write_text(json.dumps({"settings": settings, "complete": False, "written": written}))
-
-    rng = np.random.default_rng(seed)
+    _write_background_noise(root / BACKGROUND_NOISE_DIR, seed)
     ids = _speaker_ids(speakers, seed)
     split_of = assign_speaker_splits(ids, validation_fraction, test_fraction)
-    if engine == "espeak":
-        profiles = [
-            {
-                "voice": str(rng.choice(voices)),
-                "variant": str(rng.choice(variants)),
-                "pitch": int(rng.integers(20, 81)),
-                "speed": int(rng.integers(130, 201)),
-            }
-            for _ in ids
-        ]
-    else:
-        profiles = [
-            {"shift": rng.uniform(0.9, 1.12), "speed": rng.uniform(0.8, 1.25), "f0": rng.uniform(90, 250)}
-            for _ in ids
-        ]
-
-    noise_dir = root / BACKGROUND_NOISE_DIR
-    noise_dir.mkdir(exist_ok=True)
-    for name, audio in _background_noises(np.random.default_rng([seed, 1])).items():
-        _write_wav(noise_dir / name, audio)
-    for word in words:
-        (root / word).mkdir(exist_ok=True)
-
-    from scipy.signal import resample_poly  # Imported here, not first inside the worker threads.
-
-    def write_clip(job):
-        word, s, k = job
-        clip_rng = np.random.default_rng([seed, s, zlib.crc32(word.encode("utf-8")), k])
-        profile = profiles[s]
-        if engine == "espeak":
-            voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
-            speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
-            pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
-            speech = resample_poly(_run_espeak(word, voice, speed, pitch), 320, 441).astype(np.float32)
-        else:
-            speech = _numpy_word(word, profile, clip_rng)
-        relative = f"{word}/{ids[s]}_nohash_{k}.wav"
-        _write_wav(root / relative, _place(speech, clip_rng, noise))
-        return relative
-
     jobs = [(word, s, k) for word in words for s in range(speakers) for k in range(clips_per_speaker)]
-    workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    from tqdm.auto import tqdm
-
-    lists = {"validation": [], "test": []}
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
-        total=len(jobs), disable=not progress, desc=f"synthesizing keywords ({engine})", unit="clip"
-    ) as bar:
-        for relative in pool.map(write_clip, jobs):
-            split = split_of[relative.split("/")[1].split("_nohash_")[0]]
-            if split in lists:
-                lists[split].append(relative)
-            bar.update(1)
+    write_clip = _clip_writer(root, engine, ids, profiles, seed, noise)
+    lists = _write_clips(root, words, jobs, write_clip, split_of, workers, progress, engine)
     (root / VALIDATION_LIST).write_text("".join(f"{p}\n" for p in sorted(lists["validation"])))
     (root / TESTING_LIST).write_text("".join(f"{p}\n" for p in sorted(lists["test"])))
 
@@ -464,6 +410,79 @@ def synthesize_keywords(
         json.dumps({"settings": settings, "complete": True, "written": written, "summary": summary}, indent=1)
     )
     return dict(summary, cached=False)
+
+
+def _speaker_profiles(engine: str, speakers: int, seed: int) -> list[dict]:
+    """One voice per speaker: an espeak-ng (voice, variant, pitch, speed), or the numpy engine's frequency shift,
+    speed and f0. Drawn from `seed` alone, so a speaker sounds the same in every word."""
+    rng = np.random.default_rng(seed)
+    if engine == "espeak":
+        voices, variants = espeak_voices()
+        return [
+            {
+                "voice": str(rng.choice(voices)),
+                "variant": str(rng.choice(variants)),
+                "pitch": int(rng.integers(20, 81)),
+                "speed": int(rng.integers(130, 201)),
+            }
+            for _ in range(speakers)
+        ]
+    return [
+        {"shift": rng.uniform(0.9, 1.12), "speed": rng.uniform(0.8, 1.25), "f0": rng.uniform(90, 250)}
+        for _ in range(speakers)
+    ]
+
+
+def _write_background_noise(folder: Path, seed: int) -> None:
+    folder.mkdir(exist_ok=True)
+    for name, audio in _background_noises(np.random.default_rng([seed, 1])).items():
+        _write_wav(folder / name, audio)
+
+
+def _clip_writer(root: Path, engine: str, ids: list[str], profiles: list[dict], seed: int, noise: float):
+    """The function that writes clip k of speaker s saying a word, `(word, s, k) -> relative path`.
+
+    Each clip draws its jitter, offset and noise from (seed, s, word, k), so clips do not depend on the order the
+    worker threads write them in.
+    """
+    from scipy.signal import resample_poly  # Imported here, not first inside the worker threads.
+
+    def write_clip(job):
+        word, s, k = job
+        clip_rng = np.random.default_rng([seed, s, zlib.crc32(word.encode("utf-8")), k])
+        profile = profiles[s]
+        if engine == "espeak":
+            voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
+            speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
+            pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
+            speech = resample_poly(_run_espeak(word, voice, speed, pitch), 320, 441).astype(np.float32)
+        else:
+            speech = _numpy_word(word, profile, clip_rng)
+        relative = f"{word}/{ids[s]}_nohash_{k}.wav"
+        _write_wav(root / relative, _place(speech, clip_rng, noise))
+        return relative
+
+    return write_clip
+
+
+def _write_clips(root: Path, words, jobs, write_clip, split_of: dict[str, str], workers: int | None,
+                 progress: bool, engine: str) -> dict[str, list[str]]:
+    """Writes every clip in a thread pool; returns the relative paths of the validation and test clips."""
+    from tqdm.auto import tqdm
+
+    for word in words:
+        (root / word).mkdir(exist_ok=True)
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    lists = {"validation": [], "test": []}
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
+        total=len(jobs), disable=not progress, desc=f"synthesizing keywords ({engine})", unit="clip"
+    ) as bar:
+        for relative in pool.map(write_clip, jobs):
+            split = split_of[speaker_id(relative)]
+            if split in lists:
+                lists[split].append(relative)
+            bar.update(1)
+    return lists
 
 
 __all__ = [

@@ -2,7 +2,8 @@
 
     speech_commands   the Speech Commands v2 layout: `list_examples`, `load_speech_commands` (tf.data),
                       `load_speech_commands_arrays` (numpy + speaker ids, for per-speaker partitions),
-                      `speech_commands_info`, `speaker_id`, `download_speech_commands`, LABELS_12, WORDS_35
+                      `speech_commands_info`, `speaker_id`, `download_speech_commands`, LABEL_VIEWS,
+                      LABELS_12, WORDS_35
     features          `FeatureConfig`, `compute_features` (log-mel / MFCC with tf.signal), `num_frames`
     digits            `load_digits`: scikit-learn's 8x8 digits
     keras_datasets    `load_image_dataset`: CIFAR-10 / MNIST / Fashion-MNIST from keras.datasets
@@ -17,6 +18,7 @@ from tfx_ext.data.keras_datasets import IMAGE_DATASETS, load_image_dataset
 from tfx_ext.data.speech_commands import (
     BACKGROUND_NOISE_DIR,
     COMMAND_WORDS,
+    LABEL_VIEWS,
     LABELS_12,
     SAMPLE_RATE,
     SILENCE_LABEL,
@@ -44,6 +46,7 @@ __all__ = [
     "Example",
     "FeatureConfig",
     "IMAGE_DATASETS",
+    "LABEL_VIEWS",
     "LABELS_12",
     "SAMPLE_RATE",
     "SILENCE_LABEL",

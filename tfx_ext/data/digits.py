@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfx_ext._validate import check_number
+
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0):
     """The 1797 8x8 handwritten digits of `sklearn.datasets.load_digits`, split into train and test.
@@ -21,8 +23,7 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0):
     Raises:
         ValueError: `test_fraction` is not in (0, 1).
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction!r}")
+    test_fraction = check_number("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
     from sklearn.datasets import load_digits as _sklearn_digits
     from sklearn.model_selection import train_test_split
 

@@ -20,6 +20,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfx_ext._validate import check_choice, check_int, check_number, is_int, is_number
+
 _KINDS = ("log_mel", "mfcc")
 
 
@@ -63,16 +65,14 @@ class FeatureConfig:
     def __post_init__(self):
         for name in ("sample_rate", "num_bins", "num_mfcc"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):  # A wrong type is a TypeError; a wrong value, below, a ValueError.
                 raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
-            if value <= 0:
-                raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+            check_int(name, value, minimum=1)
         for name in ("window_ms", "hop_ms", "lower_edge_hz", "upper_edge_hz", "log_offset"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
-        if self.kind not in _KINDS:
-            raise ValueError(f"`kind` must be one of {_KINDS}. Received: kind={self.kind!r}")
+        check_choice("kind", self.kind, _KINDS)
         if self.window_ms <= 0 or self.window_samples < 2:
             raise ValueError(
                 "`window_ms` must be positive and span at least 2 samples at `sample_rate`. "
@@ -93,8 +93,7 @@ class FeatureConfig:
                 f"sample_rate / 2 ({self.sample_rate / 2:g}). Received: lower_edge_hz={self.lower_edge_hz!r}, "
                 f"upper_edge_hz={self.upper_edge_hz!r}"
             )
-        if self.log_offset <= 0:
-            raise ValueError(f"`log_offset` must be positive. Received: log_offset={self.log_offset!r}")
+        check_number("log_offset", self.log_offset, low=0, low_open=True)
 
     @property
     def window_samples(self) -> int:
@@ -133,8 +132,7 @@ def num_frames(num_samples: int, config: FeatureConfig = FeatureConfig()) -> int
     Raises:
         ValueError: `num_samples` is negative.
     """
-    if num_samples < 0:
-        raise ValueError(f"`num_samples` must be >= 0. Received: num_samples={num_samples!r}")
+    num_samples = check_int("num_samples", num_samples, minimum=0)
     if num_samples < config.window_samples:
         return 0
     return 1 + (num_samples - config.window_samples) // config.hop_samples

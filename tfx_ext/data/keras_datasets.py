@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfx_ext._validate import check_choice
 from tfx_ext.errors import DataError
 
 IMAGE_DATASETS = ("cifar10", "mnist", "fashion_mnist")
@@ -47,8 +48,7 @@ def load_image_dataset(name: str, *, loader=None):
         ValueError: `name` is not one of `IMAGE_DATASETS`.
         DataError: the loader returned arrays of the wrong shape.
     """
-    if name not in IMAGE_DATASETS:
-        raise ValueError(f"`name` must be one of {IMAGE_DATASETS}. Received: name={name!r}")
+    check_choice("name", name, IMAGE_DATASETS)
     if loader is None:
         import keras
 

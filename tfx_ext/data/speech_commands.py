@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import tensorflow as tf
 
+from tfx_ext._validate import check_choice, check_int, check_number
 from tfx_ext.data.features import FeatureConfig, compute_features
 from tfx_ext.errors import DataError
 
@@ -41,6 +43,7 @@ VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 
+LABEL_VIEWS = ("12", "35")  # The values of `labels`.
 LABELS_12 = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 COMMAND_WORDS = LABELS_12[2:]
 WORDS_35 = (
@@ -96,16 +99,11 @@ def speaker_id(path) -> str:
 
 
 def _check_labels(labels) -> str:
-    labels = str(labels)
-    if labels not in ("12", "35"):
-        raise ValueError(f"`labels` must be '12' or '35'. Received: labels={labels!r}")
-    return labels
+    return check_choice("labels", str(labels), LABEL_VIEWS)
 
 
 def _canonical_split(split) -> str:
-    if split not in _SPLIT_ALIASES:
-        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
-    return _SPLIT_ALIASES[split]
+    return _SPLIT_ALIASES[check_choice("split", split, tuple(_SPLIT_ALIASES))]
 
 
 def _check_root(root) -> Path:
@@ -213,14 +211,27 @@ def list_examples(
     """
     split = _canonical_split(split)
     labels = _check_labels(labels)
-    if not 0.0 <= silence_fraction <= 1.0:
-        raise ValueError(f"`silence_fraction` must be in [0, 1]. Received: silence_fraction={silence_fraction!r}")
-    if unknown_fraction is not None and not unknown_fraction >= 0.0:
-        raise ValueError(f"`unknown_fraction` must be None or >= 0. Received: unknown_fraction={unknown_fraction!r}")
+    silence_fraction = check_number("silence_fraction", silence_fraction, low=0, high=1)
+    unknown_fraction = check_number("unknown_fraction", unknown_fraction, low=0, allow_none=True)
     root = _check_root(root)
     validation, testing = _read_list(root, VALIDATION_LIST), _read_list(root, TESTING_LIST)
     words = _word_files(root)
-    names = label_names(labels)
+    _check_view_folders(root, labels, words)
+    known, unknown = _word_examples(root, split, labels, words, validation, testing)
+    if labels == "35":
+        return known
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    num_silence = int(round(silence_fraction * len(known)))
+    if unknown_fraction is not None:
+        keep = min(len(unknown), int(math.ceil(unknown_fraction * (len(known) + num_silence))))
+        chosen = np.sort(rng.choice(len(unknown), size=keep, replace=False)) if keep else []
+        unknown = [unknown[i] for i in chosen]
+    examples = sorted(known + unknown, key=lambda e: e.path)
+    return examples + _silence_examples(root, num_silence, rng)
+
+
+def _check_view_folders(root: Path, labels: str, words: dict[str, list[str]]) -> None:
+    """Refuses a directory that lacks a word folder the label view names (12: the command words; 35: all)."""
     needed = COMMAND_WORDS if labels == "12" else WORDS_35
     missing = [word for word in needed if word not in words]
     if missing:
@@ -229,38 +240,42 @@ def list_examples(
             f"{str(root)!r}: {missing}."
             + (" Use labels='12', or synthesize with words=WORDS_35." if labels == "35" else "")
         )
-    index = {name: i for i, name in enumerate(names)}
-    rng = np.random.default_rng([seed, SPLITS.index(split)])
+
+
+def _word_examples(root: Path, split: str, labels: str, words: dict[str, list[str]], validation: set[str],
+                   testing: set[str]) -> tuple[list[Example], list[Example]]:
+    """(examples of the view's words, examples of other words as `_unknown_`) in `split`, by word then path.
+
+    The 35-label view has no `_unknown_`: folders outside its words are left out.
+    """
+    index = {name: i for i, name in enumerate(label_names(labels))}
     known, unknown = [], []
     for word, files in words.items():
         if labels == "35" and word not in index:
-            continue  # Folders outside the 35 words are not part of this view.
+            continue
         for relative in files:
             if _split_of(relative, validation, testing) != split:
                 continue
-            path = str(root / relative)
+            path, speaker = str(root / relative), speaker_id(relative)
             if word in index:
-                known.append(Example(path, index[word], speaker_id(relative)))
+                known.append(Example(path, index[word], speaker))
             else:
-                unknown.append(Example(path, index[UNKNOWN_LABEL], speaker_id(relative)))
-    if labels == "35":
-        return known
-    num_silence = int(round(silence_fraction * len(known)))
-    if unknown_fraction is not None:
-        keep = min(len(unknown), int(math.ceil(unknown_fraction * (len(known) + num_silence))))
-        chosen = np.sort(rng.choice(len(unknown), size=keep, replace=False)) if keep else []
-        unknown = [unknown[i] for i in chosen]
-    examples = sorted(known + unknown, key=lambda e: e.path)
-    if num_silence:
-        noise = background_noise_files(root)
-        if not noise:
-            raise DataError(
-                f"`_silence_` examples are cut from {BACKGROUND_NOISE_DIR}/*.wav, but {str(root)!r} has none. Add "
-                "background-noise wav files or pass silence_fraction=0."
-            )
-        choice = rng.integers(0, len(noise), size=num_silence)
-        examples += [Example(noise[i], index[SILENCE_LABEL], "") for i in choice]
-    return examples
+                unknown.append(Example(path, index[UNKNOWN_LABEL], speaker))
+    return known, unknown
+
+
+def _silence_examples(root: Path, count: int, rng: np.random.Generator) -> list[Example]:
+    """`count` `_silence_` examples, each naming a background-noise file drawn with `rng` (cut at load time)."""
+    if not count:
+        return []
+    noise = background_noise_files(root)
+    if not noise:
+        raise DataError(
+            f"`_silence_` examples are cut from {BACKGROUND_NOISE_DIR}/*.wav, but {str(root)!r} has none. Add "
+            "background-noise wav files or pass silence_fraction=0."
+        )
+    silence = LABELS_12.index(SILENCE_LABEL)
+    return [Example(noise[i], silence, "") for i in rng.integers(0, len(noise), size=count)]
 
 
 def read_wav(path) -> tuple[np.ndarray, int]:
@@ -353,23 +368,14 @@ def load_speech_commands(
         DataError: see `list_examples`; also when noise mixing is asked for without background-noise files.
         ValueError: an argument is out of range.
     """
-    import tensorflow as tf
-
     if features is not None and not isinstance(features, FeatureConfig):
         raise TypeError(f"`features` must be a FeatureConfig or None. Received: features={features!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"`batch_size` must be a positive int or None. Received: batch_size={batch_size!r}")
-    if not background_noise >= 0.0:
-        raise ValueError(f"`background_noise` must be >= 0. Received: background_noise={background_noise!r}")
-    if not 0.0 <= background_frequency <= 1.0:
-        raise ValueError(
-            f"`background_frequency` must be in [0, 1]. Received: background_frequency={background_frequency!r}"
-        )
-    if not time_shift_ms >= 0.0:
-        raise ValueError(f"`time_shift_ms` must be >= 0. Received: time_shift_ms={time_shift_ms!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+    background_noise = check_number("background_noise", background_noise, low=0)
+    background_frequency = check_number("background_frequency", background_frequency, low=0, high=1)
+    time_shift_ms = check_number("time_shift_ms", time_shift_ms, low=0)
     split = _canonical_split(split)
     sample_rate = features.sample_rate if features is not None else SAMPLE_RATE
-    num_samples = sample_rate  # Every clip is padded or trimmed to 1 s.
     examples = list_examples(
         root, split, labels, silence_fraction=silence_fraction, unknown_fraction=unknown_fraction, seed=seed
     )
@@ -380,26 +386,84 @@ def load_speech_commands(
     train = split == "train"
     mix = train and background_noise > 0 and background_frequency > 0
     shift = int(round(sample_rate * time_shift_ms / 1000.0)) if train else 0
-    silence_index = LABELS_12.index(SILENCE_LABEL) if labels == "12" else -1
-    is_silence = [labels == "12" and e.label == silence_index and e.speaker == "" for e in examples]
+    is_silence = [labels == "12" and e.label == LABELS_12.index(SILENCE_LABEL) and e.speaker == "" for e in examples]
     noise_files = background_noise_files(root)
     if mix and not noise_files:
         raise DataError(
             f"`background_noise={background_noise}` mixes in {BACKGROUND_NOISE_DIR}/*.wav, but {str(root)!r} has "
             "none. Add noise files or pass background_noise=0."
         )
-    noise_index = {path: i for i, path in enumerate(noise_files)}
-    if noise_files and (mix or any(is_silence)):
-        bank, starts, lengths = (tf.constant(a) for a in _noise_bank(noise_files, num_samples, sample_rate))
-    else:
-        bank, starts, lengths = tf.zeros([num_samples]), tf.zeros([1], tf.int64), tf.constant([num_samples], tf.int64)
+    noise = _NoiseBank.load(noise_files if mix or any(is_silence) else [], sample_rate)
 
-    def noise_segment(file_index, rng_seed):
-        length = lengths[file_index]
+    ds = _example_dataset(examples, is_silence, noise_files)
+    shuffle = train if shuffle is None else bool(shuffle)
+    if shuffle and not cache:
+        ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_clip_reader(noise, sample_rate, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache("" if cache is True else str(cache))
+        if shuffle:
+            ds = ds.shuffle(min(len(examples), 10_000), seed=seed, reshuffle_each_iteration=True)
+    if shift or mix:
+        augment = _augmenter(noise, seed, shift=shift, noise_files=len(noise_files) if mix else 0,
+                             background_noise=background_noise, background_frequency=background_frequency)
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, randoms)).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    if batch_size is not None:
+        ds = ds.batch(batch_size)
+    if features is not None:
+        ds = ds.map(lambda w, y: (compute_features(w, features), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class _NoiseBank(NamedTuple):
+    """Background-noise recordings laid end to end in one tensor, so a graph can cut 1 s segments from any of them."""
+
+    bank: tf.Tensor  # float32 samples of every recording (each tiled to at least one clip).
+    starts: tf.Tensor  # int64 offset of each recording in `bank`.
+    lengths: tf.Tensor  # int64 length of each recording.
+    num_samples: int  # Samples per clip (1 s).
+
+    @classmethod
+    def load(cls, files, sample_rate: int) -> "_NoiseBank":
+        """The bank of `files`; with no files, a bank of one silent clip (nothing then cuts from it)."""
+        num_samples = sample_rate  # Every clip is padded or trimmed to 1 s.
+        if not files:
+            return cls(tf.zeros([num_samples]), tf.zeros([1], tf.int64), tf.constant([num_samples], tf.int64),
+                       num_samples)
+        bank, starts, lengths = (tf.constant(a) for a in _noise_bank(files, num_samples, sample_rate))
+        return cls(bank, starts, lengths, num_samples)
+
+    def segment(self, file_index, rng_seed):
+        """One clip of recording `file_index` at an offset drawn from the stateless seed `rng_seed`."""
         offset = tf.random.stateless_uniform(
-            [], rng_seed, minval=0, maxval=length - num_samples + 1, dtype=tf.int64
+            [], rng_seed, minval=0, maxval=self.lengths[file_index] - self.num_samples + 1, dtype=tf.int64
         )
-        return bank[starts[file_index] + offset : starts[file_index] + offset + num_samples]
+        start = self.starts[file_index] + offset
+        return self.bank[start : start + self.num_samples]
+
+
+def _example_dataset(examples: list[Example], is_silence: list[bool], noise_files: list[str]):
+    """(path, label, is silence, noise-file index, position) per example: what `_clip_reader` turns into a clip."""
+    noise_index = {path: i for i, path in enumerate(noise_files)}
+    return tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant([e.path for e in examples]),
+            tf.constant([e.label for e in examples], tf.int32),
+            tf.constant(is_silence),
+            tf.constant([noise_index.get(e.path, 0) for e in examples], tf.int64),
+            tf.range(len(examples), dtype=tf.int64),
+        )
+    )
+
+
+def _clip_reader(noise: _NoiseBank, sample_rate: int, seed: int):
+    """The map function from an `_example_dataset` element to `(1 s waveform, label)`.
+
+    A word clip is decoded (zero-padded or trimmed); a `_silence_` clip is a noise segment at a volume, both drawn
+    from (seed, position) so validation and test silences are the same every epoch.
+    """
+    num_samples = noise.num_samples
 
     def load(path, label, silence, file_index, position):
         def read():
@@ -412,57 +476,42 @@ def load_speech_commands(
         def make_silence():
             rng_seed = tf.stack([tf.cast(seed, tf.int64), position])
             volume = tf.random.stateless_uniform([], rng_seed + 7919)
-            return noise_segment(file_index, rng_seed) * volume
+            return noise.segment(file_index, rng_seed) * volume
 
         waveform = tf.cond(silence, make_silence, read)
         waveform.set_shape([num_samples])
         return waveform, label
 
-    ds = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant([e.path for e in examples]),
-            tf.constant([e.label for e in examples], tf.int32),
-            tf.constant(is_silence),
-            tf.constant([noise_index.get(e.path, 0) for e in examples], tf.int64),
-            tf.range(len(examples), dtype=tf.int64),
-        )
-    )
-    shuffle = train if shuffle is None else bool(shuffle)
-    if shuffle and not cache:
-        ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache("" if cache is True else str(cache))
-        if shuffle:
-            ds = ds.shuffle(min(len(examples), 10_000), seed=seed, reshuffle_each_iteration=True)
+    return load
 
-    if shift or mix:
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
-        def augment(element, random):
-            waveform, label = element
-            base = tf.stack([random, tf.cast(seed, tf.int64)])
-            if shift:
-                start = tf.random.stateless_uniform([], base, minval=0, maxval=2 * shift + 1, dtype=tf.int64)
-                padded = tf.pad(waveform, [[shift, shift]])
-                waveform = padded[start : start + num_samples]
-            if mix:
-                file_index = tf.random.stateless_uniform(
-                    [], base + 1, minval=0, maxval=len(noise_files), dtype=tf.int64
-                )
-                volume = tf.random.stateless_uniform([], base + 2, maxval=background_noise)
-                apply = tf.random.stateless_uniform([], base + 3) < background_frequency
-                volume = tf.where(apply, volume, 0.0)
-                waveform = tf.clip_by_value(waveform + volume * noise_segment(file_index, base + 4), -1.0, 1.0)
-            waveform.set_shape([num_samples])
-            return waveform, label
+def _augmenter(noise: _NoiseBank, seed: int, *, shift: int, noise_files: int, background_noise: float,
+               background_frequency: float):
+    """The training augmentation, a map over `((waveform, label), random int64)`.
 
-        ds = tf.data.Dataset.zip((ds, randoms)).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    if batch_size is not None:
-        ds = ds.batch(batch_size)
-    if features is not None:
-        ds = ds.map(lambda w, y: (compute_features(w, features), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    A random time shift in [-shift, shift] samples (zero fill), then (when `noise_files` > 0) with probability
+    `background_frequency` a noise segment at a volume in [0, background_noise]. Every draw is stateless, seeded by
+    the element's random number and `seed`.
+    """
+    num_samples = noise.num_samples
+
+    def augment(element, random):
+        waveform, label = element
+        base = tf.stack([random, tf.cast(seed, tf.int64)])
+        if shift:
+            start = tf.random.stateless_uniform([], base, minval=0, maxval=2 * shift + 1, dtype=tf.int64)
+            padded = tf.pad(waveform, [[shift, shift]])
+            waveform = padded[start : start + num_samples]
+        if noise_files:
+            file_index = tf.random.stateless_uniform([], base + 1, minval=0, maxval=noise_files, dtype=tf.int64)
+            volume = tf.random.stateless_uniform([], base + 2, maxval=background_noise)
+            apply = tf.random.stateless_uniform([], base + 3) < background_frequency
+            volume = tf.where(apply, volume, 0.0)
+            waveform = tf.clip_by_value(waveform + volume * noise.segment(file_index, base + 4), -1.0, 1.0)
+        waveform.set_shape([num_samples])
+        return waveform, label
+
+    return augment
 
 
 def load_speech_commands_arrays(
@@ -574,6 +623,7 @@ __all__ = [
     "BACKGROUND_NOISE_DIR",
     "COMMAND_WORDS",
     "Example",
+    "LABEL_VIEWS",
     "LABELS_12",
     "SAMPLE_RATE",
     "SILENCE_LABEL",

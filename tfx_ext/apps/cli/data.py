@@ -15,6 +15,9 @@ import sys
 from absl import flags
 
 from tfx_ext.apps.cli import parse_subcommand
+from tfx_ext.apps.synthesis import DEFAULT_WORDS, ENGINES, synthesize_keywords
+from tfx_ext.data import SPLITS, speech_commands_info
+from tfx_ext.errors import DataError
 
 FLAGS = flags.FLAGS
 
@@ -26,7 +29,7 @@ SUBCOMMANDS = {
 flags.DEFINE_string("root", None, "Speech Commands directory (written by `synthesize`, read by `info`).")
 flags.DEFINE_integer("speakers", 36, "synthesize: number of synthetic speakers.", lower_bound=1)
 flags.DEFINE_integer("clips_per_speaker", 3, "synthesize: clips per speaker and word.", lower_bound=1)
-flags.DEFINE_enum("engine", "auto", ["auto", "espeak", "numpy"], "synthesize: espeak-ng, numpy, or auto.")
+flags.DEFINE_enum("engine", "auto", list(ENGINES), "synthesize: espeak-ng, numpy, or auto.")
 flags.DEFINE_integer("seed", 0, "synthesize: random seed.")
 flags.DEFINE_list("words", None, "synthesize: comma-separated words (default: 10 command words + 4 unknown words).")
 flags.DEFINE_float("noise", 0.02, "synthesize: maximum standard deviation of the noise added to each clip.")
@@ -35,7 +38,7 @@ flags.DEFINE_bool("progress", True, "synthesize: show a progress bar.")
 
 def format_info(info: dict) -> str:
     """A fixed-width table of `speech_commands_info(root)`."""
-    splits = ("train", "validation", "test")
+    splits = SPLITS
     width = max([len(word) for word in info["counts"]] + [5])
     lines = [f"Speech Commands directory: {info['root']}", ""]
     lines.append(f"{'word'.ljust(width)}  " + "  ".join(f"{s:>10}" for s in splits) + f"  {'total':>7}")
@@ -58,11 +61,6 @@ def main(argv):
     if not FLAGS.root:
         print(f"tfx-ext data {argv[1]}: --root=DIR is required.", file=sys.stderr)
         return 2
-
-    from tfx_ext.data import speech_commands_info
-    from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
-    from tfx_ext.errors import DataError
-
     try:
         if argv[1] == "synthesize":
             summary = synthesize_keywords(

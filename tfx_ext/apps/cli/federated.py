@@ -16,15 +16,17 @@ from absl import flags
 
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
+from tfx_ext.apps.federated_experiments import DATASETS, PARTITIONS, run_experiment
+from tfx_ext.distribute import is_chief, remove_temp_dirpath, write_dirpath
 
 FLAGS = flags.FLAGS
 
 SUBCOMMANDS = {"simulate": "run a federated simulation and write its history, learning curve and summary"}
 
 cli_flags.define_strategy_flags()  # --strategy (cohort sharded over replicas), --local_workers, ...
-flags.DEFINE_enum("dataset", "digits", ["digits", "speech_commands"], "Data set.")
+flags.DEFINE_enum("dataset", "digits", list(DATASETS), "Data set.")
 flags.DEFINE_string("data_dir", None, "Speech Commands directory (for --dataset=speech_commands).")
-flags.DEFINE_enum("partition", "dirichlet", ["iid", "dirichlet", "shards", "natural"], "How to split into clients.")
+flags.DEFINE_enum("partition", "dirichlet", list(PARTITIONS), "How to split into clients.")
 flags.DEFINE_float("alpha", 0.5, "Dirichlet concentration for --partition=dirichlet (smaller = more skew).")
 flags.DEFINE_integer("shards_per_client", 2, "Shards per client for --partition=shards.", lower_bound=1)
 flags.DEFINE_integer("clients", 100, "Number of clients (not used by --partition=natural).", lower_bound=1)
@@ -66,15 +68,11 @@ def main(argv):
     if not FLAGS.output_dir:
         print("tfx-ext federated simulate: --output_dir is required.", file=sys.stderr)
         return 2
-    from tfx_ext.apps.federated_experiments import run_experiment
-
     if cli_flags.run_local_cluster_if_requested():
         return 0  # The local worker processes ran the simulation.
     strategy = cli_flags.strategy_from_flags() if FLAGS.strategy != "default" else None
     output_dir = FLAGS.output_dir
     if strategy is not None:  # Only the chief writes into --output_dir; other workers use a temporary directory.
-        from tfx_ext.distribute import write_dirpath
-
         output_dir = write_dirpath(FLAGS.output_dir, strategy)
     summary = run_experiment(
         output_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, partition=FLAGS.partition,
@@ -86,8 +84,6 @@ def main(argv):
         strategy=strategy,
     )
     if strategy is not None:
-        from tfx_ext.distribute import is_chief, remove_temp_dirpath
-
         if not is_chief(strategy):
             remove_temp_dirpath(output_dir, strategy)
             return 0

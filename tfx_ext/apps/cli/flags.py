@@ -26,9 +26,10 @@ import sys
 
 from absl import flags
 
+from tfx_ext.distribute.cluster import in_local_worker, launch_local_command
+from tfx_ext.distribute.strategy import STRATEGY_NAMES, get_strategy
+
 FLAGS = flags.FLAGS
-# The names of tfx_ext.distribute.get_strategy (repeated so that defining flags does not import TensorFlow).
-STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "auto")
 
 
 def define_strategy_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -65,8 +66,6 @@ def run_local_cluster_if_requested(flag_values: flags.FlagValues = FLAGS, argv: 
         absl.flags.IllegalFlagValueError: --local_workers without --strategy=multi_worker.
         WorkerFailedError, ClusterTimeoutError: a worker failed or the cluster ran past --worker_timeout.
     """
-    from tfx_ext.distribute.cluster import in_local_worker, launch_local_command
-
     _check(flag_values)
     if flag_values.strategy != "multi_worker" or not flag_values.local_workers or in_local_worker():
         return False
@@ -82,8 +81,6 @@ def strategy_from_flags(flag_values: flags.FlagValues = FLAGS):
         ClusterConfigError: --strategy=multi_worker without a valid TF_CONFIG (and not started by --local_workers).
         DistributeError: --logical_cpus after TensorFlow initialised.
     """
-    from tfx_ext.distribute.strategy import get_strategy
-
     _check(flag_values)
     logical_cpus = flag_values.logical_cpus if flag_values.strategy in ("mirrored", "auto") else None
     return get_strategy(flag_values.strategy, logical_cpus=logical_cpus)

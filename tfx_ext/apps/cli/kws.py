@@ -19,8 +19,11 @@ import sys
 
 from absl import flags
 
+from tfx_ext.apps import kws
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
+from tfx_ext.data import LABEL_VIEWS
+from tfx_ext.errors import TfxExtError
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +44,7 @@ flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_boun
 flags.DEFINE_integer("seed", 0, "train: random seed.")
 flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
-flags.DEFINE_enum("labels", "12", ["12", "35"], "label view of the data set.")
+flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "label view of the data set.")
 flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
 flags.DEFINE_enum("mode", "internal", ["internal", "external", "none"],
                   "convert/evaluate/export: streaming mode (none: the whole-clip model).")
@@ -65,9 +68,6 @@ def main(argv):
     command = parse_subcommand("kws", argv, SUBCOMMANDS)
     if command is None:
         return 2
-    from tfx_ext.apps import kws
-    from tfx_ext.errors import TfxExtError
-
     try:
         if command == "train":
             if not _require(command, "data_root", "output_dir"):
