@@ -15,5 +15,11 @@ def test_compat_exports_only_what_it_defines():
 # ----- LiteRT interpreter -------------------------------------------------------------------------------------------
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------
+def test_seed_generators_counts_the_generators_a_layer_tracks():
+    import keras
+
+    assert len(compat.seed_generators(keras.layers.Dropout(0.5))) == 1
+    assert compat.seed_generators(keras.layers.Dense(2)) == []
+
 
 # ----- tf.distribute ------------------------------------------------------------------------------------------------

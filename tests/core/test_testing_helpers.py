@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.testing import assert_all_close, run_layer_test
+from tfx_ext.testing import assert_all_close, run_layer_test
 
 
 def test_run_layer_test_on_dense_with_tflite_and_distribute():

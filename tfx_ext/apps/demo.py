@@ -142,7 +142,7 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
     from tfx_ext.apps import kws
     from tfx_ext.data import compute_features, label_names
     from tfx_ext.streaming.contract import Mode
-    from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+    from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
 
     model = context["model"]
     step = min_frames_per_step(model)
@@ -151,8 +151,7 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
     usable = features.shape[0] - features.shape[0] % step
     window = model.inputs[0].shape[1]
     internal = to_streaming(model, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
-    runner = StreamingRunner(internal)
-    posteriors = kws.stream_posteriors(runner, features[:usable])
+    posteriors = kws.stream_posteriors(internal, features[:usable])
     # From a reset state, the posterior after the first full window equals the whole-window model exactly. Later
     # windows differ a little: the stream has heard what came before the window (receptive fields reach past its
     # start), where the whole-window model pads with zeros.
@@ -171,7 +170,7 @@ def stage_streaming(config: DemoConfig, context: dict, report: Report) -> Sectio
     kws.plot_posteriors(posteriors, names, report.figure_path("posteriors.png"), step_s=0.02 * step,
                         segments=segments, waveform=waveform, title="Streaming posteriors (Keras, internal state)")
     context.update(step=step, stream_features=features[:usable], stream_segments=segments,
-                   stream_waveform=waveform, keras_posteriors=posteriors, internal_model=internal,
+                   stream_waveform=waveform, keras_posteriors=posteriors, internal_model=internal.model,
                    external_runner=external)
     stream_accuracy = kws.evaluate(model, context["data_root"], mode=Mode.STREAM_EXTERNAL_STATE, batch_size=32)
     text = (

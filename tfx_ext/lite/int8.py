@@ -128,9 +128,9 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         data inputs and the states each step received; for internal-state models the data inputs, preceded at every
         sequence start by `("reset_states", {"reset": ...})`.
     """
-    from tfx_ext.streaming.convert import StreamingRunner
+    from tfx_ext.streaming.runner import StreamingRunner
 
-    runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
+    runner = StreamingRunner.of(model_or_runner)
     internal = bool(state_variables(runner.model))
     if len(runner.input_names) != 1:
         raise ValueError(f"streaming_calibration_data supports one data input. Received: {runner.input_names}")

@@ -484,7 +484,7 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         raise ValueError(f"`model` is already quantize-aware. Received: model={model.name!r}")
     consumers: dict[str, list] = {}
     by_name = {layer.name: layer for layer in model.layers}
-    from tfx_ext.streaming.convert import _graph_config, _history
+    from tfx_ext.streaming.graph import _graph_config, _history
 
     for layer_config in _graph_config(model)["layers"]:
         for node in layer_config.get("inbound_nodes", []):
