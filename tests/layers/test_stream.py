@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_ext.testing import verify_layer_streaming
-from tfx_ext.testing import run_layer_test
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import Mode
+from tfx_ext.testing import run_layer_test, verify_layer_streaming
 
 L = keras.layers
 

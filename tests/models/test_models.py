@@ -4,12 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_ext.testing import BOTH_MODES, verify_streaming, verify_tflite_streaming
-from tfx_ext.testing import assert_all_close, save_and_load
 from tfx_ext.models import MODELS, TINY_KWARGS, get_model
 from tfx_ext.streaming.contract import Mode, reset_model_states
 from tfx_ext.streaming.convert import to_non_streaming, to_streaming
 from tfx_ext.streaming.runner import StreamingRunner
+from tfx_ext.testing import BOTH_MODES, assert_all_close, save_and_load, verify_streaming, verify_tflite_streaming
 
 # (frames, bins) and the frames_per_step to check: tc_resnet has a time stride of 4 with two blocks.
 GEOMETRY = {
