@@ -197,6 +197,14 @@ def test_to_streaming_returns_a_runner_in_both_modes(mode):
     assert StreamingRunner.of(runner) is runner
 
 
+def test_numpy_integer_sizes_are_accepted():
+    """Fixed: `batch_size=np.int64(3)` (e.g. from an array shape) was refused as "not a positive integer"."""
+    inputs = keras.Input((8, 4))
+    runner = to_streaming(keras.Model(inputs, L.Dense(2)(inputs)), batch_size=np.int64(3),
+                          frames_per_step=np.int32(2))
+    assert (runner.batch_size, runner.frames_per_step) == (3, 2)
+
+
 def test_output_names_of_sequential_functional_and_dict_models():
     sequential = keras.Sequential([keras.Input((8, 4)), L.Dense(2, name="last")])
     assert output_names(sequential) == ["last"]

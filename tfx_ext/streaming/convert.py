@@ -381,8 +381,8 @@ def to_streaming(
             "`mode` must be Mode.STREAM_INTERNAL_STATE or Mode.STREAM_EXTERNAL_STATE (use to_non_streaming for "
             f"inference models). Received: mode={mode.value!r}"
         )
-    check_int("batch_size", batch_size, minimum=1)
-    check_int("frames_per_step", frames_per_step, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    frames_per_step = check_int("frames_per_step", frames_per_step, minimum=1)
     try:
         streaming_model, _ = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
     except NotStreamableError:
@@ -410,7 +410,7 @@ def to_non_streaming(model: keras.Model, batch_size: int | None = None) -> keras
     Raises:
         NotStreamableError: a subclassed or nested model.
     """
-    check_int("batch_size", batch_size, minimum=1, allow_none=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
     rebuilt, _ = _rebuild(model, Mode.NON_STREAM_INFERENCE, batch_size, None)
     return rebuilt
 
