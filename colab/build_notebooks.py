@@ -135,8 +135,8 @@ def streaming_kws() -> list:
         `!apt-get -qq install -y espeak-ng` before this cell gives spoken synthetic keywords.
         """),
         code('''
-        from tfx_ext.data import (compute_features, download_speech_commands, label_names, read_wav,
-                                  speech_commands_info, synthesize_keywords)
+        from tfx_ext.apps.synthesis import synthesize_keywords
+        from tfx_ext.data import compute_features, download_speech_commands, label_names, read_wav, speech_commands_info
 
         if SIZE == "full" and USE_SPEECH_COMMANDS:
             DATA_ROOT = download_speech_commands(WORK / "speech_commands")
