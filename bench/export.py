@@ -125,8 +125,8 @@ def bench_model(name, kwargs, *, train, test, epochs, qat_epochs, repeats, warmu
             kind = "qat" if variant == "int8_qat" else "float"
             source = sources[kind]
             try:
-                runners[variant] = TFLiteModel(_export(getattr(source, "model", source), variant,
-                                                       calibrations[kind]), num_threads=1)
+                keras_model = source if form == "non_stream" else source.model
+                runners[variant] = TFLiteModel(_export(keras_model, variant, calibrations[kind]), num_threads=1)
             except ExportError as error:
                 results[variant] = {"error": str(error)[:120]}
                 continue

@@ -70,7 +70,7 @@ def bench_model(name: str, *, model=None, model_kwargs=None, repeats: int = 50, 
     lite_full, rss0 = _lite(full)
     lite_full({"features": window})
     rss_full = _rss_mb() - rss0
-    lite_int, rss0 = _lite(internal)
+    lite_int, rss0 = _lite(internal.model)
     lite_int({"features": chunk})
     rss_int = _rss_mb() - rss0
     lite_ext, rss0 = _lite(external.model)
@@ -97,8 +97,9 @@ def bench_model(name: str, *, model=None, model_kwargs=None, repeats: int = 50, 
         repeats=repeats,
         baseline="non_stream",
     )
-    eager = time_callable(lambda: internal(chunk, training=False), warmup=warmup, repeats=max(repeats // 2, 3))
-    compiled_fn = tf.function(lambda x: internal(x, training=False))
+    eager = time_callable(lambda: internal.model(chunk, training=False), warmup=warmup,
+                          repeats=max(repeats // 2, 3))
+    compiled_fn = tf.function(lambda x: internal.model(x, training=False))
     compiled = time_callable(lambda: compiled_fn(chunk), warmup=warmup, repeats=repeats)
     state_bytes = sum(int(np.prod(lite_ext.input_details[n]["shape"])) * 4 for n in external.state_names)
     full_ms = timings["non_stream"]["median_s"] * 1e3

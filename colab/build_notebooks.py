@@ -135,8 +135,8 @@ def streaming_kws() -> list:
         `!apt-get -qq install -y espeak-ng` before this cell gives spoken synthetic keywords.
         """),
         code('''
-        from tfx_ext.data import (compute_features, download_speech_commands, label_names, read_wav,
-                                  speech_commands_info, synthesize_keywords)
+        from tfx_ext.apps.synthesis import synthesize_keywords
+        from tfx_ext.data import compute_features, download_speech_commands, label_names, read_wav, speech_commands_info
 
         if SIZE == "full" and USE_SPEECH_COMMANDS:
             DATA_ROOT = download_speech_commands(WORK / "speech_commands")
@@ -192,13 +192,13 @@ def streaming_kws() -> list:
         from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
 
         STEP = min_frames_per_step(model)  # the model's total time stride (1 frame for ds_cnn)
-        runner = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=STEP)
-        print(f"{STEP} frame(s) = {20 * STEP} ms per step; states: {runner.state_names}")
+        stream = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=STEP)
+        print(f"{STEP} frame(s) = {20 * STEP} ms per step; states: {stream.state_names}")
 
         x_test, y_test, _ = load_speech_commands_arrays(DATA_ROOT, "test")
         clip = x_test[0]
         usable = clip.shape[0] - clip.shape[0] % STEP
-        streamed = kws.stream_posteriors(runner, clip[:usable])[-1]
+        streamed = kws.stream_posteriors(stream, clip[:usable])[-1]
         whole = np.asarray(to_non_streaming(model)(clip[None, :usable], training=False))[0]
         print(f"max |streamed - whole clip| = {np.max(np.abs(streamed - whole)):.2e}")
         '''),
@@ -212,7 +212,7 @@ def streaming_kws() -> list:
         waveform, segments = kws.long_stream(DATA_ROOT, num_clips=STREAM_CLIPS, seed=0)
         stream_features = np.asarray(compute_features(waveform))
         stream_features = stream_features[: stream_features.shape[0] - stream_features.shape[0] % STEP]
-        keras_posteriors = kws.stream_posteriors(runner, stream_features)
+        keras_posteriors = kws.stream_posteriors(stream, stream_features)
         show_png(kws.plot_posteriors(keras_posteriors, NAMES, WORK / "posteriors_keras.png", step_s=0.02 * STEP,
                                      segments=segments, waveform=waveform, title="Streaming posteriors (Keras)"))
         '''),
@@ -239,13 +239,13 @@ def streaming_kws() -> list:
         # One shuffled batch of training clips (reading only those clips, not the whole split).
         batch, _ = next(iter(load_speech_commands(DATA_ROOT, "train", batch_size=CALIBRATION_CLIPS, shuffle=True)))
         calibration_clips = np.asarray(batch)[:, : batch.shape[1] // STEP * STEP]
-        calibration = streaming_calibration_data(runner, calibration_clips)
+        calibration = streaming_calibration_data(stream, calibration_clips)
         print(f"{len(calibration)} calibration samples from {len(calibration_clips)} streamed clips")
 
         EXPORTS = {
-            "float32": to_tflite(runner.model, WORK / "kws_stream_float.tflite"),
-            "dynamic": to_tflite(runner.model, WORK / "kws_stream_dynamic.tflite", quantize="dynamic"),
-            "int8": to_tflite(runner.model, WORK / "kws_stream_int8.tflite", quantize="int8",
+            "float32": to_tflite(stream.model, WORK / "kws_stream_float.tflite"),
+            "dynamic": to_tflite(stream.model, WORK / "kws_stream_dynamic.tflite", quantize="dynamic"),
+            "int8": to_tflite(stream.model, WORK / "kws_stream_int8.tflite", quantize="int8",
                               representative_data=calibration),
         }
         lite_models = {name: TFLiteModel(flatbuffer) for name, flatbuffer in EXPORTS.items()}

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices for the whole session, so `MirroredStrategy(["/cpu:0", "/cpu:1"])` works in any test
-# (tests/testing.py: `two_cpu_strategy()`). This must run before TensorFlow initializes its devices.
+# (`tfx_ext.testing.two_cpu_strategy()`). This must run before TensorFlow initializes its devices.
 NUM_LOGICAL_CPUS = 2
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.testing import assert_all_close, assert_tflite_parity, save_and_load
+from tfx_ext.testing import assert_all_close, assert_tflite_parity, save_and_load
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.transforms.baking import bake, hyper_parameter_report
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D

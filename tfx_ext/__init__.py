@@ -44,7 +44,8 @@ from tfx_ext.streaming.contract import (  # noqa: E402
 
 # Importing the layers registers them with Keras, so `keras.saving.load_model` finds them after `import tfx_ext`.
 from tfx_ext import layers  # noqa: E402
-from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming  # noqa: E402
+from tfx_ext.streaming.convert import to_non_streaming, to_streaming  # noqa: E402
+from tfx_ext.streaming.runner import StreamingRunner  # noqa: E402
 from tfx_ext.lite.convert import to_tflite  # noqa: E402
 from tfx_ext.lite.runtime import TFLiteModel  # noqa: E402
 from tfx_ext.lite.int8 import check_full_integer, non_integer_ops, streaming_calibration_data  # noqa: E402

@@ -8,7 +8,7 @@ Add to this module rather than reaching into a private name elsewhere.
 
 from __future__ import annotations
 
-__all__: list[str] = ["enable_variable_quantization", "signature_invoker", "tflite_schema"]
+__all__: list[str] = ["enable_variable_quantization", "signature_invoker", "tflite_schema", "seed_generators"]
 
 # ----- TensorFlow Lite converter ------------------------------------------------------------------------------------
 def enable_variable_quantization(converter) -> None:
@@ -55,6 +55,14 @@ def tflite_schema():
 
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------
+def seed_generators(layer) -> list:
+    """The `keras.random.SeedGenerator`s a layer tracks (`Layer._seed_generators`).
+
+    Keras has no public accessor for them (its own `run_layer_test` reads the same attribute).
+    `tfx_ext.testing.run_layer_test(expected_num_seed_generators=...)` checks the count a layer declares.
+    """
+    return list(layer._seed_generators)
+
 
 # ----- tf.distribute ------------------------------------------------------------------------------------------------
 

@@ -54,6 +54,12 @@ def test_litert_ships_the_flatbuffer_schema_with_the_names_the_full_integer_chec
 
 
 # ----- Keras internals ----------------------------------------------------------------------------------------------
+def test_seed_generators_counts_the_generators_a_layer_tracks():
+    import keras
+
+    assert len(compat.seed_generators(keras.layers.Dropout(0.5))) == 1
+    assert compat.seed_generators(keras.layers.Dense(2)) == []
+
 
 # ----- tf.distribute ------------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.testing import assert_all_close
+from tfx_ext.testing import assert_all_close
 from tfx_ext.distribute import fit, get_strategy
 
 WEIGHT_ATOL = 1e-5

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.distribute import workers
-from tests.testing import assert_all_close
+from tfx_ext.testing import assert_all_close
 from tfx_ext.distribute import launch_local_cluster
 
 WEIGHT_ATOL = 1e-5

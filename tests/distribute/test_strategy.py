@@ -154,7 +154,7 @@ def test_mirrored_runs_collectives_beside_a_directly_made_strategy():
     import keras
     import numpy as np
 
-    from tests.testing import two_cpu_strategy
+    from tfx_ext.testing import two_cpu_strategy
     from tfx_ext.distribute import fit
 
     x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.testing import assert_all_close
+from tfx_ext.testing import assert_all_close
 from tfx_ext.distribute import DistributeError, fit, get_strategy
 from tfx_ext.distribute import evaluate as dist_evaluate
 

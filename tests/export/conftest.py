@@ -68,7 +68,7 @@ def exports(trained, data):
                 streaming[(name, mode)] = to_streaming(model, mode, batch_size=1,
                                                        frames_per_step=min_frames_per_step(model))
             target = streaming[(name, mode)]
-        keras_model = getattr(target, "model", target)
+        keras_model = target if mode == "non_stream" else target.model
         kwargs = {}
         if quantize == "int8":
             x = data["train"][0][:48]

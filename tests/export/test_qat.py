@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.testing import save_and_load
+from tfx_ext.testing import save_and_load
 from tfx_ext.lite.convert import to_tflite
 from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.transforms.qat import (
@@ -120,8 +120,7 @@ def test_qat_int8_export_uses_learned_ranges_without_representative_data(qat_ds_
 
 @pytest.mark.parametrize("mode", ["stream_internal_state", "stream_external_state"])
 def test_qat_streams_with_ranges_carried_over(qat_ds_cnn, data, mode):
-    streaming = to_streaming(qat_ds_cnn, mode, batch_size=1, frames_per_step=1)
-    model = getattr(streaming, "model", streaming)
+    model = to_streaming(qat_ds_cnn, mode, batch_size=1, frames_per_step=1).model
     for layer in qat_ds_cnn.layers:
         if isinstance(layer, FakeQuant):
             np.testing.assert_array_equal(np.asarray(model.get_layer(layer.name).range_max),
@@ -209,7 +208,7 @@ def qat_zoo(data):
 ])
 def test_quantized_layers_keras_contract(layer_cls, kwargs, shape, num_trainable, num_ranges):
     """Config round trips, weight counts (3 per range: min, max, initialized), `.keras` round trip, a fit step."""
-    from tests.testing import run_layer_test
+    from tfx_ext.testing import run_layer_test
 
     # (streaming is checked on trained models below: untrained ranges are empty and zero every state)
     run_layer_test(layer_cls, kwargs, shape, expected_num_trainable_weights=num_trainable,
@@ -270,8 +269,7 @@ def test_qat_separable_and_concatenate_stream(qat_zoo, data, mode):
     loaded = save_and_load(qat_zoo)
     x = data["test"][0][:8]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat_zoo.predict(x, verbose=0))
-    streaming = to_streaming(loaded, mode, batch_size=1, frames_per_step=1)
-    model = getattr(streaming, "model", streaming)
+    model = to_streaming(loaded, mode, batch_size=1, frames_per_step=1).model
     assert isinstance(model.get_layer("concat"), QuantizedConcatenate)
     np.testing.assert_array_equal(np.asarray(model.get_layer("concat").mid.range_max),
                                   np.asarray(qat_zoo.get_layer("concat").mid.range_max))
@@ -434,11 +432,12 @@ def test_qat_gru_streams_internal_state_to_full_int8(trained, data):
     assert all(isinstance(qat.get_layer(name), QuantizedGRU) for name in ("gru1", "gru2"))
     for start in range(0, 128, 64):  # ranges from training-mode passes (the crnn and LSTM tests fine-tune)
         qat(data["train"][0][start:start + 64], training=True)
-    model = to_streaming(qat, "stream_internal_state", batch_size=1, frames_per_step=1)
+    runner = to_streaming(qat, "stream_internal_state", batch_size=1, frames_per_step=1)
+    model = runner.model
     np.testing.assert_array_equal(np.asarray(model.get_layer("gru2").rnn.cell.h_range.range_max),
                                   np.asarray(qat.get_layer("gru2").rnn.cell.h_range.range_max))
     flatbuffer = to_tflite(model, quantize="int8",
-                           representative_data=streaming_calibration_data(model, data["train"][0][:24]))
+                           representative_data=streaming_calibration_data(runner, data["train"][0][:24]))
     assert non_integer_ops(flatbuffer) == []
     result = verify(qat, flatbuffer, data["test"])
     print(f"\nqat int8 gru/stream_internal_state: agreement {result.agreement:.3f}, "

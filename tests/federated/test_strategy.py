@@ -11,7 +11,7 @@ import pytest
 
 from tests.federated.multiworker_setup import model_fn as tiny_model
 from tests.federated.multiworker_setup import toy_arrays
-from tests.testing import two_cpu_strategy
+from tfx_ext.testing import two_cpu_strategy
 from tfx_ext.federated import ClientData, FedAvg, FedAvgM, simulate
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tfx_ext.transforms.temporal_sparsity import assign_fan_out, delta_mac_savings, fan_out_of, sparsity_report, temporal_deltas
 from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.streaming.contract import Mode
-from tests.testing import assert_all_close, assert_distribute_parity, run_layer_test
+from tfx_ext.testing import assert_all_close, assert_distribute_parity, run_layer_test
 
 
 @pytest.mark.parametrize("method", ["quantize", "gated"])
@@ -239,7 +239,7 @@ def test_insert_delta_activations_copies_weights_and_keeps_outputs_at_fine_resol
     assert names == ["relu0_delta", "dw1_relu_delta", "pw1_relu_delta"]
     assert_all_close(delta_model(x, training=False), model(x, training=False), atol=1e-5)
     assert delta_model.get_layer("relu0_delta").fan_out == 9  # depthwise 3x3, multiplier 1
-    from tests.testing import save_and_load
+    from tfx_ext.testing import save_and_load
 
     assert_all_close(save_and_load(delta_model)(x), delta_model(x))
 
@@ -256,13 +256,13 @@ def test_insert_delta_activations_needs_an_activation():
 def test_kws_model_with_delta_activations_streams_and_exports(method):
     """A DS-CNN with a DeltaActivation after every hidden ReLU: to_streaming in both modes equals the
     non-streaming model frame by frame (no special case in the converter), and float LiteRT equals Keras."""
-    from tests.streaming_checks import BOTH_MODES, verify_model_streaming, verify_tflite_streaming
+    from tfx_ext.testing import BOTH_MODES, verify_streaming, verify_tflite_streaming
     from tfx_ext.transforms.temporal_sparsity import insert_delta_activations
     from tfx_ext.models import get_model
 
     model = insert_delta_activations(get_model("ds_cnn", (10, 8), 4, width=4, num_blocks=1), threshold=0.1,
                                      method=method)
     x = np.random.default_rng(7).normal(size=(2, 10, 8)).astype("float32")
-    verify_model_streaming(model, x, frames_per_step=(1, 2), compiled=(True,))
+    verify_streaming(model, x, frames_per_step=(1, 2), compiled=(True,))
     for mode in BOTH_MODES:
         assert verify_tflite_streaming(model, x, mode) <= 1e-4

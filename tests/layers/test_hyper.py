@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.testing import assert_all_close, assert_distribute_parity, run_layer_test, save_and_load
+from tfx_ext.testing import assert_all_close, assert_distribute_parity, run_layer_test, save_and_load
 from tfx_ext.layers import hyper_network as hyper_module
 from tfx_ext.layers import hyper_layers as hyper_layers_module
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D, target_variance
@@ -432,7 +432,7 @@ def test_call_errors():
 
 @pytest.mark.parametrize("mode", ["scale", "kernel"])
 def test_conditional_model_tflite_parity(mode):
-    from tests.testing import assert_tflite_parity
+    from tfx_ext.testing import assert_tflite_parity
 
     hnet = HyperNetwork(4, (3, 4, 4))
     x = keras.Input((10, 5), name="x")

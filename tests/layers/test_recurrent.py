@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.testing import assert_all_close, run_layer_test
+from tfx_ext.testing import assert_all_close, run_layer_test
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.streaming.contract import Mode
 

@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from tests.streaming_checks import verify_layer_streaming
-from tests.testing import run_layer_test
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import Mode
+from tfx_ext.testing import run_layer_test, verify_layer_streaming
 
 L = keras.layers
 
@@ -135,9 +134,9 @@ def test_stride_and_dilation_at_two_frames_per_step():
     inputs = keras.Input((8, 3))
     h = Stream(L.Conv1D(4, 3, strides=2))(inputs)
     outputs = Stream(L.Conv1D(2, 2, dilation_rate=2))(h)
-    from tests.streaming_checks import verify_model_streaming
+    from tfx_ext.testing import verify_streaming
 
-    errors = verify_model_streaming(keras.Model(inputs, outputs), np.random.default_rng(0).normal(size=(3, 8, 3)),
+    errors = verify_streaming(keras.Model(inputs, outputs), np.random.default_rng(0).normal(size=(3, 8, 3)),
                                     frames_per_step=(2, 4), compiled=(False,))
     assert max(errors.values()) < 1e-5
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import testing
-from tests.testing import assert_all_close, run_layer_test, tflite_outputs
+from tfx_ext import testing
+from tfx_ext.testing import assert_all_close, run_layer_test, tflite_outputs
 from tfx_ext.layers import decompositions as dec
 from tfx_ext.layers import tensor as tensor_module
 from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression

@@ -55,9 +55,13 @@ def test_stream_posteriors_over_concatenated_clips(trained, tmp_path):
     # After the first clip's 49 frames from a fresh state, the stream equals the model on that clip.
     first = np.asarray(compute_features(waveform[:16000], FeatureConfig()))[None]
     np.testing.assert_allclose(posteriors[48], np.asarray(model(first, training=False))[0], atol=1e-5)
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     png = kws.plot_posteriors(posteriors, label_names("12"), tmp_path / "posteriors.png", segments=segments,
                               waveform=waveform, title="ds_cnn streaming")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend  # the user's backend is left alone (no forced Agg)
     with pytest.raises(ValueError, match=r"`waveform_or_features` must be a waveform"):
         kws.stream_posteriors(model, np.zeros((1, 2, 3)))
 

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from tests.streaming_checks import BOTH_MODES, verify_model_streaming, verify_tflite_streaming
-from tests.testing import assert_all_close, save_and_load
 from tfx_ext.models import MODELS, TINY_KWARGS, get_model
 from tfx_ext.streaming.contract import Mode, reset_model_states
-from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming
+from tfx_ext.streaming.convert import to_non_streaming, to_streaming
+from tfx_ext.streaming.runner import StreamingRunner
+from tfx_ext.testing import BOTH_MODES, assert_all_close, save_and_load, verify_streaming, verify_tflite_streaming
 
 # (frames, bins) and the frames_per_step to check: tc_resnet has a time stride of 4 with two blocks.
 GEOMETRY = {
@@ -43,7 +43,7 @@ def case(request):
 
 def test_streaming_parity(case):
     name, model, x, steps = case
-    errors = verify_model_streaming(model, x, frames_per_step=steps, compiled=(True,))
+    errors = verify_streaming(model, x, frames_per_step=steps, compiled=(True,))
     for mode in BOTH_MODES:
         PARITY[f"{name}/{mode.value}"] = max(v for k, v in errors.items() if k.startswith(mode.value))
     print(f"\nparity {name}: " + ", ".join(f"{k}={v:.2g}" for k, v in errors.items()))
@@ -63,7 +63,7 @@ def test_keras_round_trip_in_every_mode(case):
     assert_all_close(save_and_load(reference)(x), reference(x))
     assert_all_close(save_and_load(model)(x, training=False), model(x, training=False))
     internal = to_streaming(model, Mode.STREAM_INTERNAL_STATE, batch_size=2, frames_per_step=step)
-    loaded = save_and_load(internal)
+    loaded = save_and_load(internal.model)
     for i in range(0, x.shape[1], step):
         assert_all_close(loaded(x[:, i:i + step]), internal(x[:, i:i + step]))
     reset_model_states(loaded)

@@ -4,14 +4,16 @@ import keras
 import numpy as np
 import pytest
 
-from tests.streaming_checks import verify_model_streaming
-from tests.testing import assert_all_close
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import Mode
-from tfx_ext.streaming.convert import StreamingRunner, to_non_streaming, to_streaming
+from tfx_ext.streaming.convert import to_non_streaming, to_streaming
+from tfx_ext.streaming.graph import output_names
+from tfx_ext.streaming.posteriors import stream_clips
+from tfx_ext.streaming.runner import StreamingRunner
+from tfx_ext.testing import assert_all_close, verify_streaming
 
 L = keras.layers
 X = np.random.default_rng(0).normal(size=(3, 8, 4)).astype("float32")
@@ -26,7 +28,7 @@ def test_sequential_model_streams():
         LSTM(3),
         L.Dense(2),
     ])
-    errors = verify_model_streaming(model, X, frames_per_step=(1, 2), compiled=(False,))
+    errors = verify_streaming(model, X, frames_per_step=(1, 2), compiled=(False,))
     assert max(errors.values()) <= 1e-5
 
 
@@ -42,7 +44,7 @@ def test_branches_and_frame_local_layers():
     x = L.LayerNormalization()(x)
     outputs = [L.Dense(3, name="frames")(x), L.Dense(1, name="last")(GRU(2, return_sequences=False)(x))]
     model = keras.Model(inputs, outputs)
-    errors = verify_model_streaming(model, X, frames_per_step=(1, 4), compiled=(False,))
+    errors = verify_streaming(model, X, frames_per_step=(1, 4), compiled=(False,))
     assert set(k.rsplit("/", 1)[1] for k in errors) == {"frames", "last"}
 
 
@@ -72,7 +74,7 @@ def test_non_causal_model_with_delay_streams_with_known_delay():
     model = keras.Model(inputs, L.Dense(2)(x))
     internal = to_streaming(model, batch_size=3)
     assert list(internal.output_delays.values()) == [1]
-    errors = verify_model_streaming(model, X, frames_per_step=(1, 2), compiled=(False,))
+    errors = verify_streaming(model, X, frames_per_step=(1, 2), compiled=(False,))
     assert max(errors.values()) <= 1e-5
 
 
@@ -148,9 +150,9 @@ def test_other_errors():
     model = keras.Model(inputs, L.Dense(2)(inputs))
     with pytest.raises(ValueError, match=r"`mode` must be Mode.STREAM_INTERNAL_STATE or .* Received: mode='training'"):
         to_streaming(model, Mode.TRAINING)
-    with pytest.raises(ValueError, match=r"`frames_per_step` must be a positive integer. Received: frames_per_step=0"):
+    with pytest.raises(ValueError, match=r"`frames_per_step` must be an integer >= 1. Received: frames_per_step=0"):
         to_streaming(model, frames_per_step=0)
-    with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer. Received: batch_size=None"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be an integer >= 1. Received: batch_size=None"):
         to_streaming(model, batch_size=None)
     with pytest.raises(TypeError, match=r"`model` must be a keras.Model"):
         to_streaming(L.Dense(2))
@@ -175,3 +177,48 @@ def test_runner_run_checks_length():
                           frames_per_step=3)
     with pytest.raises(ValueError, match=r"multiple of frames_per_step=3"):
         runner.run(X)
+
+
+@pytest.mark.parametrize("mode", [Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE])
+def test_to_streaming_returns_a_runner_in_both_modes(mode):
+    inputs = keras.Input((8, 4), name="audio")
+    model = keras.Model(inputs, L.Dense(2, name="scores")(GRU(3, name="gru")(inputs)))
+    runner = to_streaming(model, mode, batch_size=3, frames_per_step=2)
+    assert isinstance(runner, StreamingRunner) and isinstance(runner.model, keras.Model)
+    assert runner.input_names == ["audio"] and runner.output_names == ["scores"]
+    assert runner.state_names == ([] if mode == Mode.STREAM_INTERNAL_STATE else ["gru_h"])
+    assert runner.output_delays == {"scores": 0}
+    assert (runner.batch_size, runner.frames_per_step) == (3, 2)
+    assert_all_close(runner.run(X), model(X))
+    carried = runner(X[:, :2])  # after run(X): the state of 8 frames
+    runner.reset()
+    assert_all_close(runner(X[:, :2]), np.asarray(model(X))[:, :2])
+    assert not np.allclose(carried, np.asarray(model(X))[:, :2])
+    assert StreamingRunner.of(runner) is runner
+
+
+def test_numpy_integer_sizes_are_accepted():
+    """Fixed: `batch_size=np.int64(3)` (e.g. from an array shape) was refused as "not a positive integer"."""
+    inputs = keras.Input((8, 4))
+    runner = to_streaming(keras.Model(inputs, L.Dense(2)(inputs)), batch_size=np.int64(3),
+                          frames_per_step=np.int32(2))
+    assert (runner.batch_size, runner.frames_per_step) == (3, 2)
+
+
+def test_output_names_of_sequential_functional_and_dict_models():
+    sequential = keras.Sequential([keras.Input((8, 4)), L.Dense(2, name="last")])
+    assert output_names(sequential) == ["last"]
+    inputs = keras.Input((8, 4))
+    assert output_names(keras.Model(inputs, [L.Dense(1, name="a")(inputs), L.Dense(1, name="b")(inputs)])) == [
+        "a", "b"]
+    assert output_names(keras.Model(inputs, {"z": L.Dense(1)(inputs)})) == ["z"]
+
+
+def test_stream_clips_pads_the_last_batch_and_keeps_the_final_step():
+    inputs = keras.Input((8, 4))
+    model = keras.Model(inputs, L.Softmax()(L.Dense(3)(GRU(5, return_sequences=False)(inputs))))
+    runner = to_streaming(model, batch_size=2, frames_per_step=2)
+    clips = np.concatenate([X, X[:2]])  # 5 clips: the last batch of 2 is padded with one zero clip
+    assert_all_close(stream_clips(runner, clips), model(clips), atol=1e-5)
+    with pytest.raises(ValueError, match=r"`clips` must be \(num, frames, features...\)"):
+        stream_clips(runner, X[0])

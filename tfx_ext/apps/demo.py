@@ -42,7 +42,8 @@ from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.lite.int8 import streaming_calibration_data
 from tfx_ext.lite.verification import verify
 from tfx_ext.streaming.contract import Mode
-from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
+from tfx_ext.streaming.runner import StreamingRunner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,8 +236,7 @@ def stage_streaming(config: DemoConfig, context: DemoContext, report: Report) ->
     features = np.asarray(compute_features(waveform))
     features = features[: features.shape[0] - features.shape[0] % step]
     internal = to_streaming(model, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
-    runner = StreamingRunner(internal)
-    posteriors = kws.stream_posteriors(runner, features)
+    posteriors = kws.stream_posteriors(internal, features)
     parity, context_effect = _window_parity(model, features, posteriors, step)
     external = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=step)
     external_posteriors = kws.stream_posteriors(external, features)

@@ -5,6 +5,7 @@ over a long recording, plot them. Used by `tfx-ext kws ...` and the demo.
     evaluate(model, data_root, ..., mode=None)     -> metrics            whole clips, or streamed clip by clip
     long_stream(data_root, ...)                    -> (waveform, segments)   clips concatenated into one recording
     stream_posteriors(model_or_runner, waveform_or_features, ...) -> (steps, classes) posteriors, frame by frame
+                                                   (re-exported from the library: `tfx_ext.streaming.posteriors`)
     plot_posteriors(posteriors, label_names, path, ...)               PNG of posteriors over time
     convert(model_path, output, mode=..., ...)     -> paths            streaming .keras (+ float .tflite)
     export(model_path, output, quantize=..., ...)  -> report           .tflite (float/dynamic/float16/int8), verified
@@ -20,10 +21,12 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from tfx_ext.data.features import FeatureConfig, compute_features, num_frames
-from tfx_ext.streaming.contract import Mode, StreamingLayer
+from tfx_ext import _plotting
+from tfx_ext.data.features import FeatureConfig, num_frames
 from tfx_ext.models import get_model
-from tfx_ext.streaming.convert import StreamingRunner, min_frames_per_step, to_non_streaming, to_streaming
+from tfx_ext.streaming.contract import Mode
+from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
+from tfx_ext.streaming.posteriors import stream_clips, stream_posteriors
 
 
 def input_shape(features: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -178,25 +181,11 @@ def evaluate(
             total += int(y.shape[0])
         return {"accuracy": correct / max(total, 1), "num_examples": total, "mode": "non_stream_inference"}
     mode = Mode.of(mode)
-    step = _frames_per_step(model)
-    converted = to_streaming(model, mode, batch_size=batch_size, frames_per_step=step)
-    runner = converted if isinstance(converted, StreamingRunner) else StreamingRunner(converted)
+    runner = to_streaming(model, mode, batch_size=batch_size, frames_per_step=min_frames_per_step(model))
     for x, y in dataset:
-        x = np.asarray(x)
-        n = x.shape[0]
-        if n < batch_size:  # the streaming model has a static batch: pad the last batch
-            x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
-        usable = x.shape[1] - x.shape[1] % step
-        probs = runner.run(x[:, :usable])
-        last = np.asarray(probs)[:n, -1]
-        correct += int(np.sum(np.argmax(last, -1) == y.numpy()))
-        total += n
+        correct += int(np.sum(np.argmax(stream_clips(runner, x), -1) == y.numpy()))
+        total += int(y.shape[0])
     return {"accuracy": correct / max(total, 1), "num_examples": total, "mode": mode.value}
-
-
-def _frames_per_step(model: keras.Model) -> int:
-    """The smallest frames_per_step the model accepts (its total time stride)."""
-    return min_frames_per_step(model)
 
 
 def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: str = "12", seed: int = 0,
@@ -235,44 +224,6 @@ def long_stream(data_root, *, num_clips: int = 8, split: str = "test", labels: s
     return np.concatenate(clips), segments
 
 
-def stream_posteriors(model_or_runner, waveform_or_features, *, features: FeatureConfig = FeatureConfig(),
-                      frames_per_step: int | None = None) -> np.ndarray:
-    """Runs a streaming model over a long recording frame by frame and returns the posteriors of every step.
-
-    Args:
-        model_or_runner: a `StreamingRunner`, an internal-state streaming model, or a non-streaming model (converted
-            here with `to_streaming(..., STREAM_INTERNAL_STATE, batch_size=1)`). Its state is reset first.
-        waveform_or_features: a 1-D waveform (features computed here with `features`) or `(frames, bins)` features.
-        features: the front end for waveforms.
-        frames_per_step: frames per call when converting a non-streaming model (default: its total time stride).
-
-    Returns:
-        `(steps, num_classes)` float32 posteriors; step `i` ends at frame `(i + 1) * frames_per_step - 1`, i.e. at
-        `((i + 1) * frames_per_step - 1) * hop + window` seconds.
-    """
-    data = np.asarray(waveform_or_features, np.float32)
-    if data.ndim == 1:
-        data = np.asarray(compute_features(data, features))
-    if data.ndim != 2:
-        raise ValueError(
-            "`waveform_or_features` must be a waveform (samples,) or features (frames, bins). "
-            f"Received: shape={data.shape}"
-        )
-    runner = model_or_runner
-    if not isinstance(runner, StreamingRunner):
-        layers = [layer for layer in runner.layers if isinstance(layer, StreamingLayer)]
-        if layers and not layers[0].mode.is_streaming:
-            step = frames_per_step or _frames_per_step(runner)
-            runner = to_streaming(runner, Mode.STREAM_INTERNAL_STATE, batch_size=1, frames_per_step=step)
-        runner = StreamingRunner(runner)
-    step = runner.frames_per_step
-    usable = data.shape[0] - data.shape[0] % step
-    outputs = runner.run(data[None, :usable])
-    outputs = outputs[runner.output_names[0]] if isinstance(outputs, dict) else outputs
-    outputs = np.asarray(outputs)[0]
-    return outputs.reshape(outputs.shape[0], -1) if outputs.ndim > 2 else outputs
-
-
 def plot_posteriors(posteriors: np.ndarray, label_names: Sequence[str], path, *, step_s: float = 0.02,
                     offset_s: float = 0.03, segments: Sequence[tuple[float, float, str]] | None = None,
                     waveform: np.ndarray | None = None, sample_rate: int = 16000, title: str | None = None,
@@ -294,11 +245,7 @@ def plot_posteriors(posteriors: np.ndarray, label_names: Sequence[str], path, *,
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plotting.pyplot()
     posteriors = np.asarray(posteriors)
     times = offset_s + step_s * np.arange(posteriors.shape[0])
     rows = 2 if waveform is not None else 1
@@ -326,8 +273,7 @@ def plot_posteriors(posteriors: np.ndarray, label_names: Sequence[str], path, *,
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plotting.save_figure(fig, path, dpi=110)
     return path
 
 
@@ -348,9 +294,9 @@ def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE
     """
     mode = Mode.of({"internal": Mode.STREAM_INTERNAL_STATE, "external": Mode.STREAM_EXTERNAL_STATE}.get(mode, mode))
     model = _load(model_path)
-    step = frames_per_step or _frames_per_step(model)
-    converted = to_streaming(model, mode, batch_size=batch_size, frames_per_step=step)
-    streaming = converted.model if isinstance(converted, StreamingRunner) else converted
+    step = frames_per_step or min_frames_per_step(model)
+    runner = to_streaming(model, mode, batch_size=batch_size, frames_per_step=step)
+    streaming = runner.model
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     streaming.save(output)
@@ -360,11 +306,8 @@ def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE
 
         to_tflite(streaming, tflite, batch_size=batch_size)
         lite = str(tflite)
-    states = converted.state_names if isinstance(converted, StreamingRunner) else []
-    return {"keras": str(output), "tflite": lite, "mode": mode.value, "frames_per_step": step, "state_names": states}
-
-
-__all__ = ["train", "evaluate", "long_stream", "stream_posteriors", "plot_posteriors", "convert", "input_shape"]
+    return {"keras": str(output), "tflite": lite, "mode": mode.value, "frames_per_step": step,
+            "state_names": runner.state_names}
 
 
 def export(model_path, output, *, quantize: str | None = None, mode: Mode | str | None = None, data_root=None,
@@ -403,8 +346,7 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
     target = model
     if mode is not None:
         mode = Mode.of({"internal": Mode.STREAM_INTERNAL_STATE, "external": Mode.STREAM_EXTERNAL_STATE}.get(mode, mode))
-        converted = to_streaming(model, mode, batch_size=1, frames_per_step=_frames_per_step(model))
-        target = converted.model if isinstance(converted, StreamingRunner) else converted
+        target = to_streaming(model, mode, batch_size=1, frames_per_step=min_frames_per_step(model)).model
     representative = None
     if quantize == "int8":
         clips = np.concatenate([np.asarray(x) for x, _ in load_speech_commands(
@@ -422,3 +364,7 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
             data_root, "test", batch_size=64, features=features, labels=labels, shuffle=False, seed=seed)))
         report.update(verify(to_non_streaming(model), flatbuffer, (np.concatenate(x), np.concatenate(y))).as_dict())
     return report
+
+
+__all__ = ["train", "evaluate", "long_stream", "stream_posteriors", "plot_posteriors", "convert", "export",
+           "input_shape"]

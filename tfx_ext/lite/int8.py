@@ -39,7 +39,7 @@ import tensorflow as tf
 from tfx_ext._compat import enable_variable_quantization, tflite_schema
 from tfx_ext.errors import DataError, ExportError
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
-from tfx_ext.streaming.convert import StreamingRunner
+from tfx_ext.streaming.runner import StreamingRunner
 from tfx_ext.transforms.qat import is_quantize_aware
 
 # Ops that hold no arithmetic: variables, control flow and shape plumbing on int32.
@@ -135,7 +135,8 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         data inputs and the states each step received; for internal-state models the data inputs, preceded at every
         sequence start by `("reset_states", {"reset": ...})`.
     """
-    runner = model_or_runner if isinstance(model_or_runner, StreamingRunner) else StreamingRunner(model_or_runner)
+
+    runner = StreamingRunner.of(model_or_runner)
     internal = bool(state_variables(runner.model))
     if len(runner.input_names) != 1:
         raise ValueError(f"streaming_calibration_data supports one data input. Received: {runner.input_names}")

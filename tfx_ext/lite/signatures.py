@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from tfx_ext.errors import ExportError
 from tfx_ext.streaming.contract import streaming_layers
-from tfx_ext.streaming.convert import StreamingRunner
+from tfx_ext.streaming.graph import output_names
+from tfx_ext.streaming.runner import StreamingRunner
 
 SIGNATURE = "serving_default"
 # Extra signature of internal-state streaming models: zeroes every state variable (starts a new stream). LiteRT's
@@ -41,13 +42,6 @@ __all__ = [
 def keras_model(model_or_runner) -> keras.Model:
     """The Keras model of a `StreamingRunner` (what `to_streaming` returns), or `model_or_runner` itself."""
     return model_or_runner.model if isinstance(model_or_runner, StreamingRunner) else model_or_runner
-
-
-def output_names(model: keras.Model) -> list[str]:
-    """Names of the model's outputs: the dict keys for dict outputs, else Keras's `output_names`."""
-    if isinstance(model.output, dict):
-        return list(model.output.keys())
-    return list(model.output_names)
 
 
 def input_specs(model: keras.Model, batch_size: int | None) -> dict[str, tf.TensorSpec]:

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from tfx_ext.lite.runtime import TFLiteModel
-from tfx_ext.lite.signatures import keras_model, output_names
+from tfx_ext.lite.signatures import keras_model
+from tfx_ext.streaming.graph import output_names
 from tfx_ext.streaming.convert import StreamingRunner
 
 

@@ -8,19 +8,25 @@ streamable layers: everything it needs comes from the `tfx_ext.streaming.contrac
 
 External-state models take `[inputs..., *states]` and return a dict keyed by the original output names plus one
 entry per state; each state's input and output share the name `<layer>_<state>`, so runners (Keras or LiteRT)
-bind them by name. `StreamingRunner` feeds the states back.
+bind them by name. `to_streaming` returns a `tfx_ext.streaming.runner.StreamingRunner` in both modes: `.model` is
+the streaming model to save or export, `runner(chunk)` / `runner.run(sequence)` step it, `runner.reset()` restarts.
+The graph reading is in `tfx_ext.streaming.graph`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+import math
+from typing import Any
 
 import keras
 import numpy as np
 
+from tfx_ext._validate import check_int
 from tfx_ext.errors import NotStreamableError
-from tfx_ext.streaming.contract import Mode, StreamingLayer, reset_model_states, state_name
+from tfx_ext.streaming.contract import Mode, StreamingLayer, state_name
+from tfx_ext.streaming.graph import _flat, _graph_config, _history, _refs, _resolve, output_names
+from tfx_ext.streaming.runner import StreamingRunner
 
 # Ordinary Keras layers that act on each frame on its own (time on axis 1 untouched), so they stream as they are.
 FRAME_LOCAL_LAYERS: tuple[type, ...] = (
@@ -55,95 +61,6 @@ TRAINING_ONLY_LAYERS: tuple[type, ...] = (
     keras.layers.AlphaDropout,
     keras.layers.ActivityRegularization,
 )
-_TENSOR = "__keras_tensor__"
-
-
-# ----- reading the model's graph from its public config ------------------------------------------------------------
-def _graph_config(model: keras.Model) -> dict:
-    """The functional config of `model` (Sequential models are expressed as a chain)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: model={type(model).__name__}")
-    if isinstance(model, keras.Sequential):
-        config = model.get_config()
-        layers = [copy.deepcopy(layer) for layer in config["layers"]]
-        if not layers or layers[0]["class_name"] != "InputLayer":
-            shape = config.get("build_input_shape")
-            if shape is None:
-                raise NotStreamableError(
-                    f"model {model.name!r} (Sequential) has no input shape; build it with keras.Input(...) first."
-                )
-            layers.insert(0, {"class_name": "InputLayer", "config": {"batch_shape": list(shape), "dtype": "float32",
-                                                                       "name": f"{model.name}_input"}})
-        previous = None
-        for layer in layers:
-            layer["name"] = layer["config"]["name"]
-            layer["inbound_nodes"] = [] if previous is None else [
-                {"args": [{"class_name": _TENSOR, "config": {"keras_history": [previous, 0, 0]}}], "kwargs": {}}
-            ]
-            previous = layer["name"]
-        return {"layers": layers, "input_layers": [[layers[0]["name"], 0, 0]],
-                "output_layers": [[previous, 0, 0]]}
-    try:
-        config = model.get_config()
-    except NotImplementedError:
-        config = None
-    if not isinstance(config, dict) or "input_layers" not in config or "output_layers" not in config:
-        raise NotStreamableError(
-            f"model {model.name!r} ({type(model).__name__}) is a subclassed model: its call() is Python code that "
-            "to_streaming cannot rewire. Build it as a functional or Sequential model (keras.Model(inputs, "
-            "outputs)) from the same layers."
-        )
-    return copy.deepcopy(config)
-
-
-def _refs(structure) -> list:
-    """[layer, node, index] references of a config's `input_layers` / `output_layers` (list, single or dict)."""
-    if isinstance(structure, dict):
-        return [list(v) for v in structure.values()]
-    if structure and isinstance(structure[0], str):
-        return [list(structure)]
-    return [list(v) for v in structure]
-
-
-def _resolve(value, tensors: dict):
-    """Replaces serialized Keras tensors in call arguments by the rebuilt tensors."""
-    if isinstance(value, dict) and value.get("class_name") == _TENSOR:
-        name, node, index = value["config"]["keras_history"]
-        return tensors[(name, node, index)]
-    if isinstance(value, dict):
-        return {k: _resolve(v, tensors) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_resolve(v, tensors) for v in value)
-    return value
-
-
-def _history(value) -> list[tuple]:
-    """(layer, node, index) of every serialized tensor inside call arguments."""
-    if isinstance(value, dict) and value.get("class_name") == _TENSOR:
-        return [tuple(value["config"]["keras_history"])]
-    if isinstance(value, dict):
-        return [h for v in value.values() for h in _history(v)]
-    if isinstance(value, (list, tuple)):
-        return [h for v in value for h in _history(v)]
-    return []
-
-
-def _flat(outputs) -> list:
-    if isinstance(outputs, dict):
-        return list(outputs.values())
-    if isinstance(outputs, (list, tuple)):
-        return list(outputs)
-    return [outputs]
-
-
-def _output_names(model: keras.Model) -> list[str]:
-    if isinstance(model, keras.Sequential):
-        return [model.layers[-1].name]
-    if isinstance(model.output, dict):
-        return list(model.output.keys())
-    return list(model.output_names)
-
-
 # ----- per-tensor bookkeeping: time axis, frames per step, streaming delay -----------------------------------------
 class _Info:
     __slots__ = ("has_time", "frames", "delay", "rate")
@@ -197,154 +114,202 @@ def _fix_reshape(layer_config: dict, input_shape) -> None:
 
 
 # ----- rebuilding ----------------------------------------------------------------------------------------------------
-def _rebuild(model: keras.Model, mode: Mode, batch_size: int | None, frames_per_step: int | None,
-             extra_frame_local: tuple = ()) -> tuple[keras.Model, list[str]]:
-    """Rebuilds `model` with its streamable layers in `mode`; returns the model and its state names."""
-    graph = _graph_config(model)
-    streaming = mode.is_streaming
-    external = mode == Mode.STREAM_EXTERNAL_STATE
-    tensors: dict[tuple, Any] = {}
-    infos: dict[tuple, _Info] = {}
-    shapes: dict[tuple, Any] = {}  # whole-sequence shapes, read from the original config
-    data_inputs: list = []
-    state_inputs: list = []
-    state_outputs: dict[str, Any] = {}
-    source_layers = {layer.name: layer for layer in model.layers}
+class _Rebuild:
+    """One rebuild of a model's graph in `mode`: walks the config's layers in order and re-creates each call.
 
-    for layer_config in graph["layers"]:
+    Keeps, per rebuilt tensor (keyed by its `(layer, node, index)` history): the tensor, its `_Info` and the
+    whole-sequence shape read from the original model (for Reshape fixes); and the state inputs and outputs met
+    so far (external state).
+    """
+
+    def __init__(self, model: keras.Model, mode: Mode, batch_size: int | None, frames_per_step: int | None,
+                 extra_frame_local: tuple = ()):
+        self.graph = _graph_config(model)  # first: it refuses what is not a functional or Sequential model
+        self.model = model
+        self.mode = mode
+        self.streaming = mode.is_streaming
+        self.external = mode == Mode.STREAM_EXTERNAL_STATE
+        self.batch_size = batch_size
+        self.frames_per_step = frames_per_step
+        self.extra_frame_local = tuple(extra_frame_local)
+        self.tensors: dict[tuple, Any] = {}
+        self.infos: dict[tuple, _Info] = {}
+        self.shapes: dict[tuple, Any] = {}
+        self.data_inputs: list = []
+        self.state_inputs: list = []
+        self.state_outputs: dict[str, Any] = {}
+        self.source_layers = {layer.name: layer for layer in model.layers}
+
+    def run(self) -> tuple[keras.Model, list[str]]:
+        """The rebuilt model (weights copied, `output_delays` set) and its state names."""
+        for layer_config in self.graph["layers"]:
+            if layer_config["class_name"] == "InputLayer":
+                self._add_input(layer_config)
+            else:
+                self._add_layer(layer_config)
+        return self._assemble(), list(self.state_outputs)
+
+    # --- one step per kind of graph entry ---
+    def _add_input(self, layer_config: dict) -> None:
+        name, config = layer_config["name"], layer_config["config"]
+        batch_shape = list(config.get("batch_shape") or [None, *config["shape"]])
+        if len(batch_shape) < 3 and self.streaming:
+            raise NotStreamableError(
+                f"input {name!r} has shape {tuple(batch_shape)}; streaming inputs need (batch, time, features...)."
+            )
+        self.shapes[(name, 0, 0)] = tuple(batch_shape)
+        if self.batch_size is not None:
+            batch_shape[0] = self.batch_size
+        if self.streaming:
+            batch_shape[1] = self.frames_per_step
+        tensor = keras.Input(batch_shape=tuple(batch_shape), dtype=config.get("dtype", "float32"), name=name)
+        self.tensors[(name, 0, 0)] = tensor
+        self.infos[(name, 0, 0)] = _Info(True, self.frames_per_step, 0, 1)
+        self.data_inputs.append(tensor)
+
+    def _add_layer(self, layer_config: dict) -> None:
         name = layer_config["name"]
-        class_name = layer_config["class_name"]
-        if class_name == "InputLayer":
-            config = layer_config["config"]
-            batch_shape = list(config.get("batch_shape") or [None, *config["shape"]])
-            if len(batch_shape) < 3 and streaming:
-                raise NotStreamableError(
-                    f"input {name!r} has shape {tuple(batch_shape)}; streaming inputs need (batch, time, features...)."
-                )
-            shapes[(name, 0, 0)] = tuple(batch_shape)
-            if batch_size is not None:
-                batch_shape[0] = batch_size
-            if streaming:
-                batch_shape[1] = frames_per_step
-            tensor = keras.Input(batch_shape=tuple(batch_shape), dtype=config.get("dtype", "float32"), name=name)
-            tensors[(name, 0, 0)] = tensor
-            infos[(name, 0, 0)] = _Info(True, frames_per_step, 0, 1)
-            data_inputs.append(tensor)
-            continue
-        if class_name in ("Functional", "Sequential", "Model") or isinstance(source_layers.get(name), keras.Model):
+        nodes = layer_config.get("inbound_nodes", [])
+        layer = self._recreate(layer_config, nodes)
+        if isinstance(layer, TRAINING_ONLY_LAYERS):
+            self._pass_through(name, nodes)
+            return
+        for node_index, node in enumerate(nodes):
+            in_infos = [self.infos[s] for s in _history(node["args"]) + _history(node["kwargs"])]
+            args = _resolve(node["args"], self.tensors)
+            kwargs = _resolve(node["kwargs"], self.tensors)
+            if isinstance(layer, StreamingLayer):
+                outputs, out_info = self._call_streaming(layer, in_infos[0], args, kwargs)
+            else:
+                outputs, out_info = self._call_frame_local(layer, layer_config, in_infos, args, kwargs)
+            for index, tensor in enumerate(_flat(outputs)):
+                self.tensors[(name, node_index, index)] = tensor
+                self.infos[(name, node_index, index)] = out_info
+        self._record_shapes(name)
+
+    def _recreate(self, layer_config: dict, nodes: list):
+        """The layer re-created from its config: streamable layers in `mode`, time-keeping Reshapes made generic."""
+        name = layer_config["name"]
+        if layer_config["class_name"] in ("Functional", "Sequential", "Model") or isinstance(
+                self.source_layers.get(name), keras.Model):
             raise NotStreamableError(
                 f"layer {name!r} is a nested model; to_streaming needs one flat functional or Sequential model. "
                 "Call the inner model's layers directly in the outer model."
             )
         serialized = {k: v for k, v in layer_config.items() if k not in ("inbound_nodes", "build_config", "name")}
         layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
-        nodes = layer_config.get("inbound_nodes", [])
-        if isinstance(layer, TRAINING_ONLY_LAYERS):
-            for node_index, node in enumerate(nodes):
-                (source,) = _history(node["args"])[:1]
-                tensors[(name, node_index, 0)] = tensors[source]
-                infos[(name, node_index, 0)] = infos[source]
-                shapes[(name, node_index, 0)] = shapes.get(source)
-            continue
         if isinstance(layer, StreamingLayer):
-            serialized["config"] = dict(serialized["config"], mode=mode.value)
+            serialized["config"] = dict(serialized["config"], mode=self.mode.value)
             layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
-            if streaming and len(nodes) > 1:
+            if self.streaming and len(nodes) > 1:
                 raise NotStreamableError(
                     f"{_describe(layer)} is called {len(nodes)} times; a streamable layer keeps one state, so use "
                     "one layer per call."
                 )
-        elif isinstance(layer, keras.layers.Reshape) and streaming and nodes:
+        elif isinstance(layer, keras.layers.Reshape) and self.streaming and nodes:
             (source,) = _history(nodes[0]["args"])[:1]
-            if infos[source].has_time:
-                _fix_reshape(serialized, shapes.get(source))
+            if self.infos[source].has_time:
+                _fix_reshape(serialized, self.shapes.get(source))
                 layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
-        for node_index, node in enumerate(nodes):
-            sources = _history(node["args"]) + _history(node["kwargs"])
-            in_infos = [infos[s] for s in sources]
-            args = _resolve(node["args"], tensors)
-            kwargs = _resolve(node["kwargs"], tensors)
-            timed = [i for i in in_infos if i.has_time]
-            if isinstance(layer, StreamingLayer):
-                info = in_infos[0]
-                if streaming:
-                    if info.frames is not None and info.frames % max(layer.block_size, 1):
-                        raise NotStreamableError(
-                            f"{_describe(layer)} steps over multiples of {layer.block_size} frames (its time stride) "
-                            f"but receives {info.frames} frames per step (frames_per_step={frames_per_step} of the "
-                            f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
-                        )
-                out_info = _Info(
-                    not layer.drops_time_axis,
-                    None if info.frames is None else info.frames // max(layer.time_stride, 1),
-                    info.delay + layer.output_delay * info.rate,
-                    info.rate * max(layer.time_stride, 1),
-                )
-                if external:
-                    data, rest = args[0], list(args[1:])
-                    specs = layer.state_specs(tuple(data.shape))
-                    states = [
-                        keras.Input(batch_shape=(data.shape[0], *spec.shape), dtype=spec.dtype,
-                                    name=state_name(name, spec))
-                        for spec in specs
-                    ]
-                    outputs = layer([data, *states], *rest, **kwargs)
-                    outputs = _flat(outputs)
-                    state_inputs.extend(states)
-                    for spec, value in zip(specs, outputs[1:]):
-                        state_outputs[state_name(name, spec)] = value
-                    outputs = outputs[0]
-                else:
-                    outputs = layer(*args, **kwargs)
-            else:
-                if streaming:
-                    _check_frame_local(layer, in_infos, layer_config, extra_frame_local)
-                    delays = sorted({i.delay for i in timed})
-                    if len(delays) > 1:
-                        lags = [i.delay for i in timed]
-                        raise NotStreamableError(
-                            f"{_describe(layer)} merges branches whose streamed values lag by {lags} frames: the "
-                            f"model is not causal there (a look-ahead layer on one branch only). Put "
-                            f"tfx_ext.layers.Delay(d) on the branches that lag less so they all lag {max(lags)} "
-                            "frames (d in frames of that branch)."
-                        )
-                    if len({i.frames for i in timed}) > 1:
-                        raise NotStreamableError(
-                            f"{_describe(layer)} merges branches with different time strides "
-                            f"({[i.frames for i in timed]} frames per step); it cannot stream."
-                        )
-                base = timed[0] if timed else (in_infos[0] if in_infos else _Info(False, None, 0, 1))
-                out_info = _Info(bool(timed), base.frames, base.delay, base.rate)
-                outputs = layer(*args, **kwargs)
-            for index, tensor in enumerate(_flat(outputs)):
-                tensors[(name, node_index, index)] = tensor
-                infos[(name, node_index, index)] = out_info
-        # whole-sequence shapes of this layer's outputs, for Reshape fixes downstream
-        source = source_layers.get(name)
-        if source is not None:
-            try:
-                for index, tensor in enumerate(_flat(source.output)):
-                    shapes[(name, 0, index)] = tuple(tensor.shape)
-            except (AttributeError, ValueError):
-                pass
+        return layer
 
-    names = _output_names(model)
-    outputs = [tensors[tuple(ref)] for ref in _refs(graph["output_layers"])]
-    delays = {n: infos[tuple(ref)].delay for n, ref in zip(names, _refs(graph["output_layers"]))}
-    suffix = {Mode.STREAM_INTERNAL_STATE: "stream_internal", Mode.STREAM_EXTERNAL_STATE: "stream_external"}.get(
-        mode, "inference")
-    if external:
-        clash = set(names) & set(state_outputs)
-        if clash:
-            raise NotStreamableError(f"output names {sorted(clash)} clash with state names; rename those outputs.")
-        rebuilt = keras.Model([*data_inputs, *state_inputs], {**dict(zip(names, outputs)), **state_outputs},
-                              name=f"{model.name}_{suffix}")
-    else:
-        rebuilt = keras.Model(data_inputs if len(data_inputs) > 1 else data_inputs[0],
-                              outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_{suffix}")
-    _copy_weights(model, rebuilt)
-    rebuilt.output_delays = delays  # plain attribute: informative only, not saved
-    return rebuilt, list(state_outputs)
+    def _pass_through(self, name: str, nodes: list) -> None:
+        """A training-only layer is dropped: each of its outputs is its input."""
+        for node_index, node in enumerate(nodes):
+            (source,) = _history(node["args"])[:1]
+            self.tensors[(name, node_index, 0)] = self.tensors[source]
+            self.infos[(name, node_index, 0)] = self.infos[source]
+            self.shapes[(name, node_index, 0)] = self.shapes.get(source)
+
+    def _call_streaming(self, layer: StreamingLayer, info: _Info, args, kwargs):
+        """Calls a streamable layer; with external state, its states become model inputs and outputs."""
+        if self.streaming and info.frames is not None and info.frames % max(layer.block_size, 1):
+            raise NotStreamableError(
+                f"{_describe(layer)} steps over multiples of {layer.block_size} frames (its time stride) "
+                f"but receives {info.frames} frames per step (frames_per_step={self.frames_per_step} of the "
+                f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
+            )
+        out_info = _Info(
+            not layer.drops_time_axis,
+            None if info.frames is None else info.frames // max(layer.time_stride, 1),
+            info.delay + layer.output_delay * info.rate,
+            info.rate * max(layer.time_stride, 1),
+        )
+        if not self.external:
+            return layer(*args, **kwargs), out_info
+        data, rest = args[0], list(args[1:])
+        specs = layer.state_specs(tuple(data.shape))
+        states = [keras.Input(batch_shape=(data.shape[0], *spec.shape), dtype=spec.dtype,
+                              name=state_name(layer.name, spec)) for spec in specs]
+        outputs = _flat(layer([data, *states], *rest, **kwargs))
+        self.state_inputs.extend(states)
+        for spec, value in zip(specs, outputs[1:]):
+            self.state_outputs[state_name(layer.name, spec)] = value
+        return outputs[0], out_info
+
+    def _call_frame_local(self, layer, layer_config: dict, in_infos: list[_Info], args, kwargs):
+        """Calls an ordinary layer; streaming needs it to act frame by frame on aligned branches."""
+        timed = [i for i in in_infos if i.has_time]
+        if self.streaming:
+            _check_frame_local(layer, in_infos, layer_config, self.extra_frame_local)
+            _check_aligned(layer, timed)
+        base = timed[0] if timed else (in_infos[0] if in_infos else _Info(False, None, 0, 1))
+        return layer(*args, **kwargs), _Info(bool(timed), base.frames, base.delay, base.rate)
+
+    def _record_shapes(self, name: str) -> None:
+        """Whole-sequence shapes of this layer's outputs in the original model, for Reshape fixes downstream."""
+        source = self.source_layers.get(name)
+        if source is None:
+            return
+        try:
+            for index, tensor in enumerate(_flat(source.output)):
+                self.shapes[(name, 0, index)] = tuple(tensor.shape)
+        except (AttributeError, ValueError):
+            pass
+
+    def _assemble(self) -> keras.Model:
+        """The new `keras.Model` on the rebuilt tensors, with the weights copied and `output_delays` set."""
+        names = output_names(self.model)
+        refs = [tuple(ref) for ref in _refs(self.graph["output_layers"])]
+        outputs = [self.tensors[ref] for ref in refs]
+        suffix = {Mode.STREAM_INTERNAL_STATE: "stream_internal", Mode.STREAM_EXTERNAL_STATE: "stream_external"}.get(
+            self.mode, "inference")
+        model_name = f"{self.model.name}_{suffix}"
+        if self.external:
+            clash = set(names) & set(self.state_outputs)
+            if clash:
+                raise NotStreamableError(f"output names {sorted(clash)} clash with state names; rename those outputs.")
+            rebuilt = keras.Model([*self.data_inputs, *self.state_inputs],
+                                  {**dict(zip(names, outputs)), **self.state_outputs}, name=model_name)
+        else:
+            rebuilt = keras.Model(self.data_inputs if len(self.data_inputs) > 1 else self.data_inputs[0],
+                                  outputs if len(outputs) > 1 else outputs[0], name=model_name)
+        _copy_weights(self.model, rebuilt)
+        rebuilt.output_delays = {n: self.infos[ref].delay for n, ref in zip(names, refs)}  # informative, not saved
+        return rebuilt
+
+
+def _check_aligned(layer, timed: list[_Info]) -> None:
+    """A layer that merges timed branches needs them to lag equally and step at the same rate."""
+    lags = [i.delay for i in timed]
+    if len(set(lags)) > 1:
+        raise NotStreamableError(
+            f"{_describe(layer)} merges branches whose streamed values lag by {lags} frames: the "
+            f"model is not causal there (a look-ahead layer on one branch only). Put "
+            f"tfx_ext.layers.Delay(d) on the branches that lag less so they all lag {max(lags)} "
+            "frames (d in frames of that branch)."
+        )
+    if len({i.frames for i in timed}) > 1:
+        raise NotStreamableError(
+            f"{_describe(layer)} merges branches with different time strides "
+            f"({[i.frames for i in timed]} frames per step); it cannot stream."
+        )
+
+
+def _rebuild(model: keras.Model, mode: Mode, batch_size: int | None, frames_per_step: int | None,
+             extra_frame_local: tuple = ()) -> tuple[keras.Model, list[str]]:
+    """Rebuilds `model` with its streamable layers in `mode`; returns the model and its state names."""
+    return _Rebuild(model, mode, batch_size, frames_per_step, extra_frame_local).run()
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:
@@ -374,11 +339,6 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
 
 
 # ----- public API ----------------------------------------------------------------------------------------------------
-def _check_positive(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
 def to_streaming(
     model: keras.Model,
     mode: Mode | str = Mode.STREAM_INTERNAL_STATE,
@@ -386,7 +346,7 @@ def to_streaming(
     frames_per_step: int = 1,
     *,
     extra_frame_local: tuple[type, ...] = (),
-):
+) -> StreamingRunner:
     """Converts a trained functional or Sequential model into one that consumes `frames_per_step` frames per call.
 
     Args:
@@ -394,7 +354,7 @@ def to_streaming(
             (`tfx_ext.layers.Stream`, `GRU`, `LSTM`, `Delay`, any `StreamingLayer`) and whose other layers act on
             each frame (Dense, BatchNormalization, activations, Reshape of the non-time axes, Add/Concatenate of
             aligned branches). Dropout and other training-only layers are removed.
-        mode: `Mode.STREAM_INTERNAL_STATE` (states in variables; `tfx_ext.reset_model_states(model)` restarts) or
+        mode: `Mode.STREAM_INTERNAL_STATE` (states in variables, zeroed by `runner.reset()`) or
             `Mode.STREAM_EXTERNAL_STATE` (states are extra inputs/outputs named `<layer>_<state>`).
         batch_size: the static batch size of the streaming model (internal state needs one).
         frames_per_step: frames per call; must be a multiple of every time stride met on the way (for a layer
@@ -402,11 +362,12 @@ def to_streaming(
         extra_frame_local: further layer classes to accept as frame-local.
 
     Returns:
-        For `STREAM_INTERNAL_STATE`, the streaming `keras.Model` (input `(batch_size, frames_per_step, ...)`).
-        For `STREAM_EXTERNAL_STATE`, a `StreamingRunner` around the streaming model (`runner.model`), which feeds the
-        states back and has `reset()`.
-        The model gets a plain attribute `output_delays`: frames by which each streamed output lags the
-        non-streaming one (0 for causal models).
+        A `StreamingRunner` in both modes. `runner.model` is the streaming `keras.Model` (data input
+        `(batch_size, frames_per_step, ...)`; external state adds the state inputs and outputs) to save or pass to
+        `tfx_ext.lite`; `runner(chunk)` runs one step (feeding external states back), `runner.run(sequence)` a
+        whole sequence, `runner.reset()` starts a new stream; `input_names`, `state_names`, `output_names` name
+        the tensors, and `output_delays` gives the frames by which each streamed output lags the non-streaming
+        one (0 for causal models).
 
     Raises:
         ValueError: bad `mode`, `batch_size` or `frames_per_step`.
@@ -420,10 +381,10 @@ def to_streaming(
             "`mode` must be Mode.STREAM_INTERNAL_STATE or Mode.STREAM_EXTERNAL_STATE (use to_non_streaming for "
             f"inference models). Received: mode={mode.value!r}"
         )
-    _check_positive("batch_size", batch_size)
-    _check_positive("frames_per_step", frames_per_step)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    frames_per_step = check_int("frames_per_step", frames_per_step, minimum=1)
     try:
-        streaming_model, states = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
+        streaming_model, _ = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
     except NotStreamableError:
         raise
     except Exception as error:  # a layer refused the new shapes while being rebuilt: surface our own error
@@ -433,9 +394,7 @@ def to_streaming(
                 raise NotStreamableError(str(cause)) from error
             cause = cause.__cause__ or cause.__context__
         raise
-    if mode == Mode.STREAM_EXTERNAL_STATE:
-        return StreamingRunner(streaming_model)
-    return streaming_model
+    return StreamingRunner(streaming_model, output_delays=streaming_model.output_delays)
 
 
 def to_non_streaming(model: keras.Model, batch_size: int | None = None) -> keras.Model:
@@ -451,98 +410,9 @@ def to_non_streaming(model: keras.Model, batch_size: int | None = None) -> keras
     Raises:
         NotStreamableError: a subclassed or nested model.
     """
-    if batch_size is not None:
-        _check_positive("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
     rebuilt, _ = _rebuild(model, Mode.NON_STREAM_INFERENCE, batch_size, None)
     return rebuilt
-
-
-class StreamingRunner:
-    """Steps a streaming model, feeding external states back by name; also works on internal-state models.
-
-    States are the inputs whose names are also output names (`<layer>_<state>`); they start at zero.
-
-    Args:
-        model: a streaming model from `to_streaming` (either mode), or one loaded from `.keras`.
-        compiled: run each step through a `tf.function` (much faster than eager for long streams).
-
-    Example:
-        >>> runner = to_streaming(model, "stream_external_state")    # doctest: +SKIP
-        >>> for frame in frames: probs = runner(frame)                # doctest: +SKIP
-        >>> runner.reset()                                            # doctest: +SKIP
-    """
-
-    def __init__(self, model: keras.Model, *, compiled: bool = True):
-        self.model = model
-        names = list(model.output.keys()) if isinstance(model.output, dict) else list(model.output_names)
-        input_names = [t.name for t in model.inputs]
-        self.state_names = [n for n in input_names if n in names]
-        self.input_names = [n for n in input_names if n not in self.state_names]
-        self.output_names = [n for n in names if n not in self.state_names]
-        self.external = bool(self.state_names) or isinstance(model.output, dict)
-        self._state_shapes = {t.name: (tuple(t.shape), t.dtype) for t in model.inputs if t.name in self.state_names}
-        self.batch_size = model.inputs[0].shape[0]
-        self.frames_per_step = model.inputs[0].shape[1]
-        self._call = model
-        if compiled:
-            import tensorflow as tf
-
-            self._call = tf.function(lambda inputs: model(inputs, training=False))
-        self.states: dict[str, np.ndarray] = {}
-        self.reset()
-
-    @property
-    def output_delays(self) -> dict:
-        return getattr(self.model, "output_delays", {})
-
-    def reset(self) -> None:
-        """Starts a new stream: zero states (external) or zeroed state variables (internal)."""
-        self.states = {n: keras.ops.zeros(shape, dtype=dtype) for n, (shape, dtype) in self._state_shapes.items()}
-        reset_model_states(self.model)
-
-    def __call__(self, inputs):
-        """One step: `inputs` is an array (single input) or a dict by input name. Returns an array or a dict."""
-        if not isinstance(inputs, Mapping):
-            if len(self.input_names) != 1:
-                raise ValueError(f"inputs must be a dict with keys {self.input_names}. Received: an array")
-            inputs = {self.input_names[0]: inputs}
-        feed = {**{n: keras.ops.convert_to_tensor(v) for n, v in inputs.items()}, **self.states}
-        ordered = [feed[t.name] for t in self.model.inputs]
-        outputs = self._call(ordered if len(ordered) > 1 else ordered[0])
-        if isinstance(outputs, Mapping):
-            self.states = {n: outputs[n] for n in self.state_names}
-            values = {n: np.asarray(outputs[n]) for n in self.output_names}
-        else:
-            values = dict(zip(self.output_names, [np.asarray(o) for o in _flat(outputs)]))
-        return values[self.output_names[0]] if len(values) == 1 else values
-
-    step = __call__
-
-    def run(self, sequence, *, reset: bool = True):
-        """Streams a whole `(batch, time, ...)` sequence chunk by chunk (time must be a multiple of the chunk).
-
-        Returns per output: outputs with a time axis concatenated along time; outputs without one stacked along a
-        new axis 1 (one entry per step).
-        """
-        if reset:
-            self.reset()
-        sequence = np.asarray(sequence)
-        step = self.frames_per_step
-        if sequence.shape[1] % step:
-            raise ValueError(
-                f"sequence length must be a multiple of frames_per_step={step}. Received: shape={sequence.shape}"
-            )
-        results = [self(sequence[:, i:i + step]) for i in range(0, sequence.shape[1], step)]
-        return _stack_steps(results)
-
-
-def _stack_steps(results: list):
-    if isinstance(results[0], dict):
-        return {k: _stack_steps([r[k] for r in results]) for k in results[0]}
-    first = np.asarray(results[0])
-    if first.ndim >= 3:
-        return np.concatenate(results, axis=1)
-    return np.stack(results, axis=1)
 
 
 def min_frames_per_step(model: keras.Model) -> int:
@@ -565,16 +435,18 @@ def min_frames_per_step(model: keras.Model) -> int:
     return needed
 
 
-def output_delay(model: keras.Model) -> dict:
-    """Frames by which each output of a streaming model lags the whole-sequence model (0 for causal models)."""
-    return dict(getattr(model, "output_delays", {}))
+def output_delay(model) -> dict:
+    """Frames by which each output of a streaming model (or runner) lags the whole-sequence model (0: causal)."""
+    if isinstance(model, StreamingRunner):
+        return model.output_delays
+    return dict(getattr(model, "output_delays", {}))  # our own plain attribute; absent on a model loaded from file
 
 
 __all__ = [
     "to_streaming",
     "to_non_streaming",
-    "StreamingRunner",
     "min_frames_per_step",
+    "output_delay",
     "FRAME_LOCAL_LAYERS",
     "TRAINING_ONLY_LAYERS",
 ]

@@ -52,7 +52,7 @@ from tfx_ext._validate import check_int, check_number
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import StreamingLayer
-from tfx_ext.streaming.convert import _graph_config, _history
+from tfx_ext.streaming.graph import _graph_config, _history
 from tfx_ext.transforms._graph import functional_config
 
 
@@ -552,6 +552,7 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         raise ValueError(f"`model` is already quantize-aware. Received: model={model.name!r}")
     consumers: dict[str, list] = {}
     by_name = {layer.name: layer for layer in model.layers}
+
     for layer_config in _graph_config(model)["layers"]:
         for node in layer_config.get("inbound_nodes", []):
             for source, _, _ in _history(node["args"]) + _history(node["kwargs"]):
