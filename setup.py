@@ -56,7 +56,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "nbclient", "nbformat", "ipykernel", "setuptools", "wheel"],
+        "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "setuptools", "wheel"],
     },
     entry_points={"console_scripts": ["tfx-ext=tfx_ext.apps.cli:run"]},
     classifiers=[
