@@ -51,7 +51,8 @@ class DeltaActivation(StreamingLayer):
         surrogate_temperature: width of the sigmoid surrogate gradient of the gate, relative to the threshold
             (gated method only).
         track_metrics: keep `<name>_temporal_sparsity` and `<name>_spatial_sparsity` trackers that appear in
-            `fit`/`evaluate` logs (updated only in `Mode.TRAINING`, so exported inference graphs stay pure).
+            `fit` logs (updated only by training calls in `Mode.TRAINING`, so inference graphs, including
+            `tf.saved_model.save`'s, stay pure; `evaluate` reports the values of the last training epoch).
         mode: a `tfx_ext.Mode`.
 
     Call arguments:
@@ -186,9 +187,12 @@ class DeltaActivation(StreamingLayer):
     def _finish(self, sent, deltas, training):
         if self.mode == Mode.TRAINING:
             if self.penalty > 0:
-                batch = ops.cast(ops.shape(deltas)[0], deltas.dtype)
-                self.add_loss(self.penalty * self.fan_out * ops.sum(ops.abs(deltas)) / batch)
-            if self.track_metrics:
+                # In float32 whatever the compute dtype: Keras sums the losses of a model in float32.
+                l1 = ops.sum(ops.abs(ops.cast(deltas, "float32")))
+                batch = ops.cast(ops.shape(deltas)[0], "float32")
+                self.add_loss(self.penalty * self.fan_out * l1 / batch)
+            if self.track_metrics and training:
+                # Training calls only: an inference graph (evaluate, predict, tf.saved_model.save) stays pure.
                 self.temporal_sparsity.update_state(ops.mean(ops.cast(ops.equal(deltas, 0), "float32")))
                 self.spatial_sparsity.update_state(ops.mean(ops.cast(ops.equal(sent, 0), "float32")))
         return deltas if self.emit == "deltas" else sent

@@ -85,3 +85,96 @@ def test_state_variables_in_the_variable_dtype(mixed_float16, make):
     assert y1.dtype == "float16"
     y2 = layer(x)  # the state carried across calls is read back in the compute dtype
     assert y2.dtype == "float16"
+
+
+# ----- hyper layers: Sequential refused, saved_model, float16 contractions ----------------------------------------
+@pytest.mark.parametrize(
+    "hypernetwork",
+    [lambda: HyperNetwork(4, (4, 4)), lambda: {"embedding_dim": 4, "chunk_shape": (4, 4)}],
+    ids=["shared", "private"],
+)
+def test_sequential_hyper_model_refused_at_build(hypernetwork):
+    with pytest.raises(ValueError, match=r"cannot be used in a Sequential model"):
+        keras.Sequential([keras.Input((7,)), HyperDense(3, hypernetwork=hypernetwork())])
+    lazy = keras.Sequential([HyperDense(3, hypernetwork=hypernetwork())])  # built on its first call
+    with pytest.raises(ValueError, match=r"cannot be used in a Sequential model"):
+        lazy(np.zeros((2, 7), "float32"))
+
+
+def test_hyper_layers_still_work_inside_a_functional_model_nested_in_sequential():
+    hnet = HyperNetwork(4, (4, 4))
+    x = keras.Input((7,))
+    inner = keras.Model(x, HyperDense(3, hypernetwork=hnet)(x))
+    outer = keras.Sequential([keras.Input((7,)), inner, keras.layers.Dense(2)])
+    assert len(outer.trainable_weights) == 2 + 4 + 2  # consumer, generator, Dense
+
+
+def _saved_model_round_trip(model, x):
+    path = os.path.join(tempfile.mkdtemp(), "saved")
+    tf.saved_model.save(model, path)
+    restored = tf.saved_model.load(path)
+    outputs = restored.signatures["serving_default"](tf.constant(x))
+    np.testing.assert_allclose(next(iter(outputs.values())).numpy(), model(x), atol=1e-6)
+
+
+def test_saved_model_of_a_hyper_model():
+    hnet = HyperNetwork(4, (3, 4, 4))
+    x = keras.Input((9, 5))
+    y = HyperConv1D(3, 3, hypernetwork=hnet)(HyperConv1D(6, 3, hypernetwork=hnet, padding="same")(x))
+    _saved_model_round_trip(keras.Model(x, y), np.ones((2, 9, 5), "float32"))
+
+
+@pytest.mark.parametrize("method", ["quantize", "gated"])
+def test_saved_model_of_a_default_delta_activation(method):
+    x = keras.Input((6, 3))
+    model = keras.Model(x, DeltaActivation(0.3, method=method)(x))
+    _saved_model_round_trip(model, np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32"))
+
+
+def test_delta_metrics_update_in_training_calls_only():
+    layer = DeltaActivation(0.5)
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
+    layer(x, training=False)
+    assert float(layer.temporal_sparsity.count) == 0
+    layer(x, training=True)
+    assert float(layer.temporal_sparsity.count) == 1
+
+
+def _hyper_model(conditional=None):
+    hnet = HyperNetwork(8, (16, 16), hidden_dim=16)
+    x = keras.Input((40,))
+    extra = {"conditional": "kernel", "context_dim": 3} if conditional else {}
+    context = keras.Input((3,))
+    h = HyperDense(48, hypernetwork=hnet, activation="relu")(x)
+    y = HyperDense(24, hypernetwork=hnet, **extra)(h, context=context) if conditional else HyperDense(24, hypernetwork=hnet)(h)
+    return keras.Model([x, context], y)
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["static", "kernel_conditional"])
+def test_hyper_outputs_in_mixed_float16_match_float32(conditional):
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(32, 40)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")]
+    reference = _hyper_model(conditional)
+    expected = np.asarray(reference(inputs))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = _hyper_model(conditional)
+        model.set_weights(reference.get_weights())
+        actual = np.asarray(model(inputs)).astype("float32")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    scale = np.abs(expected).max()
+    assert np.abs(actual - expected).max() <= 0.02 * scale, np.mean(np.abs(actual - expected) > 0.02 * scale)
+
+
+# ----- DeltaActivation's penalty under a global mixed policy ----------------------------------------------------
+def test_delta_penalty_trains_under_mixed_float16(mixed_float16):
+    x = keras.Input((6, 3))
+    y = keras.layers.Dense(2)(DeltaActivation(0.3, penalty=0.01)(keras.layers.Dense(3)(x)))
+    model = keras.Model(x, y)
+    model.compile("sgd", "mse")
+    data = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
+    history = model.fit(data, np.zeros((4, 6, 2), "float32"), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert all(loss.dtype == "float32" for loss in model.losses)
