@@ -49,7 +49,9 @@ class DeltaActivation(StreamingLayer):
         fan_out: multiply-accumulates one nonzero delta costs in the following layer (>= 1); scales the penalty.
             `tfx_ext.transforms.temporal_sparsity.assign_fan_out(model)` sets it from the model graph.
         surrogate_temperature: width of the sigmoid surrogate gradient of the gate, relative to the threshold
-            (gated method only).
+            (gated method only). The gated rule is a loop over time: unrolled when the time axis is static (so it
+            trains under `jit_compile=True`), an `ops.scan` otherwise, and then the layer declares
+            `supports_jit = False`, which makes Keras compile the model without XLA.
         track_metrics: keep `<name>_temporal_sparsity` and `<name>_spatial_sparsity` trackers that appear in
             `fit` logs (updated only by training calls in `Mode.TRAINING`, so inference graphs, including
             `tf.saved_model.save`'s, stay pure; `evaluate` reports the values of the last training epoch).
@@ -142,6 +144,8 @@ class DeltaActivation(StreamingLayer):
             constraint=keras.constraints.NonNeg(),  # A step or threshold below zero has no meaning.
             trainable=self.trainable_threshold,
         )
+        if self.method == "gated" and shape[1] is None:
+            self.supports_jit = False  # the time loop is an `ops.scan`, whose gradient XLA cannot compile
         super().build(input_shape)
 
     def state_specs(self, input_shape):
@@ -174,8 +178,17 @@ class DeltaActivation(StreamingLayer):
             sent = previous + gate * change
             return sent, sent
 
-        _, sent = ops.scan(step_fn, last, ops.moveaxis(values, 1, 0))
-        return ops.moveaxis(sent, 0, 1)
+        frames = values.shape[1]
+        if frames is None:
+            _, sent = ops.scan(step_fn, last, ops.moveaxis(values, 1, 0))
+            return ops.moveaxis(sent, 0, 1)
+        # A static time axis is unrolled: the gradient of `ops.scan` needs a list of unknown size, which XLA
+        # (`jit_compile=True`, Keras's default on GPUs) refuses.
+        sent = []
+        for t in range(frames):
+            last, _ = step_fn(last, values[:, t])
+            sent.append(last)
+        return ops.stack(sent, axis=1)
 
     def _transmit(self, inputs, last):
         """Transmitted values, deltas and the last transmitted value of a chunk, given the value before it."""

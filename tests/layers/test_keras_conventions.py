@@ -178,3 +178,45 @@ def test_delta_penalty_trains_under_mixed_float16(mixed_float16):
     history = model.fit(data, np.zeros((4, 6, 2), "float32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     assert all(loss.dtype == "float32" for loss in model.losses)
+
+
+# ----- gated DeltaActivation under XLA -----------------------------------------------------------------------------
+def _gated_model(frames):
+    x = keras.Input((frames, 3))
+    y = keras.layers.Dense(2)(DeltaActivation(0.3, method="gated", trainable_threshold=True)(keras.layers.Dense(3)(x)))
+    return keras.Model(x, y)
+
+
+def test_gated_delta_trains_under_jit_compile():
+    model = _gated_model(6)
+    model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=True)
+    assert model.jit_compile is True
+    data = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(data, np.ones((4, 6, 2), "float32"), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_gated_delta_with_dynamic_time_declares_no_jit_and_keras_respects_it():
+    model = _gated_model(None)
+    assert not model.layers[2].supports_jit
+    with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
+        model.compile("sgd", "mse", jit_compile=True)
+    assert model.jit_compile is False
+    data = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32")
+    model.fit(data, np.ones((4, 6, 2), "float32"), epochs=1, verbose=0)
+
+
+def test_gated_delta_unrolled_matches_scan_with_gradients():
+    data = tf.constant(np.random.default_rng(1).normal(size=(2, 7, 3)).astype("float32"))
+    static, dynamic = _gated_model(7), _gated_model(None)
+    dynamic.set_weights(static.get_weights())
+    grads = []
+    for model in (static, dynamic):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(data) ** 2)
+        grads.append(tape.gradient(loss, model.trainable_weights))
+    np.testing.assert_allclose(static(data), dynamic(data), atol=1e-6)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, atol=1e-5)
