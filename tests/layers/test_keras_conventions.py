@@ -2,7 +2,6 @@
 live in the variable dtype, hyper layers are accurate in float16 and refuse Sequential, `tf.saved_model.save`
 works, gated DeltaActivation trains under XLA."""
 
-import inspect
 import os
 import tempfile
 
@@ -220,3 +219,25 @@ def test_gated_delta_unrolled_matches_scan_with_gradients():
     np.testing.assert_allclose(static(data), dynamic(data), atol=1e-6)
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ----- docstrings that say what the code does ---------------------------------------------------------------------
+def test_mask_per_sample_is_documented_with_its_real_default():
+    from tfx_ext.layers.tensor import TensorRegression
+
+    assert TensorRegression(3, "cp", rank=2).get_config()["mask_per_sample"] is False
+    doc = TensorRegression.__doc__.split("mask_per_sample:")[1].split("drop_at_inference:")[0]
+    assert "the default,\n            False" in doc and "the paper's choice, the default" not in doc
+    # The default draws one mask for the whole batch: identical samples give identical outputs in training.
+    layer = TensorRegression(3, "cp", rank=8, rank_dropout=0.5, seed=0)
+    y = np.asarray(layer(np.ones((4, 5, 6), "float32"), training=True))
+    np.testing.assert_allclose(y, np.broadcast_to(y[:1], y.shape))
+
+
+def test_shard_partition_docstring_matches_a_client_with_more_classes_than_shards():
+    from tfx_ext.federated import partition
+
+    labels = np.repeat(np.arange(3), 5)  # classes of 5 examples, shards of 3: shards straddle class boundaries
+    clients = partition.shard_partition(labels, 5, shards_per_client=1, seed=0)
+    assert max(len(set(labels[c])) for c in clients) > 1  # more classes than shards
+    assert "at most `shards_per_client` classes only when" in partition.__doc__
