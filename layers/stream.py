@@ -101,10 +101,10 @@ class Stream(StreamingLayer):
         The cell's output with `time // s` frames (one frame per `s` input frames), or no time axis for window cells.
 
     Streaming:
-        State `buffer`: `(max(e - s, 0), *input_shape[2:])` in the compute dtype (held in the variable dtype in
-        `STREAM_INTERNAL_STATE`) (`window - frames_per_step` frames for
-        window cells, of `(channels,)` per-frame pooled vectors for 2-D global pooling; no state when that is 0). Block size: the time stride `s`. Latency: 0 frames when causal,
-        `output_delay` frames with `pad_time_dim="same"`.
+        State `buffer`: `(max(e - s, 0), *input_shape[2:])` in the compute dtype, held in the variable dtype in
+        `STREAM_INTERNAL_STATE` (`window - frames_per_step` frames for window cells, of `(channels,)` per-frame
+        pooled vectors for 2-D global pooling; no state when that is 0). Block size: the time stride `s`.
+        Latency: 0 frames when causal, `output_delay` frames with `pad_time_dim="same"`.
 
     Example:
         >>> layer = Stream(keras.layers.Conv1D(4, 3, dilation_rate=2))

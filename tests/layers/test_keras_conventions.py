@@ -241,3 +241,24 @@ def test_shard_partition_docstring_matches_a_client_with_more_classes_than_shard
     clients = partition.shard_partition(labels, 5, shards_per_client=1, seed=0)
     assert max(len(set(labels[c])) for c in clients) > 1  # more classes than shards
     assert "at most `shards_per_client` classes only when" in partition.__doc__
+
+
+# ----- DeltaActivation in full int8 ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "method, float_ops",
+    [("gated", []), ("quantize", ["DEQUANTIZE (INT8 -> FLOAT32)", "ROUND (FLOAT32 -> FLOAT32)", "QUANTIZE (FLOAT32 -> INT8)"])],
+)
+def test_delta_int8_export_keeps_exactly_the_documented_float_ops(method, float_ops):
+    import re
+
+    import tfx_ext
+
+    rng = np.random.default_rng(0)
+    x = keras.Input((8, 16), name="x")
+    y = keras.layers.Dense(4)(DeltaActivation(0.25, method=method, track_metrics=False)(keras.layers.Dense(16)(x)))
+    model = keras.Model(x, y)
+    calibration = [{"x": rng.normal(size=(1, 8, 16)).astype("float32")} for _ in range(20)]
+    flatbuffer = tfx_ext.to_tflite(model, quantize="int8", representative_data=calibration, allow_float_ops=True)
+    found = [re.sub(r"^subgraph \d+ op \d+ ", "", op) for op in tfx_ext.non_integer_ops(flatbuffer)]
+    assert found == float_ops
+    assert all(op.split(" ")[0] in DeltaActivation.__doc__ for op in float_ops)
