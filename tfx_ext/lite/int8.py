@@ -36,8 +36,9 @@ import numpy as np
 import tensorflow as tf
 
 
-from tfx_ext._compat import enable_variable_quantization, tflite_schema
+from tfx_ext._compat import edit_calibration, enable_variable_quantization, tflite_schema
 from tfx_ext.errors import DataError, ExportError
+from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
 from tfx_ext.streaming.runner import StreamingRunner
 from tfx_ext.transforms.qat import is_quantize_aware
@@ -283,6 +284,127 @@ def unrolled_recurrences(model: keras.Model):
             layer.unroll = False
 
 
+# ----- one scale per state -----------------------------------------------------------------------------------------
+def _signature_tensors(model, key: str = SIGNATURE) -> tuple[int, dict[str, int], dict[str, int]] | None:
+    """(subgraph index, {input name: tensor}, {output name: tensor}) of signature `key` of a `ModelT`."""
+    for signature in model.signatureDefs or []:
+        name = signature.signatureKey.decode() if isinstance(signature.signatureKey, bytes) else signature.signatureKey
+        if name == key:
+            def names(maps):
+                return {(m.name.decode() if isinstance(m.name, bytes) else m.name): m.tensorIndex for m in maps or []}
+            return signature.subgraphIndex, names(signature.inputs), names(signature.outputs)
+    return None
+
+
+def tie_state_ranges(calibrated: bytes) -> bytes:
+    """Gives every external state's input and output tensor the union of their calibrated ranges.
+
+    An external-state streaming signature has a state input and a state output of the same name (step t's output
+    is step t+1's input). Calibrated apart, their min/max differ slightly (the input never sees the last step's
+    state, the output never sees the zero start), so the quantizer gave them different scales and zero points and
+    an app could not feed the raw int8 output back. Widening a calibrated range is always safe (values stay
+    representable, the step grows by the ratio of the ranges); with one range both tensors quantize to one scale
+    and zero point. `calibrated` is the float flatbuffer with min/max the calibrator wrote (see
+    `tfx_ext._compat.edit_calibration`); models without external states are returned unchanged.
+    """
+    import flatbuffers
+
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+    found = _signature_tensors(model)
+    if found is None:
+        return calibrated
+    subgraph, inputs, outputs = found
+    tensors = model.subgraphs[subgraph].tensors
+    changed = False
+    for name in sorted(set(inputs) & set(outputs)):
+        pair = [tensors[inputs[name]].quantization, tensors[outputs[name]].quantization]
+        if any(q is None or q.min is None or q.max is None or len(q.min) != 1 for q in pair):
+            continue  # not calibrated per tensor (nothing to tie)
+        low = min(float(q.min[0]) for q in pair)
+        high = max(float(q.max[0]) for q in pair)
+        for q in pair:
+            q.min, q.max = [low], [high]
+        changed = True
+    if not changed:
+        return calibrated
+    builder = flatbuffers.Builder(len(calibrated) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def state_quantization(flatbuffer: bytes) -> dict[str, tuple[tuple[float, int], tuple[float, int]]]:
+    """{state name: ((input scale, zero point), (output scale, zero point))} of an external-state export's
+    serving signature (names that are both inputs and outputs); empty for other models."""
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    found = _signature_tensors(model)
+    if found is None:
+        return {}
+    subgraph, inputs, outputs = found
+    tensors = model.subgraphs[subgraph].tensors
+
+    def params(index):
+        q = tensors[index].quantization
+        if q is None or q.scale is None or len(q.scale) != 1:
+            return (0.0, 0)
+        return float(q.scale[0]), int(q.zeroPoint[0])
+
+    return {name: (params(inputs[name]), params(outputs[name])) for name in sorted(set(inputs) & set(outputs))}
+
+
+# ----- patterns that crash the converter ---------------------------------------------------------------------------
+def _while_loops(model: keras.Model, batch_size: int | None) -> list[str]:
+    """Names of the TF while loops in `model`'s serving function (traced, not converted)."""
+    from tfx_ext.lite.signatures import serving_function
+
+    serve, signature = serving_function(model, batch_size)
+    graph = tf.function(serve).get_concrete_function(signature[0]).graph
+    return [op.name for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+
+
+def _owner(op_name: str, layers: list) -> str:
+    """The name of the innermost layer whose name scope holds `op_name` (Keras adds `_<n>` to repeated scopes)."""
+    scopes = op_name.split("/")
+    owner = None
+    for scope in scopes:
+        for layer in layers:
+            if re.fullmatch(re.escape(layer.name) + r"(_\d+)?", scope):
+                owner = layer.name
+    return owner or op_name
+
+
+def check_crash_patterns(model: keras.Model, batch_size: int | None) -> None:
+    """Raises `ExportError` for the patterns that crash TF 2.21's int8 calibrator (a segfault: a dead process or a
+    dead Colab kernel, no Python error), before the converter runs. Call it with recurrences unrolled
+    (`unrolled_recurrences`), as the export traces them.
+
+    Known: a TF while loop left in the graph (the calibrator crashes on WHILE); `DeltaActivation(method="gated")`
+    makes one (its gate is a scan over time), in every mode.
+
+    Raises:
+        ExportError: names every offending layer and the workaround.
+    """
+    layers = _all_layers(model)
+    gated = [layer.name for layer in layers if isinstance(layer, DeltaActivation) and layer.method == "gated"]
+    if gated:
+        raise ExportError(
+            f"int8 export of model {model.name!r} would crash TF's int8 calibrator (segfault): "
+            f"DeltaActivation layer(s) {gated} use method='gated', whose gate is a while loop over time. "
+            "Use DeltaActivation(method='quantize') for an int8 model, or export this one as float32, 'dynamic' or "
+            "'float16' (to_tflite(..., quantize=None))."
+        )
+    loops = _while_loops(model, batch_size)
+    if loops:
+        owners = sorted({_owner(name, layers) for name in loops})
+        raise ExportError(
+            f"int8 export of model {model.name!r} would crash TF's int8 calibrator (segfault): layer(s) {owners} "
+            "compute a while loop (a scan or a recurrence that cannot be unrolled). Replace them by frame-local or "
+            "unrollable layers, or export as float32, 'dynamic' or 'float16'. (to_tflite(..., isolate=True) "
+            "converts in a child process: a crash then raises ExportError instead of killing this one.)"
+        )
+
+
 # ----- conversion --------------------------------------------------------------------------------------------------
 def require_calibration(model: keras.Model, representative_data) -> bool:
     """Checks that an int8 export of `model` has calibration: representative data, or learned ranges (a
@@ -320,6 +442,7 @@ def configure_int8(converter: tf.lite.TFLiteConverter, specs: Mapping[str, Mappi
                 yield (key, values) if len(specs) > 1 else values
 
         converter.representative_dataset = generator
+        edit_calibration(converter, tie_state_ranges)  # one scale and zero point per external state
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
             [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else [])
     # (QAT without representative data: TFLITE_BUILTINS_INT8 would make the converter demand a representative
@@ -354,4 +477,7 @@ __all__ = [
     "check_full_integer",
     "non_integer_ops",
     "model_ops",
+    "tie_state_ranges",
+    "check_crash_patterns",
+    "state_quantization",
 ]
