@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from typing import Iterable, Mapping
 
 import keras
@@ -40,6 +41,7 @@ from tfx_ext._compat import edit_calibration, enable_variable_quantization, tfli
 from tfx_ext.errors import DataError, ExportError
 from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
+from tfx_ext.streaming.contract import Mode, streaming_layers
 from tfx_ext.streaming.runner import StreamingRunner
 from tfx_ext.transforms.qat import is_quantize_aware
 
@@ -49,35 +51,78 @@ _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
 
 
 # ----- representative data -----------------------------------------------------------------------------------------
-def _samples(representative_data) -> list:
+def _samples(representative_data, specs: Mapping[str, Mapping[str, tf.TensorSpec]]) -> list:
     if callable(representative_data):
         representative_data = representative_data()
-    if isinstance(representative_data, (Mapping, np.ndarray, tf.Tensor)) or not isinstance(
-        representative_data, Iterable
-    ):
+    if isinstance(representative_data, (np.ndarray, tf.Tensor)):
+        return _array_samples(np.asarray(representative_data), specs[SIGNATURE])
+    if isinstance(representative_data, Mapping) or not isinstance(representative_data, Iterable):
         raise DataError(
-            "`representative_data` must be an iterable (or a function returning one) of dicts of input name -> "
-            "array, one per invocation (see tfx_ext.lite.int8.streaming_calibration_data). "
-            f"Received: representative_data of type {type(representative_data).__name__}"
+            "`representative_data` must be a numpy array of samples (single-input models), or an iterable, a "
+            "generator function or a tf.data.Dataset of samples: dicts of input name -> array, or lists of arrays "
+            f"in the signature's input order {list(specs[SIGNATURE])} (see tfx_ext.lite.int8."
+            f"streaming_calibration_data). Received: representative_data of type {type(representative_data).__name__}"
         )
+    if isinstance(representative_data, tf.data.Dataset):
+        representative_data = representative_data.as_numpy_iterator()
     return list(representative_data)
+
+
+def _array_samples(array: np.ndarray, expected: Mapping[str, tf.TensorSpec]) -> list:
+    """A numpy array of samples for a single-input signature: `(num, *signature shape)` (one invocation each) or
+    `(num, *per-example shape)` (split into invocations of the signature's batch)."""
+    if len(expected) != 1:
+        raise DataError(
+            f"`representative_data` as one array is for single-input models; this signature has the inputs "
+            f"{list(expected)} (streaming states included): pass dicts of input name -> array. "
+            f"Received: an array of shape {array.shape}"
+        )
+    (name, spec), = expected.items()
+    shape = tuple(spec.shape)
+    if array.shape[1:] == shape:
+        return [{name: value} for value in array]
+    if array.shape[1:] == shape[1:] and len(array) % shape[0] == 0:
+        return [{name: array[i:i + shape[0]]} for i in range(0, len(array), shape[0])]
+    raise DataError(
+        f"`representative_data` as an array must be (num, *{shape}) or (num, *{shape[1:]}) with num a multiple of "
+        f"the batch {shape[0]}, for the input {name!r}. Received: shape={array.shape}"
+    )
+
+
+def _as_dict(sample, expected: Mapping[str, tf.TensorSpec], index: int, key: str):
+    """A sample in any TFLite convention (dict, list/tuple of arrays in input order, one array) as a dict."""
+    if isinstance(sample, Mapping):
+        return sample
+    names = list(expected)
+    if isinstance(sample, (list, tuple)) and len(sample) == len(names):
+        return dict(zip(names, sample))
+    if isinstance(sample, (np.ndarray, tf.Tensor)) and len(names) == 1:
+        return {names[0]: sample}
+    raise DataError(
+        f"representative sample {index} must be a dict of input name -> array, or a list of {len(names)} arrays in "
+        f"the order {names} of signature {key!r}. Received: {type(sample).__name__}"
+        + (f" of length {len(sample)}" if isinstance(sample, (list, tuple)) else "")
+    )
 
 
 def check_representative_data(representative_data, specs: Mapping[str, Mapping[str, tf.TensorSpec]]) -> list:
     """Materializes `representative_data` and checks every sample against the signature inputs.
 
     Args:
-        representative_data: an iterable (or a function returning one) of dicts input name -> array, or of
-            `(signature_key, dict)` tuples.
+        representative_data: in the TFLite conventions: a numpy array of samples (single-input models), or an
+            iterable, a function returning one, or a `tf.data.Dataset`, of samples; a sample is a dict input name
+            -> array, a list of arrays in the signature's input order, one array (single input), or a
+            `(signature_key, dict)` tuple.
         specs: `{signature: {input name: tf.TensorSpec}}` of the exported model.
 
     Returns:
         A list of `(signature_key, {name: float32 array})` samples.
 
     Raises:
-        DataError: empty data, unknown signature, missing or unknown input names, wrong shape or non-float dtype.
+        DataError: empty data, unknown signature, missing or unknown input names (the expected ones listed), wrong
+            shape or non-float dtype.
     """
-    samples = _samples(representative_data)
+    samples = _samples(representative_data, specs)
     if not samples:
         raise DataError("`representative_data` is empty; int8 calibration needs at least one sample.")
     checked = []
@@ -89,12 +134,8 @@ def check_representative_data(representative_data, specs: Mapping[str, Mapping[s
             raise DataError(
                 f"representative sample {index} is for signature {key!r}; the model has {sorted(specs)}."
             )
-        if not isinstance(sample, Mapping):
-            raise DataError(
-                f"representative sample {index} must be a dict of input name -> array. "
-                f"Received: {type(sample).__name__}"
-            )
         expected = specs[key]
+        sample = _as_dict(sample, expected, index, key)
         missing, unknown = sorted(set(expected) - set(sample)), sorted(set(sample) - set(expected))
         if missing or unknown:
             raise DataError(
@@ -127,7 +168,9 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         model_or_runner: a `StreamingRunner` (external state: `to_streaming(..., "stream_external_state")`), an
             external-state streaming model, or an internal-state streaming model.
         sequences: `(num, time, ...)` whole sequences (features), `time` a multiple of the model's frames per step;
-            each is streamed from a fresh state, one batch of the streaming model's batch size at a time.
+            each is streamed from a fresh state, one batch of the streaming model's batch size at a time. Every
+            sequence is used: a last batch that is not full (or `num` below the batch size) is padded with
+            sequences from the start, which adds no values outside the data's ranges.
         reset: for internal-state models, start every sequence with a `reset_states` invocation (the calibrator
             then sees states of real streams from zero, as the app will).
 
@@ -149,8 +192,12 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
             f"`sequences` must be (num, time, ...) with time a multiple of frames_per_step={step}. "
             f"Received: shape={sequences.shape}"
         )
+    if len(sequences) == 0:
+        raise DataError("`sequences` is empty; streaming calibration needs at least one sequence.")
+    padded = -(-len(sequences) // batch) * batch
+    sequences = sequences[np.arange(padded) % len(sequences)]  # pad the last batch by wrapping around
     samples: list = []
-    for start in range(0, len(sequences) - batch + 1, batch):
+    for start in range(0, padded, batch):
         sequence = sequences[start:start + batch]
         runner.reset()
         if internal and reset:
@@ -406,14 +453,50 @@ def check_crash_patterns(model: keras.Model, batch_size: int | None) -> None:
 
 
 # ----- conversion --------------------------------------------------------------------------------------------------
+def recurrent_layers(model: keras.Model) -> list[str]:
+    """Names of the recurrent (Keras RNN) layers of `model`, wrappers' inner ones included."""
+    return sorted({layer.name for layer in _all_layers(model) if isinstance(layer, keras.layers.RNN)})
+
+
+def is_streaming(model: keras.Model) -> bool:
+    """True for a streaming model (streaming layers in an internal- or external-state mode)."""
+    return any(Mode.of(layer.mode) in (Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE)
+               for layer in streaming_layers(model))
+
+
+def warn_whole_window_recurrence(model: keras.Model, flatbuffer: bytes) -> None:
+    """Warns (UserWarning) that a whole-window int8 export of a recurrent model unrolled every frame, with the
+    size ratio of the file to the float32 weights, and points to the streaming form."""
+    names = recurrent_layers(model)
+    if not names or is_streaming(model):
+        return
+    ratio = len(flatbuffer) / max(1, 4 * model.count_params())
+    warnings.warn(
+        f"int8 export of the whole-window model {model.name!r} unrolls its recurrent layer(s) {names} over every "
+        f"frame (TFLite's WHILE has no int8 kernels): the file is {ratio:.1f}x the float32 weights "
+        f"({len(flatbuffer)} B for {model.count_params()} parameters). The streaming form unrolls one step: "
+        "export to_streaming(model, 'stream_external_state') (or 'stream_internal_state') instead.",
+        UserWarning, stacklevel=4,
+    )
+
+
 def require_calibration(model: keras.Model, representative_data) -> bool:
     """Checks that an int8 export of `model` has calibration: representative data, or learned ranges (a
-    `quantize_aware` model). Returns whether the model has learned ranges.
+    `quantize_aware` model without recurrent layers). Returns whether the model has learned ranges.
 
     Raises:
-        ValueError: no representative data for a model without learned ranges.
+        ValueError: no representative data for a model without learned ranges, or for a quantize-aware model with
+            recurrent layers (their gate internals have no learned range).
     """
     qat = is_quantize_aware(model)
+    recurrent = recurrent_layers(model) if qat and representative_data is None else []
+    if recurrent:
+        raise ValueError(
+            f"quantize='int8' of the quantize-aware model {model.name!r} needs `representative_data`: its recurrent "
+            f"layer(s) {recurrent} learn ranges for their states only, not for the gate pre-activations and "
+            "products inside each step (calibrate them with streaming_calibration_data(runner, clips) for a "
+            "streaming model, or dicts of input name -> array). Received: representative_data=None"
+        )
     if representative_data is None and not qat:
         raise ValueError(
             "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
@@ -479,5 +562,8 @@ __all__ = [
     "model_ops",
     "tie_state_ranges",
     "check_crash_patterns",
+    "recurrent_layers",
+    "is_streaming",
+    "warn_whole_window_recurrence",
     "state_quantization",
 ]
