@@ -454,8 +454,13 @@ def check_crash_patterns(model: keras.Model, batch_size: int | None) -> None:
 
 # ----- conversion --------------------------------------------------------------------------------------------------
 def recurrent_layers(model: keras.Model) -> list[str]:
-    """Names of the recurrent (Keras RNN) layers of `model`, wrappers' inner ones included."""
-    return sorted({layer.name for layer in _all_layers(model) if isinstance(layer, keras.layers.RNN)})
+    """Names of the recurrent layers of `model` as the user named them: Keras RNNs, and the `tfx_ext` GRU/LSTM
+    wrappers (named by the wrapper, not by their inner RNN)."""
+    layers = _all_layers(model)
+    inner = {id(layer.rnn) for layer in layers if isinstance(getattr(layer, "rnn", None), keras.layers.RNN)}
+    return sorted({layer.name for layer in layers
+                   if id(layer) not in inner
+                   and (isinstance(layer, keras.layers.RNN) or id(getattr(layer, "rnn", None)) in inner)})
 
 
 def is_streaming(model: keras.Model) -> bool:
