@@ -17,9 +17,10 @@ without Stream, Bidirectional, Lambda, a bare Conv1D).
 `check(description)` builds the model (`build_model`), gives it random weights (zero-initialized weights such as
 biases and batch-norm statistics drawn at random too) and calls `tfx_ext.to_streaming` in both modes. The oracle
 is the ORIGINAL model called on the whole window, never a model rebuilt by the code under test. The stream is fed
-the window followed by enough zero frames to cover the declared output delay (what 'same' padding sees at the end),
-outputs with a time axis are compared after dropping the delay, window summaries at the step that has consumed
-`T + delay` frames. Outcomes:
+the window followed by enough zero frames to cover the declared output delay. Outputs with a time axis: streamed
+frame `j + delay` must equal window frame `j` for every frame that does not see the end of the window (the last
+`delay` window frames saw the look-ahead layer's own zero padding, which no stream reproduces when the look-ahead
+sits inside the model). Window summaries: the step that has consumed `T + delay` frames. Outcomes:
 
     exact     both modes converted and every output within 1e-5 (float LiteRT of the external-state step: 1e-4)
     refused   both modes raised a named tfx_ext error (`TfxExtError`: NotStreamableError, ExportError, ...)
@@ -55,6 +56,8 @@ MAX_STRIDE_PRODUCT = 4
 # Ops that mix frames in time without a streaming form: a model holding one must be refused by name.
 TIME_MIXING = ("softmax_time", "concat_time", "layernorm_time", "einsum_time", "gap_plain", "bidirectional",
                "lambda", "conv_plain")
+# Layers whose state (recurrence, previous value, window buffer) must not see a look-ahead layer's warm-up frames.
+STATEFUL_AFTER_LOOKAHEAD = ("gru", "lstm", "gru_last", "delta", "gap", "gmp", "flatten")
 # The silent errors issue 17 lists (another change fixes them): a failing model holding one of these is "known".
 KNOWN_ISSUES = {
     "softmax_time": "Softmax over time (negative axis) is accepted (issue 17 table row 1)",
@@ -64,6 +67,12 @@ KNOWN_ISSUES = {
     "lambda": "Lambda is a deserialization traceback, not a named refusal (issue 17 item 2)",
     "bidirectional": "Bidirectional is not a named refusal (issue 17 item 2)",
     "same_before_state": "a look-ahead ('same') Stream before a stateful layer (issue 17 table row 5 / item 3)",
+    # found by this fuzzer (regression tests in tests/streaming/test_fuzz.py):
+    "same_before_stride": "a look-ahead ('same') Stream before a strided layer: the stream samples the other phase "
+                          "(the delay is not a whole number of output frames), accepted without an error",
+    "same_before_buffer": "a look-ahead ('same') Stream before another Stream with a buffer: the buffer takes in "
+                          "the look-ahead layer's warm-up frames (issue 17 item 3; a Stream buffer is state too)",
+    "identity": "a model whose output is its input: the runner takes the input for a state and refuses an array",
 }
 
 
@@ -382,14 +391,20 @@ def expects_refusal(description: dict) -> bool:
 
 def known_issue(description: dict) -> str | None:
     """The issue-17 bug a failing model runs into, if it holds one of the constructs the issue lists."""
+    if not description["ops"]:
+        return KNOWN_ISSUES["identity"]
     seen_same = False
     for op in _flat_ops(description["ops"]):
         if op["op"] in KNOWN_ISSUES:
             return KNOWN_ISSUES[op["op"]]
-        if op.get("pad") == "same" and op.get("kernel", 1) > 1:
-            seen_same = True
-        elif seen_same and op["op"] in ("gru", "lstm", "gru_last", "delta"):
+        if seen_same and op.get("stride", 1) > 1:
+            return KNOWN_ISSUES["same_before_stride"]
+        if seen_same and op["op"] in STATEFUL_AFTER_LOOKAHEAD:
             return KNOWN_ISSUES["same_before_state"]
+        if seen_same and op["op"][:-2] in ("conv", "dw", "sep", "pool") and (op["kernel"] - 1) * op["dilation"] > 0:
+            return KNOWN_ISSUES["same_before_buffer"]
+        if op.get("pad") == "same" and (op.get("kernel", 1) - 1) * op.get("dilation", 1) > 1:
+            seen_same = True  # look-ahead (e - 1) // 2 >= 1 frame
     return None
 
 
@@ -424,8 +439,12 @@ def _aligned_error(streamed: np.ndarray, expected: np.ndarray, delay: int, frame
         rate = frames // expected.shape[1]
         if delay % rate:
             return math.inf, f"delay {delay} is not a whole number of output frames ({rate} input frames each)"
-        got = streamed[:, delay // rate: delay // rate + expected.shape[1]]
-    else:  # a window summary: the step that has consumed the window and the delay
+        shift = delay // rate
+        kept = expected.shape[1] - shift  # the last `shift` frames saw the look-ahead's zero padding inside the model
+        if kept < 1:
+            return math.inf, f"delay of {shift} output frames leaves none of the {expected.shape[1]} to compare"
+        got, expected = streamed[:, shift:shift + kept], expected[:, :kept]
+    else:  # a window summary: the step that has consumed the window and the delay (zero frames appended)
         consumed = frames + delay
         if consumed % fps:
             return math.inf, f"window + delay ({consumed} frames) is not a whole number of steps of {fps}"
