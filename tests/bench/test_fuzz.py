@@ -17,6 +17,6 @@ def test_fuzz_bench_smoke(tmp_path, capsys):
     assert saved["environment"]["keras"] and saved["seconds"]["total"] > 0
     for failure in saved["failures"]:
         assert failure["outcome"] in ("mismatch", "crash") and failure["description"]["ops"]
-        assert fuzz.check(failure["description"])["outcome"] == failure["outcome"]  # the shrunk model still fails
+        assert fuzz.check(failure["description"], tflite=failure["tflite"])["outcome"] == failure["outcome"]  # the shrunk model still fails
     out = capsys.readouterr().out
     assert "silent mismatches" in out and "crashes" in out and "time (s)" in out
