@@ -393,10 +393,11 @@ def known_issue(description: dict) -> str | None:
     """The issue-17 bug a failing model runs into, if it holds one of the constructs the issue lists."""
     if not description["ops"]:
         return KNOWN_ISSUES["identity"]
-    seen_same = False
-    for op in _flat_ops(description["ops"]):
+    for op in _flat_ops(description["ops"]):  # a known bad layer first: it decides the failure wherever it sits
         if op["op"] in KNOWN_ISSUES:
             return KNOWN_ISSUES[op["op"]]
+    seen_same = False
+    for op in _flat_ops(description["ops"]):
         if seen_same and op.get("stride", 1) > 1:
             return KNOWN_ISSUES["same_before_stride"]
         if seen_same and op["op"] in STATEFUL_AFTER_LOOKAHEAD:
