@@ -111,7 +111,7 @@ class Checkpoint(Callback):
 
     def on_round_end(self, round, metrics, state):
         meta = {"round": round, "seed": state.seed, "rng_state": _json_state(state.rng.bit_generator.state),
-                "history": state.history.rounds, "weight_paths": state.weight_paths,
+                "history": state.history.to_dict()["rounds"], "weight_paths": state.weight_paths,
                 "aggregator": repr(state.aggregator)}
         save_checkpoint(self.directory, weights=state.weights, server_state=state.server_state, meta=meta)
 
@@ -136,7 +136,7 @@ class Checkpoint(Callback):
         state.weights = [np.asarray(w) for w in weights]
         state.server_state = {k: [np.asarray(v) for v in vs] for k, vs in server_state.items()}
         state.rng.bit_generator.state = meta["rng_state"]
-        state.history = History(meta["history"])
+        state.history = History.from_dict({"rounds": meta["history"]})
         state.round = int(meta["round"])
         logger.info("Resuming from round %d (%s).", state.round, self.directory)
         return True

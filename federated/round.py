@@ -4,7 +4,10 @@ server postprocessors -> finalize.
 `aggregate_round(RoundInputs(...))` takes one round's client results and returns a `RoundOutcome` (new weights,
 server state, the aggregator's metrics and the round's metrics). Bad client results (NaN/Inf, wrong shapes or
 dtypes, zero examples) and bad payloads are rejected with their client id and reason, logged and listed in the
-metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`. An aggregator with
+metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`.
+
+`train_loss` and `train_accuracy` are example-weighted means over the clients kept of each client's last-epoch
+mean: `sum_k loss_sum_k / sum_k n_k`, with `loss_sum_k` summed over client k's last local epoch. An aggregator with
 `needs_individual_updates` (server-side FedMA) gets the valid results directly instead of payloads.
 
 Every random draw comes from `RoundInputs.rng` in a fixed order (one per valid client's postprocessor context, then

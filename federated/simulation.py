@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -193,6 +195,14 @@ def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, coh
                                        plan.secure, plan.postprocessors, plan.min_clients))
 
 
+def warn_if_diverged(metrics: dict, rnd: int) -> None:
+    """A `RuntimeWarning` when a round's loss is NaN or Inf: the run diverged (lower the learning rate)."""
+    bad = {k: metrics[k] for k in ("train_loss", "eval_loss") if k in metrics and not math.isfinite(metrics[k])}
+    if bad:
+        warnings.warn(f"Round {rnd}: the run diverged ({bad}); lower the client learning rate or clip the updates.",
+                      RuntimeWarning, stacklevel=3)
+
+
 def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -> dict:
     """Round `rnd` (1-based): sample, train, aggregate, evaluate; updates `state` and returns the metrics."""
     t0 = time.perf_counter()
@@ -217,6 +227,7 @@ def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -
         eval_loss, eval_acc = models.evaluator(*plan.eval_data)
         metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
     metrics["wall_time_s"] = time.perf_counter() - t0
+    warn_if_diverged(metrics, rnd)
     return metrics
 
 

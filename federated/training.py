@@ -176,7 +176,11 @@ class LocalTrainer:
 
     # ----- the compiled cohort function ---------------------------------------------------------------------------
     def _client_update(self, weights, xk, yk, n, seed):
-        """Local training of one client (graph code). Returns (new weights, loss sum, correct sum)."""
+        """Local training of one client (graph code). Returns (new weights, loss sum, correct sum).
+
+        The loss and correct sums are those of the client's last local epoch (one value per example), so their
+        ratio to the example count is that epoch's mean loss and accuracy, whatever `local_epochs` is.
+        """
         nt = self.num_trainable
         bs = self.batch_size
         start_tr = weights[:nt]
@@ -189,6 +193,7 @@ class LocalTrainer:
         step = tf.constant(0, tf.int64)
         mu = self.proximal_mu
         for epoch in tf.range(self.local_epochs):
+            last_epoch = tf.cast(epoch == self.local_epochs - 1, tf.float32)  # metrics: the last epoch only
             if self.shuffle:
                 perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed + tf.stack([0, epoch])))
             else:
@@ -209,8 +214,8 @@ class LocalTrainer:
                 tr, slots = self.optimizer.apply(step, grads, tr, slots)
                 ntr = list(new_ntr)
                 count = tf.cast(tf.shape(idx)[0], tf.float32)
-                loss_sum += loss * count
-                correct += _accuracy_fn(yb, out)
+                loss_sum += last_epoch * loss * count
+                correct += last_epoch * _accuracy_fn(yb, out)
                 step += 1
         return list(tr) + list(ntr), loss_sum, correct
 
@@ -246,7 +251,7 @@ class LocalTrainer:
 
         Returns:
             `(client_weights, metrics)`: a list of arrays each of shape (K, *weight.shape), and a (K, 3) array of
-            (loss sum, correct predictions, examples) per client.
+            (loss sum, correct predictions, examples) per client; the sums are over the last local epoch.
         """
         if self._fn is None:
             self._fn = tf.function(self._cohort, input_signature=self._signature(x, y))

@@ -65,6 +65,29 @@ def test_simulation_learns_and_reports_metrics(tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_train_metrics_are_last_epoch_means_not_sums_over_epochs():
+    cd, ev = population()
+    kw = dict(KW, client_optimizer=keras.optimizers.SGD(1e-12), seed=2)  # (almost) frozen: every epoch the same
+    h1, _ = simulate(tiny_model, cd, rounds=2, local_epochs=1, **kw)
+    h3, _ = simulate(tiny_model, cd, rounds=2, local_epochs=3, **kw)
+    np.testing.assert_allclose(h3["train_loss"], h1["train_loss"], rtol=1e-5)  # was 3x
+    np.testing.assert_allclose(h3["train_accuracy"], h1["train_accuracy"], rtol=1e-6)
+    h, _ = simulate(tiny_model, cd, rounds=3, local_epochs=3, **dict(KW, client_optimizer=keras.optimizers.SGD(0.3)))
+    assert all(0 <= a <= 1 for a in h["train_accuracy"])  # was 1.5-2.1
+
+
+def test_infinite_train_loss_is_kept_and_warns_that_the_run_diverged():
+    import tensorflow as tf
+
+    def inf_loss(y, out):  # finite gradients, infinite value
+        return LOSS.call(y, out) + tf.stop_gradient(tf.fill(tf.shape(out)[:1], np.inf))
+
+    cd, _ = population()
+    with pytest.warns(RuntimeWarning, match="Round 1: the run diverged"):
+        h, _ = simulate(tiny_model, cd, rounds=1, **dict(KW, loss=inf_loss))
+    assert h.last("train_loss") == np.inf
+
+
 def test_same_seed_same_run_and_other_seed_differs():
     cd, _ = population()
     _, m1 = simulate(tiny_model, cd, rounds=2, seed=5, **KW)
