@@ -28,6 +28,7 @@ import keras
 
 from tfx_ext._validate import is_int
 from tfx_ext.errors import FederatedError
+from tfx_ext.federated.variables import federated_variables, is_rng_state
 
 _SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
 
@@ -133,7 +134,9 @@ class LocalTrainer:
         proximal_mu: FedProx coefficient (0 = plain local SGD).
         shuffle: reshuffle each client's data every epoch (seeded per client, stateless).
 
-    The weights are `model.trainable_variables + model.non_trainable_variables` in that order (`weight_paths`).
+    The weights are `model.trainable_variables + model.non_trainable_variables` in that order (`weight_paths`),
+    without RNG state (`tfx_ext.federated.variables`): each client's `SeedGenerator` states start from its own
+    per-round seed, so clients of a round draw different dropout masks, and a client's masks change every round.
     """
 
     def __init__(self, model, *, loss, client_optimizer, batch_size: int, local_epochs: int = 1,
@@ -155,7 +158,11 @@ class LocalTrainer:
         self.proximal_mu = float(proximal_mu)
         self.shuffle = bool(shuffle)
         self.num_trainable = len(model.trainable_variables)
-        self.variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+        self.variables = federated_variables(model)
+        # Per non-trainable variable: its position among the federated weights, or None for RNG state.
+        fed_pos = iter(range(self.num_trainable, len(self.variables)))
+        self._non_trainable = [(None, v.dtype) if is_rng_state(v) else (next(fed_pos), v.dtype)
+                               for v in model.non_trainable_variables]
         self.weight_paths = [v.path for v in self.variables]
         self.trace_count = 0
         w_spec = [tf.TensorSpec(v.shape, v.dtype) for v in self.variables]
@@ -175,6 +182,19 @@ class LocalTrainer:
             v.assign(np.asarray(w, dtype=v.dtype))
 
     # ----- the compiled cohort function ---------------------------------------------------------------------------
+    def _non_trainable_start(self, weights, seed):
+        """The model's non-trainable variables for one client: the global model state, and each RNG state drawn
+        from the client's seed (the j-th stream from `seed + [j + 1, 0]`; shuffling uses `seed + [0, epoch]`)."""
+        out = []
+        for j, (pos, dtype) in enumerate(self._non_trainable):
+            if pos is not None:
+                out.append(weights[pos])
+                continue
+            draw = tf.random.stateless_uniform([2], seed=seed + tf.constant([j + 1, 0], seed.dtype), minval=None,
+                                               maxval=None, dtype=tf.int64)
+            out.append(tf.cast(draw, dtype))
+        return out
+
     def _client_update(self, weights, xk, yk, n, seed):
         """Local training of one client (graph code). Returns (new weights, loss sum, correct sum).
 
@@ -185,7 +205,7 @@ class LocalTrainer:
         bs = self.batch_size
         start_tr = weights[:nt]
         tr = list(start_tr)
-        ntr = list(weights[nt:])
+        ntr = self._non_trainable_start(weights, seed)
         slots = self.optimizer.init_slots(tr)
         num_batches = (n + bs - 1) // bs
         loss_sum = tf.constant(0.0, tf.float32)
@@ -217,7 +237,7 @@ class LocalTrainer:
                 loss_sum += last_epoch * loss * count
                 correct += last_epoch * _accuracy_fn(yb, out)
                 step += 1
-        return list(tr) + list(ntr), loss_sum, correct
+        return list(tr) + [w for (pos, _), w in zip(self._non_trainable, ntr) if pos is not None], loss_sum, correct
 
     def _cohort(self, weights, x, y, offsets, seeds):
         self.trace_count += 1  # Python side effect: runs once per trace

@@ -19,8 +19,8 @@ input channel axis, records the tags of the layer's weights and returns the layo
 a functional model whose layers each take the previous layer's output); anything else is refused with the name of
 the layer.
 
-The spec is positional: `weight_paths` (default: `model.trainable_variables + model.non_trainable_variables`,
-the order `LocalTrainer` and `simulate` use) fixes the index of each array; variables are found by `variable.path`.
+The spec is positional: `weight_paths` (default: `model.trainable_variables + model.non_trainable_variables`
+without RNG state, `tfx_ext.federated.variables.federated_variables`, the order `LocalTrainer` and `simulate` use) fixes the index of each array; variables are found by `variable.path`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from tfx_ext.errors import FederatedError
+from tfx_ext.federated.variables import federated_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,7 +407,7 @@ def _chain(model):
 
 def default_weight_paths(model) -> list:
     """The positional order `simulate` uses: trainable then non-trainable variables."""
-    return [v.path for v in list(model.trainable_variables) + list(model.non_trainable_variables)]
+    return [v.path for v in federated_variables(model)]
 
 
 def build_spec(model, weight_paths: Sequence[str] | None = None) -> MatchSpec:
