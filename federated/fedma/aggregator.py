@@ -183,6 +183,8 @@ def _client_class_counts(table, cid, n, num_classes):
 
 
 class _MatchingBase(Aggregator):
+    changes_shapes = True  # matched averaging may grow the layers' widths (`rebuild_model`)
+
     def __init__(self, model_fn, *, class_counts=None):
         if model_fn is None or not (callable(model_fn) or hasattr(model_fn, "get_config")):
             raise TypeError(

@@ -259,3 +259,39 @@ def test_server_optimizer_argument_equals_the_preset_aggregator_and_leaves_the_i
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert type(mine.server_optimizer).__name__ == "ServerSGD"
+
+
+# ----- resume mismatches are named (issue 18) -------------------------------------------------------------------------
+def test_resume_with_another_aggregator_names_the_checkpoints_aggregator(tmp_path):
+    cd, _ = population()
+    simulate(tiny_model, cd, rounds=1, aggregator=FedAdam(learning_rate=0.05), checkpoint_dir=tmp_path, **KW)
+    with pytest.raises(FederatedError, match=r"written by the aggregator FedAdam\(.*\(server state: \['m', 'v'\]\), "
+                                             r"not FedAvg\(.*resume with the same aggregator"):
+        simulate(tiny_model, cd, rounds=2, aggregator="fedavg", checkpoint_dir=tmp_path, resume=True, **KW)
+    simulate(tiny_model, cd, rounds=1, checkpoint_dir=tmp_path / "avg", **KW)  # the other way: was KeyError: 'm'
+    with pytest.raises(FederatedError, match=r"written by the aggregator FedAvg\(.*\(server state: none\), not FedAdam"):
+        simulate(tiny_model, cd, rounds=2, aggregator="fedadam", checkpoint_dir=tmp_path / "avg", resume=True, **KW)
+
+
+def test_resume_with_another_model_names_the_model(tmp_path):
+    cd, _ = population()
+    simulate(tiny_model, cd, rounds=1, checkpoint_dir=tmp_path, **KW)
+
+    def wider():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+
+    with pytest.raises(FederatedError, match=r"holds the weights of another model .* than `model_fn` builds") as e:
+        simulate(wider, cd, rounds=2, checkpoint_dir=tmp_path, resume=True, **KW)
+    assert "FedAvg" not in str(e.value)
+
+
+def test_secagg_round_id_is_checkpointed(tmp_path):
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population()
+    kw = dict(KW, aggregator="fedavg", checkpoint_dir=tmp_path)
+    simulate(tiny_model, cd, rounds=2, secure=SecAgg(variant="secagg", seed=0), **kw)
+    assert load_checkpoint(tmp_path)[2]["secure"] == {"round": 2}
+    resumed = SecAgg(variant="secagg", seed=0)
+    simulate(tiny_model, cd, rounds=3, secure=resumed, resume=True, **kw)
+    assert resumed.get_state() == {"round": 3}  # continued, not restarted at 1 (round ids are never reused)
