@@ -25,14 +25,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfx_ext._validate import check_int
+from tfx_ext._validate import check_choice, check_int
 from tfx_ext.errors import FederatedError, MalformedUpdateError
 import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.history import History
 from tfx_ext.federated.payload import Payload
-from tfx_ext.federated.round import RoundInputs, RoundOutcome, aggregate_round, validate_client_result
+from tfx_ext.federated.round import ROUND_FAILURE_POLICIES, RoundInputs, RoundOutcome, aggregate_round, validate_client_result
 from tfx_ext.federated.training import LocalTrainer, check_eval_data, make_evaluator, resolve_client_optimizer
 
 logger = logging.getLogger("tfx_ext.federated")
@@ -138,6 +138,7 @@ class _Plan:
     secure: Any = None
     postprocessors: tuple = ()
     strategy: Any = None
+    on_round_failure: str = "skip"
 
 
 class _Models:
@@ -192,7 +193,7 @@ def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd
     total = Payload([np.asarray(s, np.float64) for s in sums], total_n)
     weights, server_state, agg_metrics = plan.aggregator.finalize(state.weights, total, state.server_state)
     model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
-    metrics = dict(clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
+    metrics = dict(round_failed=0, clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
                    train_loss=loss_sum / max(total_n, 1), train_accuracy=correct / max(total_n, 1),
                    bytes_up=accepted * model_bytes)
     return RoundOutcome(weights, server_state, agg_metrics, metrics)
@@ -208,7 +209,7 @@ def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, coh
         for k, cid in enumerate(cohort)
     ]
     return aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator, round_rng,
-                                       plan.secure, plan.postprocessors, plan.min_clients))
+                                       plan.secure, plan.postprocessors, plan.min_clients, plan.on_round_failure))
 
 
 def warn_if_diverged(metrics: dict, rnd: int) -> None:
@@ -251,7 +252,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
              batch_size: int = 32, client_optimizer=None, server_optimizer=None, aggregator="fedavg", loss=None,
              secure=None, eval_data=None, eval_every: int = 1, strategy=None, checkpoint_dir=None,
              resume: bool = False, log_dir=None, seed: int = 0, callbacks=(), min_clients: int = 1,
-             postprocessors=(), shuffle: bool = True, progress: bool = True):
+             postprocessors=(), shuffle: bool = True, progress: bool = True, on_round_failure: str = "skip"):
     """Runs a federated simulation and returns `(history, model)`.
 
     Args:
@@ -285,6 +286,9 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
         postprocessors: `Postprocessor`s whose hooks wrap each client payload and the aggregate.
         shuffle: reshuffle each client's data every local epoch.
         progress: show a tqdm progress bar.
+        on_round_failure: what a round whose secure sum fails (`SecureAggregationError`, e.g. too many dropouts)
+            does: "skip" logs it with its reason, reports it (`round_failed=1`, `failure_reason`) and keeps the
+            global model; "raise" ends the run. Too few valid clients (`min_clients`) always ends it.
 
     Returns:
         `(History, keras.Model)`: the per-round metrics and the model holding the final global weights.
@@ -292,9 +296,11 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     Raises:
         ValueError/TypeError: on bad arguments (naming the argument).
         MalformedUpdateError: when fewer than `min_clients` valid results remain in a round.
+        SecureAggregationError: a secure round failed and `on_round_failure="raise"`.
         FederatedError: on an incompatible checkpoint or an impossible configuration.
     """
     postprocessors = tuple(postprocessors)
+    check_choice("on_round_failure", on_round_failure, ROUND_FAILURE_POLICIES)
     aggregator = _checked_aggregator(
         client_data, rounds=rounds, clients_per_round=clients_per_round, eval_every=eval_every,
         min_clients=min_clients, resume=resume, checkpoint_dir=checkpoint_dir, aggregator=aggregator,
@@ -304,7 +310,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
                           client_optimizer=resolve_client_optimizer(model, client_optimizer),
                           batch_size=batch_size, local_epochs=local_epochs, shuffle=shuffle)
     plan = _Plan(model_fn, client_data, clients_per_round, aggregator, trainer_kwargs, eval_data, eval_every, rounds,
-                 min_clients, secure, postprocessors, strategy)
+                 min_clients, secure, postprocessors, strategy, on_round_failure)
     models = _Models(plan, model)
     weights = models.trainer.get_weights()
     state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),

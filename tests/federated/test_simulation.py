@@ -295,3 +295,41 @@ def test_secagg_round_id_is_checkpointed(tmp_path):
     resumed = SecAgg(variant="secagg", seed=0)
     simulate(tiny_model, cd, rounds=3, secure=resumed, resume=True, **kw)
     assert resumed.get_state() == {"round": 3}  # continued, not restarted at 1 (round ids are never reused)
+
+
+# ----- secure rounds: survivors only, a failed round is skipped (issue 18) --------------------------------------------
+def test_secure_round_metrics_count_only_the_survivors():
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population(n_clients=10)
+    h, _ = simulate(tiny_model, cd, rounds=4, secure=SecAgg(variant="secagg", dropout_rate=0.3, seed=1),
+                    **dict(KW, clients_per_round=8))
+    ok = [r for r in h if not r["round_failed"]]
+    assert ok and any(r["secure/dropped"] > 0 for r in ok)
+    for r in ok:
+        assert r["clients_accepted"] == r["secure/survivors"] == 8 - r["secure/dropped"]  # counted all 8 before
+        assert r["examples"] == sum(cd.num_examples(c) for c in r["secure/survivor_ids"]) \
+            if "secure/survivor_ids" in r else True
+
+
+def test_a_failed_secure_round_is_skipped_and_reported_or_raised():
+    from tfx_ext.errors import SecureAggregationError
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population()
+    failing = dict(KW, secure=SecAgg(variant="secagg", threshold=1.0, dropout_rate=0.4, seed=0))  # t = k
+    _, start = simulate(tiny_model, cd, rounds=0, **KW)
+    seen = [start.get_weights()]
+    h, model = simulate(tiny_model, cd, rounds=4, callbacks=[lambda m, mdl: seen.append(mdl.get_weights())], **failing)
+    assert sum(h["round_failed"]) >= 2 and set(h["round_failed"]) <= {0, 1}
+    for r, before, after in zip(h, seen, seen[1:]):
+        if r["round_failed"]:
+            assert "dropouts" in r["failure_reason"] and r["clients_accepted"] == 0 and "train_loss" not in r
+            for a, b in zip(before, after):
+                np.testing.assert_array_equal(a, b)  # the same global model went on
+        else:
+            assert "failure_reason" not in r and r["clients_accepted"] > 0
+    with pytest.raises(SecureAggregationError):
+        simulate(tiny_model, cd, rounds=3, on_round_failure="raise", **failing)
+    with pytest.raises(ValueError, match="`on_round_failure` must be one of 'skip', 'raise'"):
+        simulate(tiny_model, cd, rounds=1, on_round_failure="ignore", **KW)
