@@ -39,7 +39,6 @@ import tensorflow as tf
 
 from tfx_ext._compat import edit_calibration, enable_variable_quantization, tflite_schema
 from tfx_ext.errors import DataError, ExportError
-from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
 from tfx_ext.streaming.contract import Mode, streaming_layers
 from tfx_ext.streaming.runner import StreamingRunner
@@ -426,21 +425,13 @@ def check_crash_patterns(model: keras.Model, batch_size: int | None) -> None:
     dead Colab kernel, no Python error), before the converter runs. Call it with recurrences unrolled
     (`unrolled_recurrences`), as the export traces them.
 
-    Known: a TF while loop left in the graph (the calibrator crashes on WHILE); `DeltaActivation(method="gated")`
-    makes one (its gate is a scan over time), in every mode.
+    Known: a TF while loop left in the graph (the calibrator crashes on WHILE): a scan over time in a
+    user's layer. (`DeltaActivation(method="gated")` unrolls its scan over the static time axis TFLite needs.)
 
     Raises:
         ExportError: names every offending layer and the workaround.
     """
     layers = _all_layers(model)
-    gated = [layer.name for layer in layers if isinstance(layer, DeltaActivation) and layer.method == "gated"]
-    if gated:
-        raise ExportError(
-            f"int8 export of model {model.name!r} would crash TF's int8 calibrator (segfault): "
-            f"DeltaActivation layer(s) {gated} use method='gated', whose gate is a while loop over time. "
-            "Use DeltaActivation(method='quantize') for an int8 model, or export this one as float32, 'dynamic' or "
-            "'float16' (to_tflite(..., quantize=None))."
-        )
     loops = _while_loops(model, batch_size)
     if loops:
         owners = sorted({_owner(name, layers) for name in loops})
