@@ -74,3 +74,27 @@ def test_cli_default_output_dir_and_named_flag_errors(tmp_path):
     missing = subprocess.run(base + ["--dataset=speech_commands"], capture_output=True, text=True, timeout=300,
                              env=env, cwd=tmp_path)
     assert missing.returncode == 2 and "`data_dir` is required" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow  # a fresh Python process importing TensorFlow (~10 s on a loaded 2-core machine)
+def test_cli_secagg_plus_with_dropout_succeeds_and_writes_metrics(tmp_path):
+    out = tmp_path / "secure"
+    cmd = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--clients=10", "--clients_per_round=6",
+           "--rounds=3", "--secure=secagg+", "--dropout_rate=0.2", f"--output_dir={out}", "--progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fedavg with secagg+ on digits (dirichlet, 10 clients, 6 per round, 3 rounds)" in proc.stdout
+    assert "failed rounds         0" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["secure"] == "secagg+" and summary["failed_rounds"] == 0
+    assert summary["final_eval_accuracy"] > 0.3  # 10 digit classes: chance is 0.1
+    rounds = History.from_json(out / "history.json").to_records()
+    assert [r["round_failed"] for r in rounds] == [0, 0, 0]
+    # Clients really dropped out, and the round metrics count only the clients SecAgg+ kept.
+    assert sum(r["secure/dropped"] for r in rounds) > 0
+    for r in rounds:
+        assert r["clients_accepted"] == r["secure/survivors"] == r["clients_sampled"] - r["secure/dropped"]
+        assert r["examples"] > 0 and r["eval_accuracy"] is not None
+    for name in ("history.csv", "learning_curve.png", "label_distribution.png"):
+        assert (out / name).stat().st_size > 0, name

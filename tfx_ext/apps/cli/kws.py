@@ -33,23 +33,26 @@ SUBCOMMANDS = {
     "evaluate": "accuracy of --model_path on --data_root (--mode=none for whole clips, or streamed)",
     "export": "write a TFLite of --model_path to --output (float, dynamic, float16 or full int8), verified",
 }
+SHARED_FLAGS_FOR = ("train",)  # --strategy, --local_workers, ... (tfx_ext.apps.cli.flags)
 MODES = {"internal": "stream_internal_state", "external": "stream_external_state"}
 
 cli_flags.define_strategy_flags()  # --strategy, --local_workers, --logical_cpus, --worker_timeout (train)
 flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet"], "train: reference model.")
-flags.DEFINE_string("data_root", None, "Speech Commands directory (train, evaluate).")
+flags.DEFINE_string("data_root", None, "train/evaluate/export: Speech Commands directory (export: int8 calibration "
+                    "and LiteRT verification data).")
 flags.DEFINE_string("output_dir", None, "train: where the .keras model and metrics go.")
 flags.DEFINE_integer("epochs", 10, "train: epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "train: random seed.")
+flags.DEFINE_integer("seed", 0, "train/export: random seed (export: of the calibration sample).")
 flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
 flags.DEFINE_bool("progress", True, "train: one progress line per epoch (loss, accuracy); --noprogress: silent.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
-flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "label view of the data set.")
+flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "train/evaluate/export: label view of the data set.")
 flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
 flags.DEFINE_enum("mode", "internal", ["internal", "external", "none"],
                   "convert/evaluate/export: streaming mode (none: the whole-clip model).")
-flags.DEFINE_string("output", None, "convert: streaming .keras path; export: .tflite path.")
+flags.DEFINE_string("output", None, "convert/export: where to write (convert: the streaming .keras; export: the "
+                    ".tflite).")
 flags.DEFINE_string("tflite", None, "convert: also write a float .tflite of the streaming model here.")
 flags.DEFINE_integer("frames_per_step", None, "convert: frames per step (default: the model's time stride).")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: split.")
