@@ -3,7 +3,7 @@
 - `ClientData` and the partitioners (`iid_partition`, `dirichlet_partition`, `shard_partition`,
   `natural_partition`), `plot_label_distribution`;
 - `Payload` (what a client sends in a round) and `sum_payloads`;
-- aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`) over the pure maths of `aggregate`, and
+- aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
   with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
@@ -19,6 +19,7 @@ from tfx_ext.federated.aggregators import (
     AGGREGATORS,
     Aggregator,
     ClientResult,
+    FedAdagrad,
     FedAdam,
     FedAvg,
     FedAvgM,
@@ -27,6 +28,7 @@ from tfx_ext.federated.aggregators import (
     PlainSum,
     Postprocessor,
     RoundContext,
+    ServerAdagrad,
     ServerAdam,
     ServerMomentum,
     ServerSGD,
@@ -57,6 +59,7 @@ __all__ = [
     "SecAgg",
     "check_aggregator",
     "run_fedma",
+    "FedAdagrad",
     "FedAdam",
     "FedAvg",
     "FedAvgM",
@@ -68,6 +71,7 @@ __all__ = [
     "PlainSum",
     "Postprocessor",
     "RoundContext",
+    "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerSGD",

@@ -111,6 +111,13 @@ def server_yogi_step(weights, delta, state, *, learning_rate=1e-2, beta_1=0.9, b
     return _adaptive_step(weights, m, v, learning_rate, tau)
 
 
+def server_adagrad_step(weights, delta, state, *, learning_rate=1e-2, beta_1=0.0, tau=1e-3):
+    """FedAdagrad (Reddi et al. 2021, Alg. 2): `v <- v + d^2`. Returns `(weights, {"m": m, "v": v})`."""
+    m = [beta_1 * mi + (1 - beta_1) * d for mi, d in zip(state["m"], delta)]
+    v = [vi + d * d for vi, d in zip(state["v"], delta)]
+    return _adaptive_step(weights, m, v, learning_rate, tau)
+
+
 def update_norm(delta: Sequence[np.ndarray]) -> float:
     """The global L2 norm of an update."""
     return float(np.sqrt(sum(float(np.sum(np.square(d))) for d in delta)))
@@ -118,6 +125,7 @@ def update_norm(delta: Sequence[np.ndarray]) -> float:
 
 __all__ = [
     "mean_update",
+    "server_adagrad_step",
     "server_adam_step",
     "server_avgm_step",
     "server_sgd_step",

@@ -24,6 +24,7 @@ from tfx_ext._validate import check_number
 from tfx_ext.errors import FederatedError
 from tfx_ext.federated.aggregate import (
     mean_update,
+    server_adagrad_step,
     server_adam_step,
     server_avgm_step,
     server_sgd_step,
@@ -102,6 +103,28 @@ class ServerYogi(ServerAdam):
     _step_fn = staticmethod(server_yogi_step)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerAdagrad:
+    """FedAdagrad (Reddi et al. 2021): `v` accumulates every squared update (no decay). `v` starts at `tau**2`;
+    `beta_1` is the momentum of the update (0: none, as in Adagrad)."""
+
+    learning_rate: float = 1e-2
+    beta_1: float = 0.0
+    tau: float = 1e-3
+
+    def __post_init__(self):
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("beta_1", self.beta_1, low=0, high=1, high_open=True)
+        check_number("tau", self.tau, low=0, low_open=True)
+
+    def init_state(self, weights):
+        return ServerAdam.init_state(self, weights)
+
+    def step(self, weights, delta, state):
+        return server_adagrad_step(weights, delta, state, learning_rate=self.learning_rate, beta_1=self.beta_1,
+                                   tau=self.tau)
+
+
 # ----- client results and the aggregator interface ------------------------------------------------------------------
 @dataclasses.dataclass
 class ClientResult:
@@ -172,7 +195,7 @@ class FedAvg(Aggregator):
     `ServerSGD(1.0)`: `w + delta`, plain FedAvg).
 
     Args:
-        server_optimizer: `ServerSGD`, `ServerMomentum`, `ServerAdam` or `ServerYogi`.
+        server_optimizer: `ServerSGD`, `ServerMomentum`, `ServerAdam`, `ServerYogi` or `ServerAdagrad`.
     """
 
     name = "fedavg"
@@ -181,7 +204,7 @@ class FedAvg(Aggregator):
         server_optimizer = ServerSGD() if server_optimizer is None else server_optimizer
         if not hasattr(server_optimizer, "step") or not hasattr(server_optimizer, "init_state"):
             raise TypeError(
-                "`server_optimizer` must be a ServerSGD, ServerMomentum, ServerAdam or ServerYogi. "
+                "`server_optimizer` must be a ServerSGD, ServerMomentum, ServerAdam, ServerYogi or ServerAdagrad. "
                 f"Received: server_optimizer={server_optimizer!r}"
             )
         self.server_optimizer = server_optimizer
@@ -248,11 +271,22 @@ class FedYogi(FedAvg):
         super().__init__(server_optimizer=ServerYogi(learning_rate, beta_1, beta_2, tau))
 
 
-AGGREGATORS = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi}
+class FedAdagrad(FedAvg):
+    """FedAvg with an Adagrad server optimizer (`ServerAdagrad`), Reddi et al. 2021."""
+
+    name = "fedadagrad"
+
+    def __init__(self, *, learning_rate: float = 1e-2, beta_1: float = 0.0, tau: float = 1e-3):
+        super().__init__(server_optimizer=ServerAdagrad(learning_rate, beta_1, tau))
+
+
+AGGREGATORS = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
+               "fedadagrad": FedAdagrad}
 
 
 def get(identifier, **kwargs) -> Aggregator:
-    """An aggregator from its name (`fedavg`, `fedprox`, `fedavgm`, `fedadam`, `fedyogi`) or instance."""
+    """An aggregator from its name (`fedavg`, `fedprox`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`) or
+    instance."""
     if isinstance(identifier, Aggregator):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in AGGREGATORS:
