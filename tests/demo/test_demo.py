@@ -32,8 +32,24 @@ def test_demo_cli_runs_every_stage_and_writes_the_report(tmp_path):
     tflite = sections["TFLite in LiteRT (float and int8)"]["metrics"]
     assert tflite["max |float LiteRT - Keras| posterior"] < 1e-4
     assert (out / "tflite" / "ds_cnn_stream_external_int8.tflite").read_bytes()[4:8] == b"TFL3"
-    assert 0.0 <= tflite["top-1 agreement int8 vs Keras"] <= 1.0
-    assert 0.0 <= sections["Train"]["metrics"]["test_accuracy"] <= 1.0
+    # Behaviour floors (measured on the tiny demo, numpy and espeak data, 2 and 8 epochs: int8 vs float posteriors
+    # 0.0021-0.0036, top-1 agreement 0.80-0.97 on 30 clips). The tiny keyword model does not beat the majority
+    # class (4 of 14 words are `_unknown_`), so learning is checked on the federated digits stage instead.
+    assert tflite["max |int8 - float| posterior (recording)"] <= 0.02
+    assert tflite["top-1 agreement int8 vs Keras"] >= 0.6
+    streaming = sections["Streaming"]["metrics"]
+    train = sections["Train"]["metrics"]
+    # Streamed clip by clip == whole clips, and both == the Keras accuracy the TFLite stage measured.
+    assert streaming["test accuracy, streamed clip by clip"] == pytest.approx(streaming["test accuracy, whole clips"],
+                                                                              abs=1e-6)
+    assert train["test_accuracy"] == pytest.approx(streaming["test accuracy, whole clips"], abs=1e-6)
+    assert tflite["test accuracy, Keras"] == pytest.approx(train["test_accuracy"], abs=1e-6)
+    # Federated digits learn far above chance (0.1) in 2 rounds (measured 0.86 FedAvg, 0.82 matching + SecAgg+),
+    # and SecAgg+ recovers the plain sum with every client kept.
+    federated = sections["Federated learning"]["metrics"]
+    assert federated["FedAvg test accuracy"] >= 0.6 and federated["matching + SecAgg+ test accuracy"] >= 0.6
+    assert federated["SecAgg+ relative error of the sum"] <= 1e-5  # measured 7.7e-8
+    assert federated["SecAgg+ survivors (last round)"] == federated["clients per round"]
     markdown = (out / "report.md").read_text()
     assert "confusion_matrix.png" in markdown and "posteriors_int8.png" in markdown
     assert "I0000" not in result.stderr, "TensorFlow start-up noise leaked into the CLI output"
