@@ -9,6 +9,7 @@ weights (by far more than the mismatch), so two fits that both skip training can
 """
 
 import importlib
+import pathlib
 
 import keras
 import numpy as np
@@ -131,8 +132,10 @@ def mirrored():
 
 @pytest.mark.parametrize("family", sorted(CANDIDATES))
 def test_layer_family_modules_import(family):
-    for module in CANDIDATES[family][1]:
-        importlib.import_module(module)  # an ImportError fails here, naming the module
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for name in CANDIDATES[family][1]:
+        module = importlib.import_module(name)  # an ImportError fails here, naming the module
+        assert root in pathlib.Path(module.__file__).resolve().parents, f"{name} imported from {module.__file__}"
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
