@@ -21,3 +21,10 @@ def test_export_bench_smoke(tmp_path):
         float_row = rows[(form, "float")]
         assert row["size_ratio"] == pytest.approx(row["size_kb"] / float_row["size_kb"])
         assert row["latency_ratio"] == pytest.approx(row["latency_ms"] / float_row["latency_ms"])
+        # Behaviour floors (measured: float accuracy 0.66 on 4 separable classes, chance 0.25; every variant
+        # agrees with Keras on 100% of the 64 test clips and keeps its accuracy).
+        assert row["float_accuracy"] >= 0.45, "the smoke model did not learn the separable classes"
+        assert row["agreement"] >= 0.9, f"{form}/{variant} disagrees with the Keras model"
+        assert row["accuracy"] >= row["float_accuracy"] - 0.1
+        # The streaming export scores exactly what the whole-window export scores.
+        assert row["accuracy"] == rows[("non_stream", variant)]["accuracy"]

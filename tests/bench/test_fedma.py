@@ -14,7 +14,8 @@ def test_fedma_bench_smoke(tmp_path):
     rows = {r["method"]: r for r in doc["rows"]}
     assert set(rows) == {"fedma", "client_matching", "fedavg"}
     for row in rows.values():
-        assert 0.0 <= row["test_acc_mean"] <= 1.0 and row["MiB_total"] > 0
+        # Digits, 10 classes (chance 0.1): measured 0.81 (FedMA), 0.88 (client matching), 0.89 (FedAvg) in 5 rounds.
+        assert row["test_acc_mean"] >= 0.6 and row["MiB_total"] > 0, row
     # FedMA's layer-wise rounds send one layer at a time: fewer bytes than FedAvg over the same rounds.
     assert rows["fedma"]["MiB_total"] < rows["fedavg"]["MiB_total"]
     assert (tmp_path / "fedma_smoke_curves.png").stat().st_size > 0

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench import hypernet
 
 
@@ -20,7 +22,10 @@ def test_hypernet_bench_smoke(tmp_path):
     assert rows["hyper"]["bake_max_abs_err"] <= 1e-6
     ratio = rows["plain"]["trainable_params"] / rows["hyper"]["trainable_params"]
     assert abs(document["summary"]["param_ratio"] - ratio) < 1e-9
-    assert 0.0 <= rows["hyper"]["test_acc_pct"] <= 100.0
+    # No accuracy floor: at smoke size (1 epoch, widths 8) neither model learns reliably (measured plain 10.2%,
+    # hyper 21.8% after 1 epoch; 35.3% and 11.6% after 3): the checks above are exact counts and the bake error.
+    assert rows["hyper vs plain"]["acc_drop_pt"] == pytest.approx(rows["plain"]["test_acc_pct"]
+                                                                  - rows["hyper"]["test_acc_pct"], abs=0.01)
 
 
 def test_keyword_ds_cnn_parameter_counts():

@@ -113,3 +113,14 @@ def test_allow_list_entries_exist_and_give_a_reason():
     for key, reason in ALLOWED.items():
         assert key in names, f"stale allow-list entry {key}"
         assert len(reason) > 10, key
+
+
+def test_skipped_tests_are_listed_with_how_to_run_them():
+    from tests.conftest import skip_summary_lines
+
+    lines = skip_summary_lines([("tests/export/test_tfmot_oracle.py::test_qat", "could not import 'tf_keras'"),
+                                ("tests/data/test_synthesis.py::test_espeak", "espeak-ng is not installed"),
+                                ("tests/layers/test_x.py::test_y", "some reason")])
+    assert lines[0].startswith("tests/export/test_tfmot_oracle.py::test_qat: could not import 'tf_keras'")
+    assert "--no-deps" in lines[0] and "apt-get install espeak-ng" in lines[1]
+    assert lines[2] == "tests/layers/test_x.py::test_y: some reason"
