@@ -120,3 +120,34 @@ def test_kws_train_progress_prints_one_line_per_epoch(tmp_path):
     for text in (shown, quiet):
         metrics = json.loads(text[text.index("{"):])
         assert metrics["epochs"] == 2 and metrics["model_path"].endswith("ds_cnn.keras")
+
+
+def test_kws_train_bad_model_kwargs_and_missing_data_are_named_errors(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json
+        from absl import flags
+        from tfx_ext.apps.cli import kws as cli
+        results = []
+        for extra in (["--model_kwargs={{width: 4}}"], ["--model_kwargs=[4]"], ['--model_kwargs={{"widht": 4}}'],
+                      ["--data_root={str(tmp_path / 'missing')}"]):
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["tfx-ext kws", "--data_root={str(tmp_path)}", "--output_dir={str(tmp_path / 'out')}", *extra])
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = cli.main(["tfx-ext kws", "train"])
+            results.append([code, err.getvalue()])
+        print(json.dumps(results))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, cwd=REPO,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    not_json, not_object, unknown, missing = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not_json[0] == 2 and "--model_kwargs must be a JSON object, e.g. --model_kwargs='{\"width\": 32}'" in not_json[1]
+    assert "Received: --model_kwargs='{width: 4}'" in not_json[1]
+    assert not_object[0] == 2 and "must be a JSON object" in not_object[1]
+    assert unknown[0] == 2 and "knobs ['widht'] that --model=ds_cnn does not take" in unknown[1]
+    assert "'width'" in unknown[1] and "'num_blocks'" in unknown[1]
+    assert missing[0] == 1 and "DataError" in missing[1] and "missing" in missing[1]
+    assert all("Traceback" not in err for _, err in (not_json, not_object, unknown, missing))

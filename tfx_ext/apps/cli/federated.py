@@ -23,7 +23,8 @@ from absl import flags
 from tfx_ext.errors import TfxExtError
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
-from tfx_ext.apps.federated_experiments import DATASETS, PARTITIONS, run_experiment
+from tfx_ext.apps.federated_experiments import (DATASETS, DEFAULT_CLIENT_LR, DEFAULT_LOCAL_EPOCHS, PARTITIONS,
+                                                run_experiment)
 from tfx_ext.distribute import is_chief, remove_temp_dirpath, write_dirpath
 
 FLAGS = flags.FLAGS
@@ -39,10 +40,10 @@ flags.DEFINE_integer("shards_per_client", 2, "Shards per client for --partition=
 flags.DEFINE_integer("clients", 100, "Number of clients (not used by --partition=natural).", lower_bound=1)
 flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round.", lower_bound=1)
 flags.DEFINE_integer("rounds", 30, "Rounds.", lower_bound=1)
-flags.DEFINE_integer("local_epochs", 2, "Local epochs per client.", lower_bound=1)
+flags.DEFINE_integer("local_epochs", DEFAULT_LOCAL_EPOCHS, "Local epochs per client.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Local batch size.", lower_bound=1)
 flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
-flags.DEFINE_float("client_lr", 0.1, "Client learning rate.", lower_bound=0.0)
+flags.DEFINE_float("client_lr", DEFAULT_CLIENT_LR, "Client learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched"],
                   "Aggregator (fedma: server-side matched averaging; matched: client-side matching).")
 flags.DEFINE_enum("secure", "none", ["none", "secagg", "secagg+"], "Secure aggregation of the client updates.")

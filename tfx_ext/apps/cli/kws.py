@@ -60,6 +60,32 @@ flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                   "export: quantization (int8: full integer, calibrated on --data_root).")
 
 
+def parse_model_kwargs(text: str | None, model: str) -> dict | None:
+    """`--model_kwargs` as a dict of `model`'s size knobs; a ValueError naming the flag, the knobs and an example."""
+    import inspect
+
+    from tfx_ext.models import MODELS
+
+    if not text:
+        return None
+    knobs = [name for name, p in inspect.signature(MODELS[model]).parameters.items() if p.kind == p.KEYWORD_ONLY
+             and name != "name"]
+    example = '\'{"width": 32}\'' if "width" in knobs else f"'{{\"{knobs[0]}\": 2}}'"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--model_kwargs must be a JSON object, e.g. --model_kwargs={example} ({error.msg}). "
+                         f"Received: --model_kwargs={text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--model_kwargs must be a JSON object, e.g. --model_kwargs={example}. "
+                         f"Received: --model_kwargs={text!r}")
+    unknown = sorted(set(value) - set(knobs))
+    if unknown:
+        raise ValueError(f"--model_kwargs has knobs {unknown} that --model={model} does not take; its knobs: "
+                         f"{knobs}. Received: --model_kwargs={text!r}")
+    return value
+
+
 def _require(subcommand: str, *names: str) -> bool:
     missing = [name for name in names if not getattr(FLAGS, name)]
     if missing:
@@ -76,6 +102,11 @@ def main(argv):
         if command == "train":
             if not _require(command, "data_root", "output_dir"):
                 return 2
+            try:
+                model_kwargs = parse_model_kwargs(FLAGS.model_kwargs, FLAGS.model)
+            except ValueError as error:
+                print(f"tfx-ext kws train: error: {error}", file=sys.stderr)
+                return 2
             if cli_flags.run_local_cluster_if_requested():
                 return 0  # The local worker processes trained (the chief saved the model).
             strategy = cli_flags.strategy_from_flags() if FLAGS.strategy != "default" else None
@@ -83,7 +114,7 @@ def main(argv):
                                    strategy=strategy,
                                    batch_size=FLAGS.batch_size, seed=FLAGS.seed, labels=FLAGS.labels,
                                    learning_rate=FLAGS.learning_rate, verbose=2 if FLAGS.progress else 0,
-                                   model_kwargs=json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else None)
+                                   model_kwargs=model_kwargs)
             print(json.dumps(metrics, indent=2))
         elif command == "convert":
             if not _require(command, "model_path", "output"):
