@@ -97,8 +97,8 @@ def run_method(method, cd, test, *, rounds, local_epochs, lr, seed, max_growth, 
                       "fedavg": FedAvg, "fedprox": lambda: FedProx(mu=0.01)}[method]()
         history, model = simulate(model_fn, cd, clients_per_round=len(cd), aggregator=aggregator, progress=False,
                                   **common)
-    key = "moved_fraction" if "moved_fraction" in history.keys() else "aggregator/moved_fraction"
-    moved = [v for v in history[key] if v is not None]
+    keys = [k for k in ("moved_fraction", "aggregator/moved_fraction") if k in history.keys()]
+    moved = [v for v in history[keys[0]] if v is not None] if keys else []  # FedAvg and FedProx move nothing
     return {
         "moved_fraction": float(np.mean(moved)) if moved else None,
         "accuracy": _curve(history),

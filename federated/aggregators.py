@@ -122,9 +122,12 @@ class Aggregator:
             it; True when it needs each client's weights (then it overrides `aggregate`, and secure aggregation
             refuses it).
         proximal_mu: the FedProx coefficient clients add to their loss (0: none).
+        changes_shapes: True when the new global weights may have other shapes than the model's (width growth:
+            the aggregator overrides `rebuild_model`); a resumed checkpoint may then hold other shapes.
     """
 
     needs_individual_updates: bool = False
+    changes_shapes: bool = False
     proximal_mu: float = 0.0
     name: str = "aggregator"
 

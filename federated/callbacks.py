@@ -41,6 +41,8 @@ class SimulationState:
         round: rounds completed (the start round before the first one).
         weight_paths: `variable.path` of each weight, in positional order.
         aggregator: the `Aggregator`.
+        secure: the `secure=` object, or None (its `get_state()`/`set_state()`, when it has them, are
+            checkpointed: SecAgg's round id).
     """
 
     model: Any
@@ -53,6 +55,7 @@ class SimulationState:
     round: int = 0
     weight_paths: list = dataclasses.field(default_factory=list)
     aggregator: Any = None
+    secure: Any = None
 
 
 class Callback:
@@ -111,8 +114,11 @@ class Checkpoint(Callback):
 
     def on_round_end(self, round, metrics, state):
         meta = {"round": round, "seed": state.seed, "rng_state": _json_state(state.rng.bit_generator.state),
-                "history": state.history.rounds, "weight_paths": state.weight_paths,
-                "aggregator": repr(state.aggregator)}
+                "history": state.history.to_dict()["rounds"], "weight_paths": state.weight_paths,
+                "aggregator": repr(state.aggregator), "aggregator_class": type(state.aggregator).__name__,
+                "weight_shapes": [list(np.shape(w)) for w in state.weights]}
+        if hasattr(state.secure, "get_state"):
+            meta["secure"] = state.secure.get_state()
         save_checkpoint(self.directory, weights=state.weights, server_state=state.server_state, meta=meta)
 
     def restore(self, state: SimulationState) -> bool:
@@ -122,7 +128,8 @@ class Checkpoint(Callback):
             False when the directory holds no checkpoint (the run starts fresh), True otherwise.
 
         Raises:
-            FederatedError: when the checkpoint was written with another seed.
+            FederatedError: when the checkpoint was written with another seed, another aggregator or another
+                model (each named).
         """
         loaded = load_checkpoint(self.directory)
         if loaded is None:
@@ -133,13 +140,43 @@ class Checkpoint(Callback):
                 f"The checkpoint in {self.directory!r} was written with seed={meta.get('seed')}, "
                 f"not seed={state.seed}; resume with the same seed or another checkpoint_dir."
             )
+        self._check_aggregator(server_state, meta, state)
+        self._check_model(weights, state)
         state.weights = [np.asarray(w) for w in weights]
         state.server_state = {k: [np.asarray(v) for v in vs] for k, vs in server_state.items()}
         state.rng.bit_generator.state = meta["rng_state"]
-        state.history = History(meta["history"])
+        state.history = History.from_dict({"rounds": meta["history"]})
         state.round = int(meta["round"])
+        if "secure" in meta and hasattr(state.secure, "set_state"):
+            state.secure.set_state(meta["secure"])
         logger.info("Resuming from round %d (%s).", state.round, self.directory)
         return True
+
+
+    def _check_aggregator(self, server_state, meta, state):
+        written = meta.get("aggregator", "an unknown aggregator")
+        expected = state.aggregator.init_state(state.weights)
+        same_class = meta.get("aggregator_class", type(state.aggregator).__name__) == type(state.aggregator).__name__
+        same_state = set(server_state) == set(expected) and (state.aggregator.changes_shapes or all(
+            [np.shape(a) for a in server_state[k]] == [np.shape(a) for a in expected[k]] for k in expected))
+        if not (same_class and same_state):
+            raise FederatedError(
+                f"The checkpoint in {self.directory!r} was written by the aggregator {written} (server state: "
+                f"{sorted(server_state) or 'none'}), not {state.aggregator!r} (server state: "
+                f"{sorted(expected) or 'none'}); resume with the same aggregator or another checkpoint_dir."
+            )
+
+    def _check_model(self, weights, state):
+        have = [tuple(np.shape(w)) for w in weights]
+        want = [tuple(np.shape(w)) for w in state.weights]
+        fits = have == want or (state.aggregator.changes_shapes and [len(s) for s in have] == [len(s) for s in want])
+        if not fits:
+            raise FederatedError(
+                f"The checkpoint in {self.directory!r} holds the weights of another model ({len(have)} arrays, "
+                f"shapes {have[:6]}{'...' if len(have) > 6 else ''}) than `model_fn` builds ({len(want)} arrays, "
+                f"shapes {want[:6]}{'...' if len(want) > 6 else ''}); resume with the same model_fn or another "
+                "checkpoint_dir."
+            )
 
 
 class HistoryFiles(Callback):

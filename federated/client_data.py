@@ -4,7 +4,8 @@ The data set is stored once; a partition is stored as one permutation of example
 (compressed-row layout, O(examples + clients) integers). A client's arrays are gathered only when asked for and
 not cached, so memory does not grow with the number of clients or with the number of clients visited. For data
 that does not exist as one array (synthetic populations, files per user), `ClientData.from_fn` calls a function
-per client on demand.
+per client on demand, and `ClientData.from_datasets` takes one `tf.data.Dataset` per client (a mapping, or a
+function making it), read into arrays only when the client is sampled.
 
 Example:
 
@@ -18,20 +19,39 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from tfx_ext._validate import is_int
+from tfx_ext.errors import DataError
 from tfx_ext._plotting import pyplot, save_figure
 import tfx_ext.federated.partition as _partition
+
+
+def dataset_arrays(dataset: tf.data.Dataset, cid=None) -> tuple[np.ndarray, np.ndarray]:
+    """A finite dataset of `(x, y)` elements as two arrays: batches concatenated, single elements stacked."""
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2 or not all(isinstance(s, tf.TensorSpec) for s in spec):
+        raise DataError(f"Client {cid!r}: a dataset must yield `(x, y)` pairs of tensors. Received: element_spec={spec}")
+    batched = spec[0].shape.rank and spec[0].shape[0] is None and spec[1].shape.rank and spec[1].shape[0] is None
+    xs, ys = [], []
+    for x, y in dataset.as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        shape = [d or 0 for d in (spec[0].shape[1:] if batched else spec[0].shape)]
+        return (np.zeros((0, *shape), spec[0].dtype.as_numpy_dtype),
+                np.zeros((0,), spec[1].dtype.as_numpy_dtype))
+    return (np.concatenate(xs), np.concatenate(ys)) if batched else (np.stack(xs), np.stack(ys))
 
 
 class ClientData:
     """Client id -> (x, y), materialized on access.
 
     Build it with one of the constructors: `from_partition`, `iid`, `dirichlet`, `shards`, `natural` (by an id
-    column) or `from_fn` (a function per client).
+    column), `from_fn` (a function per client) or `from_datasets` (a `tf.data.Dataset` per client).
 
     Args:
         x: array of inputs, first axis = examples (kept by reference, not copied).
@@ -110,7 +130,9 @@ class ClientData:
 
         Args:
             client_ids: the ids, or an int `n` for ids `0 .. n - 1` (kept as a range, O(1) memory).
-            fn: called each time a client's data is needed; must be deterministic for reproducible runs.
+            fn: called each time a client's data is needed; must be deterministic for reproducible runs. It
+                returns `(x, y)` arrays of the same length, or a `tf.data.Dataset` of `(x, y)` elements (batched or
+                not, see `from_datasets`).
         """
         if not callable(fn):
             raise TypeError(f"`fn` must be callable. Received: fn={fn!r}")
@@ -124,6 +146,38 @@ class ClientData:
         else:
             self._set_ids(client_ids, len(client_ids))
         return self
+
+    @classmethod
+    def from_datasets(cls, datasets: Mapping[Hashable, tf.data.Dataset] | Callable[[Hashable], tf.data.Dataset], *,
+                      client_ids: Sequence[Hashable] | int | None = None) -> ClientData:
+        """Clients given as `tf.data.Dataset`s of `(x, y)` elements, as TF users write them.
+
+        A dataset is read into arrays only when its client is sampled (and not cached), so memory stays flat
+        however many clients there are. A batched dataset (its elements' first dimension unknown, as after
+        `.batch()`) is concatenated over its batches; an unbatched one is stacked over its elements.
+
+        Args:
+            datasets: `{client id: dataset}`, or a function `client_id -> dataset` (then `client_ids` is needed).
+            client_ids: with a function: the ids, or an int `n` for ids `0 .. n - 1`.
+
+        Example:
+
+        >>> import tensorflow as tf
+        >>> cd = ClientData.from_datasets(
+        ...     lambda cid: tf.data.Dataset.from_tensor_slices((tf.ones([cid + 1, 2]), tf.zeros([cid + 1]))).batch(2),
+        ...     client_ids=3)
+        >>> cd.num_examples(2), cd[2][0].shape
+        (3, (3, 2))
+        """
+        if isinstance(datasets, Mapping):
+            if client_ids is not None:
+                raise ValueError("`client_ids` come from the mapping's keys. Received: client_ids and a mapping")
+            return cls.from_fn(list(datasets), datasets.__getitem__)
+        if not callable(datasets):
+            raise TypeError(f"`datasets` must be a mapping or a function. Received: datasets={datasets!r}")
+        if client_ids is None:
+            raise ValueError("`client_ids` is needed when `datasets` is a function. Received: client_ids=None")
+        return cls.from_fn(client_ids, datasets)
 
     # ----- mapping protocol ---------------------------------------------------------------------------------------
     @property
@@ -157,8 +211,13 @@ class ClientData:
         """Materializes client `cid`'s `(x, y)` (fresh arrays, not cached)."""
         i = self._index(cid)
         if self._fn is not None:
-            x, y = self._fn(cid)
-            return np.asarray(x), np.asarray(y)
+            data = self._fn(cid)
+            x, y = dataset_arrays(data, cid) if isinstance(data, tf.data.Dataset) else data
+            x, y = np.asarray(x), np.asarray(y)
+            if len(x) != len(y):
+                raise DataError(f"Client {cid!r}: `x` and `y` must have the same length. "
+                                f"Received: len(x)={len(x)}, len(y)={len(y)}")
+            return x, y
         idx = self._order[self._offsets[i] : self._offsets[i + 1]]
         return self._x[idx], self._y[idx]
 
@@ -292,4 +351,4 @@ class _Subset:
     label_counts = ClientData.label_counts
 
 
-__all__ = ["ClientData", "plot_label_distribution"]
+__all__ = ["ClientData", "dataset_arrays", "plot_label_distribution"]

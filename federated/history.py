@@ -12,18 +12,42 @@ import tempfile
 from tfx_ext._plotting import pyplot, save_figure
 
 
-def _jsonable(value):
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _plain(value):
+    """`value` with numpy scalars unwrapped and containers made lists/dicts; floats kept as they are (NaN, Inf)."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def encode_non_finite(value):
+    """JSON has no NaN or Infinity: they are written as the strings "NaN", "Infinity" and "-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [encode_non_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode_non_finite(v) for k, v in value.items()}
+    return value
+
+
+def decode_non_finite(value):
+    """The inverse of `encode_non_finite`: the strings "NaN", "Infinity", "-Infinity" become floats again."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [decode_non_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode_non_finite(v) for k, v in value.items()}
+    return value
 
 
 def atomic_write(path, write, *, binary: bool = False) -> None:
@@ -50,18 +74,43 @@ def atomic_write_text(path, text: str) -> None:
 
 
 class History:
-    """A list of per-round metric dicts; `history["train_loss"]` gives one metric over rounds (None if absent)."""
+    """The per-round metrics of a simulation: a sequence of round dicts.
+
+    - `for r in history` / `list(history)` / `history[i]`: the rounds, as dicts (`pandas.DataFrame(history.rounds)`
+      or `pandas.DataFrame(history.to_records())` makes a table, one row per round);
+    - `history["train_loss"]`: one metric over the rounds (None for rounds without it, e.g. `eval_accuracy`
+      between evaluations); a key no round has raises `KeyError`;
+    - `history.last("eval_accuracy")`: the last value recorded, NaN included (a diverged run reports NaN).
+
+    Values are kept as they are, NaN and Inf included. In `history.json` (JSON has no NaN or Infinity) they are
+    written as the strings "NaN", "Infinity" and "-Infinity", which `History.from_json` reads back as floats; in
+    `history.csv` as `nan`, `inf` and `-inf` (what `pandas.read_csv` parses as floats).
+
+    Train metrics (`train_loss`, `train_accuracy`) are example-weighted means over the round's accepted clients
+    of each client's last local epoch.
+    """
 
     def __init__(self, rounds=None):
         self.rounds: list[dict] = [dict(r) for r in (rounds or [])]
 
     def append(self, metrics: dict) -> None:
-        self.rounds.append(_jsonable(dict(metrics)))
+        self.rounds.append(_plain(dict(metrics)))
 
     def __len__(self) -> int:
         return len(self.rounds)
 
-    def __getitem__(self, key: str) -> list:
+    def __iter__(self):
+        return iter(self.rounds)
+
+    def __contains__(self, key) -> bool:
+        return any(key in r for r in self.rounds)
+
+    def __getitem__(self, key):
+        """`history[i]` (or a slice): round dict(s); `history["metric"]`: the metric over the rounds."""
+        if not isinstance(key, str):
+            return self.rounds[key]
+        if key not in self:
+            raise KeyError(f"No round has the metric {key!r}. Available: {self.keys()}")
         return [r.get(key) for r in self.rounds]
 
     def keys(self) -> list[str]:
@@ -71,18 +120,29 @@ class History:
                 seen.setdefault(k, None)
         return list(seen)
 
+    def to_records(self) -> list[dict]:
+        """One dict per round with every key (None where a round lacks it): `pandas.DataFrame(records)`."""
+        keys = self.keys()
+        return [{k: r.get(k) for k in keys} for r in self.rounds]
+
     def last(self, key: str, default=None):
-        """The last non-None value of `key`."""
+        """The value of `key` in the last round that has it (NaN and Inf included), else `default`."""
         for r in reversed(self.rounds):
             if r.get(key) is not None:
                 return r[key]
         return default
 
     def to_dict(self) -> dict:
-        return {"rounds": self.rounds}
+        """`{"rounds": [...]}` ready for JSON (NaN/Inf as strings, see the class docstring)."""
+        return {"rounds": encode_non_finite(self.rounds)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        """The inverse of `to_dict`."""
+        return cls(decode_non_finite(data["rounds"]))
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         if path is not None:
             atomic_write_text(path, text)
         return text
@@ -93,7 +153,7 @@ class History:
         if os.path.exists(str(text_or_path)):
             with open(text_or_path, encoding="utf-8") as f:
                 text = f.read()
-        return cls(json.loads(text)["rounds"])
+        return cls.from_dict(json.loads(text))
 
     def to_csv(self, path=None) -> str:
         keys = self.keys()
@@ -101,7 +161,8 @@ class History:
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         for r in self.rounds:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+            writer.writerow({k: json.dumps(encode_non_finite(v)) if isinstance(v, (list, dict)) else v
+                             for k, v in r.items()})
         if path is not None:
             atomic_write_text(path, buf.getvalue())
         return buf.getvalue()
@@ -126,7 +187,8 @@ def plot_history(history: History, path=None, *, title: str = "Federated trainin
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, kind in zip(axes, ("loss", "accuracy")):
         for split, style in (("train", "-"), ("eval", "o-")):
-            vals = history[f"{split}_{kind}"]
+            key = f"{split}_{kind}"
+            vals = history[key] if key in history else []
             pts = [(r, v) for r, v in zip(rounds, vals) if v is not None]
             if pts:
                 ax.plot(*zip(*pts), style, label=split, markersize=3)
@@ -142,4 +204,4 @@ def plot_history(history: History, path=None, *, title: str = "Federated trainin
     return save_figure(fig, path, dpi=100)
 
 
-__all__ = ["History", "plot_history", "atomic_write", "atomic_write_text"]
+__all__ = ["History", "plot_history", "atomic_write", "atomic_write_text", "decode_non_finite", "encode_non_finite"]

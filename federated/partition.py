@@ -9,7 +9,9 @@ example is assigned to exactly one client (a partition of `range(num_examples)`)
   drawn from Dirichlet(alpha) (the "hetero-dir" partition of Wang et al., FedMA, ICLR 2020). Small `alpha` means
   each client sees few classes.
 - `shard_partition`: sort by label, cut into `num_clients * shards_per_client` shards and deal `shards_per_client`
-  random shards to each client (McMahan et al., 2017: each client sees at most `shards_per_client` classes).
+  random shards to each client (McMahan et al., 2017). A shard is a run of the label-sorted examples, so it may
+  straddle a class boundary: a client sees at most `shards_per_client` classes only when every class size is a
+  multiple of the shard size, and otherwise may see more (a shard holds one class plus every class it crosses).
 - `natural_partition`: one client per distinct value of an id column (speaker, user, device, ...).
 """
 

@@ -4,8 +4,18 @@ server postprocessors -> finalize.
 `aggregate_round(RoundInputs(...))` takes one round's client results and returns a `RoundOutcome` (new weights,
 server state, the aggregator's metrics and the round's metrics). Bad client results (NaN/Inf, wrong shapes or
 dtypes, zero examples) and bad payloads are rejected with their client id and reason, logged and listed in the
-metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`. An aggregator with
+metrics; fewer than `min_clients` valid results raise `MalformedUpdateError`.
+
+`train_loss` and `train_accuracy` are example-weighted means over the clients kept of each client's last-epoch
+mean: `sum_k loss_sum_k / sum_k n_k`, with `loss_sum_k` summed over client k's last local epoch. An aggregator with
 `needs_individual_updates` (server-side FedMA) gets the valid results directly instead of payloads.
+
+With `secure=`, the round's metrics (`clients_accepted`, `examples`, `train_loss`, `train_accuracy`) count only
+the clients whose inputs are in the secure sum (its `survivor_ids`), not those it dropped. A secure sum that
+fails (`SecureAggregationError`: too many dropouts) fails the round: with `on_round_failure="skip"` (the default)
+it is logged with its reason and reported (`round_failed=1`, `failure_reason`), and the global weights and server
+state stay as they were; with "raise" the error ends the run. Every round reports `round_failed` (0 or 1), so
+`sum(history["round_failed"])` counts the failures. Too few valid clients (`min_clients`) always ends the run.
 
 Every random draw comes from `RoundInputs.rng` in a fixed order (one per valid client's postprocessor context, then
 the secure sum, then the server postprocessor context), so a resumed run repeats the same draws.
@@ -21,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tfx_ext._validate import is_int
-from tfx_ext.errors import MalformedUpdateError
+from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
 from tfx_ext.federated.aggregators import Aggregator, ClientResult, RoundContext
 from tfx_ext.federated.payload import payload_problem, sum_payloads
 
@@ -70,6 +80,7 @@ class RoundInputs:
         secure: an optional `SecureSum` replacing the plain sum.
         postprocessors: `Postprocessor`s (client hooks in list order, server hooks in reverse).
         min_clients: fewest valid results the round accepts.
+        on_round_failure: "skip" (a failed secure sum keeps the global model and is reported) or "raise".
     """
 
     round: int
@@ -81,6 +92,10 @@ class RoundInputs:
     secure: Any = None
     postprocessors: tuple = ()
     min_clients: int = 1
+    on_round_failure: str = "skip"
+
+
+ROUND_FAILURE_POLICIES = ("skip", "raise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +135,11 @@ def _client_payloads(inputs: RoundInputs, valid, rejected, hook_metrics):
 
 
 def _sum(inputs: RoundInputs, payloads, kept, metrics):
-    """The plain or secure sum of the payloads; `bytes_up` as really sent."""
+    """The plain or secure sum of the payloads, the results in it (a secure sum may drop clients) and `bytes_up`
+    as really sent."""
     bytes_up = int(sum(sum(np.asarray(w).nbytes for w in r.weights) + 8 for r in kept))  # model dtype + count
     if inputs.secure is None:
-        return sum_payloads(payloads), bytes_up
+        return sum_payloads(payloads), kept, bytes_up
     rng = np.random.default_rng(inputs.rng.integers(2**63 - 1))
     total, sm = inputs.secure.secure_sum(payloads, [r.client_id for r in kept], rng)
     metrics.update({f"secure/{k}": v for k, v in sm.items() if isinstance(v, (int, float, str))})
@@ -131,7 +147,18 @@ def _sum(inputs: RoundInputs, payloads, kept, metrics):
         metrics["secure/rejections"] = [list(map(str, pair)) for pair in sm["rejections"]]
     if "bytes_up_per_client" in sm and "survivors" in sm:  # What was really sent: masked field elements.
         bytes_up = int(sm["bytes_up_per_client"]) * int(sm["survivors"])
-    return total, bytes_up
+    if "survivor_ids" in sm:  # only the clients whose inputs are in the sum count in the round's metrics
+        survivors = {jsonable_id(c) for c in sm["survivor_ids"]}
+        kept = [r for r in kept if jsonable_id(r.client_id) in survivors]
+    return total, kept, bytes_up
+
+
+def _failed_round(inputs: RoundInputs, error: SecureAggregationError, metrics: dict, rejected) -> RoundOutcome:
+    """A round whose secure sum failed: the global weights and server state unchanged, the reason reported."""
+    logger.warning("Round %d failed, the global model is kept: %s", inputs.round, error)
+    metrics.update(round_failed=1, failure_reason=str(error), clients_accepted=0, clients_rejected=len(rejected),
+                   rejected=[[jsonable_id(r.client_id), why] for r, why in rejected], examples=0, bytes_up=0)
+    return RoundOutcome(list(inputs.weights), inputs.server_state, {}, metrics)
 
 
 def _check_enough(inputs: RoundInputs, valid, rejected):
@@ -150,6 +177,7 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
 
     Raises:
         MalformedUpdateError: when fewer than `min_clients` valid results remain.
+        SecureAggregationError: the secure sum failed and `on_round_failure="raise"`.
     """
     rejected, valid = [], []
     for r in inputs.results:
@@ -169,7 +197,12 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
         weights, state, agg_metrics = agg.aggregate(inputs.weights, valid, inputs.server_state)
         bytes_up = int(sum(sum(np.asarray(a).nbytes for a in r.weights) + 8 for r in valid))
     else:
-        total, bytes_up = _sum(inputs, payloads, valid, metrics)
+        try:
+            total, valid, bytes_up = _sum(inputs, payloads, valid, metrics)
+        except SecureAggregationError as e:
+            if inputs.on_round_failure == "raise":
+                raise
+            return _failed_round(inputs, e, metrics, rejected)
         server_ctx = _context(inputs, None)
         for p in reversed(inputs.postprocessors):
             total, pm = p.on_server(total, server_ctx)
@@ -177,6 +210,7 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
         weights, state, agg_metrics = agg.finalize(inputs.weights, total, inputs.server_state)
     n_total = sum(r.num_examples for r in valid)
     metrics.update(
+        round_failed=0,
         clients_accepted=len(valid),
         clients_rejected=len(rejected),
         rejected=[[jsonable_id(r.client_id), why] for r, why in rejected],
@@ -188,4 +222,4 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
     return RoundOutcome(weights, state, agg_metrics, metrics)
 
 
-__all__ = ["RoundInputs", "RoundOutcome", "aggregate_round", "validate_client_result"]
+__all__ = ["ROUND_FAILURE_POLICIES", "RoundInputs", "RoundOutcome", "aggregate_round", "validate_client_result"]

@@ -17,20 +17,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
+import warnings
 from typing import Any
 
+import keras
 import numpy as np
 
-from tfx_ext._validate import check_int
+from tfx_ext._validate import check_choice, check_int
 from tfx_ext.errors import FederatedError, MalformedUpdateError
 import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.history import History
 from tfx_ext.federated.payload import Payload
-from tfx_ext.federated.round import RoundInputs, RoundOutcome, aggregate_round, validate_client_result
-from tfx_ext.federated.training import LocalTrainer, make_evaluator
+from tfx_ext.federated.round import ROUND_FAILURE_POLICIES, RoundInputs, RoundOutcome, aggregate_round, validate_client_result
+from tfx_ext.federated.training import LocalTrainer, check_eval_data, make_evaluator, resolve_client_optimizer
 
 logger = logging.getLogger("tfx_ext.federated")
 
@@ -47,10 +50,23 @@ def resolve_loss(model, loss):
     )
 
 
-def _resolve_client_optimizer(client_optimizer):
-    if callable(client_optimizer) and not hasattr(client_optimizer, "get_config"):
-        client_optimizer = client_optimizer()
-    return client_optimizer
+def build_model(model_fn, seed: int):
+    """`model_fn()` after `keras.utils.set_random_seed(seed)`, so `seed` fixes the initial weights too.
+
+    Raises:
+        TypeError: `model_fn` is a model (it must be a function that builds one) or returns something else.
+    """
+    if isinstance(model_fn, keras.Model) or not callable(model_fn):
+        raise TypeError(
+            "`model_fn` must be a function returning a new Keras model (simulate calls it to build, and rebuild, "
+            f"the model), not a model. Received: model_fn={type(model_fn).__name__}; pass e.g. "
+            "`model_fn=build_model` where `def build_model(): return keras.Sequential([...])`."
+        )
+    keras.utils.set_random_seed(seed)
+    model = model_fn()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model_fn` must return a keras.Model. Received: {type(model).__name__}")
+    return model
 
 
 def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, min_clients, resume, checkpoint_dir,
@@ -122,6 +138,7 @@ class _Plan:
     secure: Any = None
     postprocessors: tuple = ()
     strategy: Any = None
+    on_round_failure: str = "skip"
 
 
 class _Models:
@@ -135,6 +152,8 @@ class _Models:
         self.model = model
         self.trainer = LocalTrainer(model, proximal_mu=self.plan.aggregator.proximal_mu, **self.plan.trainer_kwargs)
         loss = self.plan.trainer_kwargs["loss"]
+        if self.plan.eval_data is not None:
+            check_eval_data(model, self.trainer.loss, self.plan.eval_data)
         self.evaluator = make_evaluator(model, loss) if self.plan.eval_data is not None else None
         self.shapes = [tuple(v.shape) for v in self.trainer.variables]
 
@@ -174,7 +193,7 @@ def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd
     total = Payload([np.asarray(s, np.float64) for s in sums], total_n)
     weights, server_state, agg_metrics = plan.aggregator.finalize(state.weights, total, state.server_state)
     model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
-    metrics = dict(clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
+    metrics = dict(round_failed=0, clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
                    train_loss=loss_sum / max(total_n, 1), train_accuracy=correct / max(total_n, 1),
                    bytes_up=accepted * model_bytes)
     return RoundOutcome(weights, server_state, agg_metrics, metrics)
@@ -190,7 +209,15 @@ def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, coh
         for k, cid in enumerate(cohort)
     ]
     return aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator, round_rng,
-                                       plan.secure, plan.postprocessors, plan.min_clients))
+                                       plan.secure, plan.postprocessors, plan.min_clients, plan.on_round_failure))
+
+
+def warn_if_diverged(metrics: dict, rnd: int) -> None:
+    """A `RuntimeWarning` when a round's loss is NaN or Inf: the run diverged (lower the learning rate)."""
+    bad = {k: metrics[k] for k in ("train_loss", "eval_loss") if k in metrics and not math.isfinite(metrics[k])}
+    if bad:
+        warnings.warn(f"Round {rnd}: the run diverged ({bad}); lower the client learning rate or clip the updates.",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -> dict:
@@ -217,14 +244,15 @@ def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -
         eval_loss, eval_acc = models.evaluator(*plan.eval_data)
         metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
     metrics["wall_time_s"] = time.perf_counter() - t0
+    warn_if_diverged(metrics, rnd)
     return metrics
 
 
 def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_round: int, local_epochs: int = 1,
-             batch_size: int = 32, client_optimizer="sgd", server_optimizer=None, aggregator="fedavg", loss=None,
+             batch_size: int = 32, client_optimizer=None, server_optimizer=None, aggregator="fedavg", loss=None,
              secure=None, eval_data=None, eval_every: int = 1, strategy=None, checkpoint_dir=None,
              resume: bool = False, log_dir=None, seed: int = 0, callbacks=(), min_clients: int = 1,
-             postprocessors=(), shuffle: bool = True, progress: bool = True):
+             postprocessors=(), shuffle: bool = True, progress: bool = True, on_round_failure: str = "skip"):
     """Runs a federated simulation and returns `(history, model)`.
 
     Args:
@@ -234,7 +262,9 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
         clients_per_round: clients sampled (without replacement) each round.
         local_epochs: local epochs per client.
         batch_size: local mini-batch size (a client's last batch may be smaller; no retracing).
-        client_optimizer: Keras SGD/Adam instance or name, or a function returning one.
+        client_optimizer: Keras SGD/Adam instance or name, or a function returning one; default the optimizer
+            `model_fn`'s model was compiled with (SGD or Adam, its config: each client starts with fresh slots and
+            step 0 every round), else `SGD()`.
         server_optimizer: optional `ServerSGD`/`ServerMomentum`/`ServerAdam`/`ServerYogi` replacing a FedAvg-family
             aggregator's server optimizer.
         aggregator: an `Aggregator` or one of "fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi".
@@ -248,13 +278,17 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
         checkpoint_dir: where to write an atomic checkpoint after every round.
         resume: continue from the checkpoint in `checkpoint_dir` (starts fresh when there is none).
         log_dir: where to write `history.json`, `history.csv` and TensorBoard summaries every round.
-        seed: seed of the run's master `numpy.random.Generator`.
+        seed: seeds the initial model (`keras.utils.set_random_seed(seed)` before `model_fn()`) and the run's
+            master `numpy.random.Generator` (sampling, shuffling, each client's dropout stream).
         callbacks: `Callback`s (`tfx_ext.federated.callbacks`), or callables `callback(round_metrics, model)`,
             called after every round.
         min_clients: fewest valid client results a round accepts.
         postprocessors: `Postprocessor`s whose hooks wrap each client payload and the aggregate.
         shuffle: reshuffle each client's data every local epoch.
         progress: show a tqdm progress bar.
+        on_round_failure: what a round whose secure sum fails (`SecureAggregationError`, e.g. too many dropouts)
+            does: "skip" logs it with its reason, reports it (`round_failed=1`, `failure_reason`) and keeps the
+            global model; "raise" ends the run. Too few valid clients (`min_clients`) always ends it.
 
     Returns:
         `(History, keras.Model)`: the per-round metrics and the model holding the final global weights.
@@ -262,22 +296,26 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     Raises:
         ValueError/TypeError: on bad arguments (naming the argument).
         MalformedUpdateError: when fewer than `min_clients` valid results remain in a round.
+        SecureAggregationError: a secure round failed and `on_round_failure="raise"`.
         FederatedError: on an incompatible checkpoint or an impossible configuration.
     """
     postprocessors = tuple(postprocessors)
+    check_choice("on_round_failure", on_round_failure, ROUND_FAILURE_POLICIES)
     aggregator = _checked_aggregator(
         client_data, rounds=rounds, clients_per_round=clients_per_round, eval_every=eval_every,
         min_clients=min_clients, resume=resume, checkpoint_dir=checkpoint_dir, aggregator=aggregator,
         server_optimizer=server_optimizer, secure=secure, postprocessors=postprocessors, strategy=strategy)
-    model = model_fn()
-    trainer_kwargs = dict(loss=resolve_loss(model, loss), client_optimizer=_resolve_client_optimizer(client_optimizer),
+    model = build_model(model_fn, seed)
+    trainer_kwargs = dict(loss=resolve_loss(model, loss),
+                          client_optimizer=resolve_client_optimizer(model, client_optimizer),
                           batch_size=batch_size, local_epochs=local_epochs, shuffle=shuffle)
     plan = _Plan(model_fn, client_data, clients_per_round, aggregator, trainer_kwargs, eval_data, eval_every, rounds,
-                 min_clients, secure, postprocessors, strategy)
+                 min_clients, secure, postprocessors, strategy, on_round_failure)
     models = _Models(plan, model)
     weights = models.trainer.get_weights()
     state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),
-                            seed, rounds, weight_paths=models.trainer.weight_paths, aggregator=aggregator)
+                            seed, rounds, weight_paths=models.trainer.weight_paths, aggregator=aggregator,
+                            secure=secure)
     checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoint.restore(state):
         models.adopt(state.weights, state)
@@ -297,4 +335,4 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     return state.history, models.model
 
 
-__all__ = ["resolve_loss", "simulate", "validate_client_result"]
+__all__ = ["build_model", "resolve_loss", "simulate", "validate_client_result", "warn_if_diverged"]

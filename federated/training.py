@@ -22,12 +22,15 @@ same function and the clients' weighted updates are summed with the strategy's a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 import keras
 
 from tfx_ext._validate import is_int
-from tfx_ext.errors import FederatedError
+from tfx_ext.errors import DataError, FederatedError
+from tfx_ext.federated.variables import federated_variables, is_rng_state
 
 _SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
 
@@ -110,13 +113,111 @@ def _mean_loss(loss, y, out):
     return tf.reduce_mean(tf.cast(values, tf.float32))
 
 
-def _accuracy_fn(y, logits):
-    """Correct predictions in a batch: argmax for class scores (sparse labels), threshold 0.5 for one output."""
-    if logits.shape[-1] == 1:
-        pred = tf.cast(tf.reshape(logits, [-1]) > 0.5, tf.int64)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, [-1]), tf.int64)), tf.float32))
-    pred = tf.argmax(logits, axis=-1)
-    return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)), tf.float32))
+def from_logits(loss) -> bool:
+    """Whether `loss` takes logits (a Keras loss built with `from_logits=True`); False for probabilities."""
+    return isinstance(loss, keras.losses.Loss) and bool(loss.get_config().get("from_logits", False))
+
+
+def make_accuracy(loss):
+    """`correct(y, out)`: correct predictions in a batch.
+
+    Class scores (last axis > 1): argmax, against integer labels or one-hot labels (then their argmax). One output:
+    thresholded at 0 when `loss` takes logits (`from_logits=True`), at 0.5 for probabilities.
+    """
+    threshold = 0.0 if from_logits(loss) else 0.5
+
+    def correct(y, out):
+        if out.shape[-1] == 1:
+            pred = tf.cast(tf.reshape(out, [-1]) > threshold, tf.int64)
+            return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, [-1]), tf.int64)), tf.float32))
+        pred = tf.argmax(out, axis=-1)
+        if y.shape.rank == out.shape.rank and y.shape[-1] == out.shape[-1]:  # one-hot labels
+            y = tf.argmax(y, axis=-1)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)), tf.float32))
+
+    return correct
+
+
+def _loss_name(loss) -> str:
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", "") or type(loss).__name__).lower()
+
+
+def check_data(model, loss, x, y, *, what: str = "client data") -> None:
+    """Named errors, before anything is traced, for data the model cannot train on.
+
+    Checks that `x` has the model's per-example input shape, that `x` and `y` have one entry per example, and, for
+    class scores (several outputs), that labels are integer classes in `[0, classes)` (one-hot labels only with a
+    non-sparse loss such as `CategoricalCrossentropy`).
+
+    Raises:
+        DataError: naming what is wrong and how to fix it.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise DataError(f"The {what} has {len(x)} inputs but {len(y)} labels; they must be aligned.")
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        want = tuple(inputs[0].shape[1:])
+        got = tuple(x.shape[1:])
+        if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+            raise DataError(f"The {what} has per-example input shape {got}, but the model takes {want} "
+                            f"(x.shape={x.shape}).")
+    outputs = getattr(model, "outputs", None)
+    classes = outputs[0].shape[-1] if outputs else None
+    if not classes or classes < 2 or len(y) == 0:
+        return
+    sparse = "sparse" in _loss_name(loss)
+    if y.ndim >= 2 and y.shape[-1] == classes:
+        if sparse:
+            raise DataError(f"The {what}'s labels look one-hot (shape {y.shape}) but the loss "
+                            f"({_loss_name(loss)}) takes integer class labels: pass y.argmax(-1), or use "
+                            "CategoricalCrossentropy.")
+        return
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise DataError(f"The {what}'s labels hold NaN or Inf.")
+    if y.dtype.kind not in "iub" and not np.all(np.mod(y, 1) == 0):
+        raise DataError(f"The {what}'s labels must be integer classes for {classes} class scores. "
+                        f"Received: labels of dtype {y.dtype} with fractional values.")
+    low, high = int(np.min(y)), int(np.max(y))
+    if low < 0 or high >= classes:
+        hint = " (labels 1..classes? subtract 1)" if low >= 1 and high == classes else ""
+        raise DataError(f"The {what}'s labels must be in [0, {classes}) for a model with {classes} outputs. "
+                        f"Received: labels in [{low}, {high}]{hint}.")
+
+
+def check_eval_data(model, loss, eval_data) -> None:
+    """`check_data` for `eval_data`, and a `RuntimeWarning` when its inputs hold NaN or Inf."""
+    if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 2:
+        raise TypeError(f"`eval_data` must be a pair (x, y). Received: eval_data={type(eval_data).__name__}")
+    x, y = eval_data
+    check_data(model, loss, x, y, what="eval_data")
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1)))
+        warnings.warn(f"`eval_data` holds NaN or Inf in {bad} of {len(x)} examples: evaluation metrics will be "
+                      "meaningless.", RuntimeWarning, stacklevel=3)
+
+
+def resolve_client_optimizer(model, client_optimizer):
+    """The client optimizer: `client_optimizer` (an optimizer, a name, or a function returning one), else the
+    optimizer `model` was compiled with (its config: every client starts from fresh slots each round), else SGD.
+
+    Raises:
+        ValueError: the compiled optimizer is not one local training supports (says to pass `client_optimizer`).
+    """
+    if client_optimizer is None:
+        compiled = getattr(model, "optimizer", None)
+        if compiled is None:
+            return ClientOptimizer("sgd")
+        if type(compiled).__name__ not in _SUPPORTED_OPTIMIZERS:
+            raise ValueError(
+                f"The model was compiled with {type(compiled).__name__}, which local training does not support "
+                "(SGD or Adam): pass `client_optimizer=keras.optimizers.SGD(...)` or `Adam(...)`."
+            )
+        return ClientOptimizer(compiled)
+    if callable(client_optimizer) and not hasattr(client_optimizer, "get_config"):
+        client_optimizer = client_optimizer()
+    return client_optimizer if isinstance(client_optimizer, ClientOptimizer) else ClientOptimizer(client_optimizer)
 
 
 class LocalTrainer:
@@ -133,7 +234,9 @@ class LocalTrainer:
         proximal_mu: FedProx coefficient (0 = plain local SGD).
         shuffle: reshuffle each client's data every epoch (seeded per client, stateless).
 
-    The weights are `model.trainable_variables + model.non_trainable_variables` in that order (`weight_paths`).
+    The weights are `model.trainable_variables + model.non_trainable_variables` in that order (`weight_paths`),
+    without RNG state (`tfx_ext.federated.variables`): each client's `SeedGenerator` states start from its own
+    per-round seed, so clients of a round draw different dropout masks, and a client's masks change every round.
     """
 
     def __init__(self, model, *, loss, client_optimizer, batch_size: int, local_epochs: int = 1,
@@ -150,12 +253,17 @@ class LocalTrainer:
             raise ValueError(f"`loss` must be a Keras loss or callable. Received: loss={loss!r}")
         self.optimizer = client_optimizer if isinstance(client_optimizer, ClientOptimizer) else ClientOptimizer(
             client_optimizer)
+        self._correct = make_accuracy(self.loss)
         self.batch_size = int(batch_size)
         self.local_epochs = int(local_epochs)
         self.proximal_mu = float(proximal_mu)
         self.shuffle = bool(shuffle)
         self.num_trainable = len(model.trainable_variables)
-        self.variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+        self.variables = federated_variables(model)
+        # Per non-trainable variable: its position among the federated weights, or None for RNG state.
+        fed_pos = iter(range(self.num_trainable, len(self.variables)))
+        self._non_trainable = [(None, v.dtype) if is_rng_state(v) else (next(fed_pos), v.dtype)
+                               for v in model.non_trainable_variables]
         self.weight_paths = [v.path for v in self.variables]
         self.trace_count = 0
         w_spec = [tf.TensorSpec(v.shape, v.dtype) for v in self.variables]
@@ -175,13 +283,30 @@ class LocalTrainer:
             v.assign(np.asarray(w, dtype=v.dtype))
 
     # ----- the compiled cohort function ---------------------------------------------------------------------------
+    def _non_trainable_start(self, weights, seed):
+        """The model's non-trainable variables for one client: the global model state, and each RNG state drawn
+        from the client's seed (the j-th stream from `seed + [j + 1, 0]`; shuffling uses `seed + [0, epoch]`)."""
+        out = []
+        for j, (pos, dtype) in enumerate(self._non_trainable):
+            if pos is not None:
+                out.append(weights[pos])
+                continue
+            draw = tf.random.stateless_uniform([2], seed=seed + tf.constant([j + 1, 0], seed.dtype), minval=None,
+                                               maxval=None, dtype=tf.int64)
+            out.append(tf.cast(draw, dtype))
+        return out
+
     def _client_update(self, weights, xk, yk, n, seed):
-        """Local training of one client (graph code). Returns (new weights, loss sum, correct sum)."""
+        """Local training of one client (graph code). Returns (new weights, loss sum, correct sum).
+
+        The loss and correct sums are those of the client's last local epoch (one value per example), so their
+        ratio to the example count is that epoch's mean loss and accuracy, whatever `local_epochs` is.
+        """
         nt = self.num_trainable
         bs = self.batch_size
         start_tr = weights[:nt]
         tr = list(start_tr)
-        ntr = list(weights[nt:])
+        ntr = self._non_trainable_start(weights, seed)
         slots = self.optimizer.init_slots(tr)
         num_batches = (n + bs - 1) // bs
         loss_sum = tf.constant(0.0, tf.float32)
@@ -189,6 +314,7 @@ class LocalTrainer:
         step = tf.constant(0, tf.int64)
         mu = self.proximal_mu
         for epoch in tf.range(self.local_epochs):
+            last_epoch = tf.cast(epoch == self.local_epochs - 1, tf.float32)  # metrics: the last epoch only
             if self.shuffle:
                 perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed + tf.stack([0, epoch])))
             else:
@@ -209,10 +335,10 @@ class LocalTrainer:
                 tr, slots = self.optimizer.apply(step, grads, tr, slots)
                 ntr = list(new_ntr)
                 count = tf.cast(tf.shape(idx)[0], tf.float32)
-                loss_sum += loss * count
-                correct += _accuracy_fn(yb, out)
+                loss_sum += last_epoch * loss * count
+                correct += last_epoch * self._correct(yb, out)
                 step += 1
-        return list(tr) + list(ntr), loss_sum, correct
+        return list(tr) + [w for (pos, _), w in zip(self._non_trainable, ntr) if pos is not None], loss_sum, correct
 
     def _cohort(self, weights, x, y, offsets, seeds):
         self.trace_count += 1  # Python side effect: runs once per trace
@@ -246,8 +372,9 @@ class LocalTrainer:
 
         Returns:
             `(client_weights, metrics)`: a list of arrays each of shape (K, *weight.shape), and a (K, 3) array of
-            (loss sum, correct predictions, examples) per client.
+            (loss sum, correct predictions, examples) per client; the sums are over the last local epoch.
         """
+        check_data(self.model, self.loss, x, y)
         if self._fn is None:
             self._fn = tf.function(self._cohort, input_signature=self._signature(x, y))
         x = np.asarray(x)
@@ -300,6 +427,7 @@ class LocalTrainer:
             `(delta_sums, stats)`: per layer `sum_k n_k (w_k - w)` over valid clients (float32, layer shape), and
             `[sum n_k, sum loss sums, sum correct, rejected clients, clients with zero examples]`.
         """
+        check_data(self.model, self.loss, x, y)
         key = id(strategy)
         if key not in self._dist:
             sig = (*self._signature(x, y), tf.TensorSpec([None], tf.int32))
@@ -329,12 +457,13 @@ class LocalTrainer:
 def make_evaluator(model, loss, batch_size: int = 512):
     """Returns `evaluate(x, y) -> (mean loss, accuracy)` using `model`'s current variables (one trace)."""
     loss_fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+    accuracy = make_accuracy(loss_fn)
 
     @tf.function(reduce_retracing=True)
     def batch_stats(xb, yb):
         out = model(xb, training=False)
         n = tf.cast(tf.shape(xb)[0], tf.float32)
-        return _mean_loss(loss_fn, yb, out) * n, _accuracy_fn(yb, out)
+        return _mean_loss(loss_fn, yb, out) * n, accuracy(yb, out)
 
     def evaluate(x, y):
         if len(x) == 0:
@@ -349,4 +478,5 @@ def make_evaluator(model, loss, batch_size: int = 512):
     return evaluate
 
 
-__all__ = ["LocalTrainer", "ClientOptimizer", "make_evaluator"]
+__all__ = ["LocalTrainer", "ClientOptimizer", "check_data", "check_eval_data", "from_logits", "make_accuracy",
+           "make_evaluator", "resolve_client_optimizer"]

@@ -49,9 +49,12 @@ class DeltaActivation(StreamingLayer):
         fan_out: multiply-accumulates one nonzero delta costs in the following layer (>= 1); scales the penalty.
             `tfx_ext.transforms.temporal_sparsity.assign_fan_out(model)` sets it from the model graph.
         surrogate_temperature: width of the sigmoid surrogate gradient of the gate, relative to the threshold
-            (gated method only).
+            (gated method only). The gated rule is a loop over time: unrolled when the time axis is static (so it
+            trains under `jit_compile=True`), an `ops.scan` otherwise, and then the layer declares
+            `supports_jit = False`, which makes Keras compile the model without XLA.
         track_metrics: keep `<name>_temporal_sparsity` and `<name>_spatial_sparsity` trackers that appear in
-            `fit`/`evaluate` logs (updated only in `Mode.TRAINING`, so exported inference graphs stay pure).
+            `fit` logs (updated only by training calls in `Mode.TRAINING`, so inference graphs, including
+            `tf.saved_model.save`'s, stay pure; `evaluate` reports the values of the last training epoch).
         mode: a `tfx_ext.Mode`.
 
     Call arguments:
@@ -63,6 +66,13 @@ class DeltaActivation(StreamingLayer):
 
     Output shape:
         Same as the input.
+
+    Full-integer export (`to_tflite(..., quantize="int8")`): the gated rule converts to int8 ops only (its hard gate
+    is a SELECT, not a CAST of a boolean). The quantize rule is a hybrid: TFLite has no int8 ROUND, so each such
+    layer keeps three float ops, DEQUANTIZE (int8 -> float32), ROUND and QUANTIZE (float32 -> int8), and needs
+    `allow_float_ops=True`. Cost: two conversions of the activation tensor and a float ROUND per layer, and a
+    runtime with float kernels (an int8-only accelerator or MCU build cannot run it); measured on
+    Dense(16) -> DeltaActivation -> Dense(4) over 8 x 16 frames, the flatbuffer grows from 1960 to 2960 bytes.
 
     Streaming:
         State `last` of shape `features` (float32): the last transmitted value. Block size 1, latency 0. The
@@ -141,6 +151,8 @@ class DeltaActivation(StreamingLayer):
             constraint=keras.constraints.NonNeg(),  # A step or threshold below zero has no meaning.
             trainable=self.trainable_threshold,
         )
+        if self.method == "gated" and shape[1] is None:
+            self.supports_jit = False  # the time loop is an `ops.scan`, whose gradient XLA cannot compile
         super().build(input_shape)
 
     def state_specs(self, input_shape):
@@ -167,14 +179,23 @@ class DeltaActivation(StreamingLayer):
 
         def step_fn(previous, frame):
             change = frame - previous
-            hard = ops.cast(ops.abs(change) >= theta, change.dtype)
+            hard = ops.where(ops.abs(change) >= theta, ops.ones_like(change), ops.zeros_like(change))  # SELECT: int8 in TFLite
             soft = ops.sigmoid((ops.abs(change) - theta) / temperature)
             gate = hard + soft - ops.stop_gradient(soft)  # Hard gate forward, sigmoid gradient backward.
             sent = previous + gate * change
             return sent, sent
 
-        _, sent = ops.scan(step_fn, last, ops.moveaxis(values, 1, 0))
-        return ops.moveaxis(sent, 0, 1)
+        frames = values.shape[1]
+        if frames is None:
+            _, sent = ops.scan(step_fn, last, ops.moveaxis(values, 1, 0))
+            return ops.moveaxis(sent, 0, 1)
+        # A static time axis is unrolled: the gradient of `ops.scan` needs a list of unknown size, which XLA
+        # (`jit_compile=True`, Keras's default on GPUs) refuses.
+        sent = []
+        for t in range(frames):
+            last, _ = step_fn(last, values[:, t])
+            sent.append(last)
+        return ops.stack(sent, axis=1)
 
     def _transmit(self, inputs, last):
         """Transmitted values, deltas and the last transmitted value of a chunk, given the value before it."""
@@ -186,9 +207,12 @@ class DeltaActivation(StreamingLayer):
     def _finish(self, sent, deltas, training):
         if self.mode == Mode.TRAINING:
             if self.penalty > 0:
-                batch = ops.cast(ops.shape(deltas)[0], deltas.dtype)
-                self.add_loss(self.penalty * self.fan_out * ops.sum(ops.abs(deltas)) / batch)
-            if self.track_metrics:
+                # In float32 whatever the compute dtype: Keras sums the losses of a model in float32.
+                l1 = ops.sum(ops.abs(ops.cast(deltas, "float32")))
+                batch = ops.cast(ops.shape(deltas)[0], "float32")
+                self.add_loss(self.penalty * self.fan_out * l1 / batch)
+            if self.track_metrics and training:
+                # Training calls only: an inference graph (evaluate, predict, tf.saved_model.save) stays pure.
                 self.temporal_sparsity.update_state(ops.mean(ops.cast(ops.equal(deltas, 0), "float32")))
                 self.spatial_sparsity.update_state(ops.mean(ops.cast(ops.equal(sent, 0), "float32")))
         return deltas if self.emit == "deltas" else sent

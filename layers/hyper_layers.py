@@ -28,6 +28,7 @@ depend on the context.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 
@@ -75,6 +76,22 @@ class _Untracked:
 
     def __init__(self, value):
         self.value = value
+
+
+def _refuse_sequential(layer, caller) -> None:
+    """Raises when `layer` is being called by a `keras.Sequential` (its build or its fallback call).
+
+    A Sequential model tracks only the layers added to it: a generator inserted by a consumer would be neither
+    trained nor saved, and the saved file would fail only at load. The calling frame is the one place where the
+    Sequential is visible (Keras gives a layer no handle on the model that calls it).
+    """
+    model = caller.f_locals.get("self") if caller is not None else None
+    if isinstance(model, keras.Sequential):
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be used in a Sequential model: the model does not "
+            "track the HyperNetwork that generates its kernel, so the generator would never train nor be saved. "
+            f"Build a functional model instead (keras.Model(inputs, outputs)). Received: model={model.name!r}"
+        )
 
 
 def _normalize_tuple(value, rank: int, name: str) -> tuple[int, ...]:
@@ -207,6 +224,7 @@ class _HyperLayer(keras.layers.Layer):
                     "`generator=hypernetwork(inputs)` (a Sequential model cannot hold the generator, so hyper layers "
                     "need the functional API). Received: generator=None"
                 )
+            _refuse_sequential(self, inspect.currentframe().f_back)
             generator = hypernetwork(inputs)
         return super().__call__(inputs, *args, generator=generator, context=context, **kwargs)
 
@@ -344,7 +362,8 @@ class HyperDense(_HyperLayer):
     Input shape: `(batch, ..., in)`. Output shape: `(batch, ..., units)`.
 
     Use hyper layers in functional models: the generator is a node of the graph, which a Sequential model cannot
-    hold (its generator would be neither trained nor saved; loading such a file raises a ValueError).
+    hold (its generator would be neither trained nor saved), so building a Sequential model with one raises a
+    ValueError.
 
     Example:
         >>> hnet = HyperNetwork(embedding_dim=4, chunk_shape=(8, 8))

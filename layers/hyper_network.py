@@ -28,7 +28,8 @@ ignores) returns its parameters as a dict of tensors, and the consumers take tha
 argument. The graph expresses the sharing, so a `.keras` file stores the generator's weights once and a loaded
 model still has one generator that every consumer uses (and that training updates). Consumers built with
 `hypernetwork=...` insert this call themselves, so `HyperDense(64, hypernetwork=hnet)(x)` just works in a
-functional model. Sequential models are not supported (their config has no room for the generator node). In a
+functional model. Sequential models are refused at build (they track only the layers added to them, so the
+generator would never train, and their config has no room for the generator node). In a
 subclassed model, keep the `HyperNetwork` as an attribute of the model (so its weights are tracked) and pass
 `generator=self.hypernetwork(x)` to the consumers; the consumers themselves never track the generator.
 
@@ -95,9 +96,11 @@ def generate_chunks(params: dict, z, chunk_shape):
     *spatial, in_c, out_c = chunk_shape
     lead = tuple(ops.shape(z)[:-1])
     if all(key in params for key in _HA_KEYS):
-        # a[..., i, :] = z @ w_in[i] + b_in[i]; k[..., i, :] = a[..., i, :] @ w_out + b_out.
-        a = ops.einsum("...e,ieh->...ih", z, params["w_in"]) + params["b_in"]
-        k = ops.matmul(a, params["w_out"]) + params["b_out"]  # (..., in_c, prod(spatial) * out_c)
+        # a[n, i, :] = z[n] @ w_in[i] + b_in[i]; k[n, i, :] = a[n, i, :] @ w_out + b_out, over flattened leading axes:
+        # TF's CPU einsum for "...e,ieh->...ih" is inaccurate in float16, "be,ieh->bih" is not.
+        flat_z = ops.reshape(z, (-1, ops.shape(z)[-1]))
+        a = ops.einsum("be,ieh->bih", flat_z, params["w_in"]) + params["b_in"]
+        k = ops.matmul(a, params["w_out"]) + params["b_out"]  # (n, in_c, prod(spatial) * out_c)
         k = ops.reshape(k, (*lead, in_c, *spatial, out_c))
         # Move the chunk's input axis next to its output axis: (..., *spatial, in_c, out_c).
         rank = len(lead)
@@ -185,21 +188,20 @@ class HyperNetwork(keras.layers.Layer):
             sizes = [self.embedding_dim, *self.mlp_units, math.prod(self.chunk_shape)]
             for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
                 gain = 2.0 if i < len(sizes) - 2 else 1.0  # He for ReLU layers keeps E[h^2]; LeCun for the last.
-                self.add_weight(
-                    name=f"kernel_{i}", shape=(fan_in, fan_out), initializer=normal(stddev=math.sqrt(gain / fan_in))
-                )
-                self.add_weight(name=f"bias_{i}", shape=(fan_out,), initializer="zeros")
+                self._add_param(f"kernel_{i}", (fan_in, fan_out), normal(stddev=math.sqrt(gain / fan_in)))
+                self._add_param(f"bias_{i}", (fan_out,), "zeros")
         else:
             hidden = self.hidden_dim or self.embedding_dim
             flat = math.prod(spatial) * out_c
-            self.add_weight(
-                name="w_in", shape=(in_c, self.embedding_dim, hidden),
-                initializer=normal(stddev=1.0 / math.sqrt(self.embedding_dim)),
-            )
-            self.add_weight(name="b_in", shape=(in_c, hidden), initializer="zeros")
-            self.add_weight(name="w_out", shape=(hidden, flat), initializer=normal(stddev=1.0 / math.sqrt(hidden)))
-            self.add_weight(name="b_out", shape=(flat,), initializer="zeros")
+            self._add_param("w_in", (in_c, self.embedding_dim, hidden), normal(stddev=1.0 / math.sqrt(self.embedding_dim)))
+            self._add_param("b_in", (in_c, hidden), "zeros")
+            self._add_param("w_out", (hidden, flat), normal(stddev=1.0 / math.sqrt(hidden)))
+            self._add_param("b_out", (flat,), "zeros")
         self.built = True
+
+    def _add_param(self, name, shape, initializer):
+        # Kept as an attribute too: `tf.saved_model.save` finds variables through attributes, not `self.weights`.
+        setattr(self, name, self.add_weight(name=name, shape=shape, initializer=initializer))
 
     def _param_names(self) -> list[str]:
         if self.mlp_units:
@@ -210,8 +212,7 @@ class HyperNetwork(keras.layers.Layer):
         """The generator's parameters as a dict of tensors (what calling the layer returns)."""
         if not self.built:
             self.build()
-        by_name = dict(zip(self._param_names(), self.weights))
-        return {name: ops.convert_to_tensor(by_name[name]) for name in self._param_names()}
+        return {name: ops.convert_to_tensor(getattr(self, name)) for name in self._param_names()}
 
     def call(self, inputs=None):
         return {name: ops.cast(value, self.compute_dtype) for name, value in self.params().items()}
@@ -220,8 +221,8 @@ class HyperNetwork(keras.layers.Layer):
         if not self.built:
             self.build()
         return {
-            name: keras.KerasTensor(tuple(weight.shape), dtype=self.compute_dtype)
-            for name, weight in zip(self._param_names(), self.weights)
+            name: keras.KerasTensor(tuple(getattr(self, name).shape), dtype=self.compute_dtype)
+            for name in self._param_names()
         }
 
     def generate(self, z):

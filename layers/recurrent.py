@@ -57,6 +57,7 @@ class _StreamingRNN(StreamingLayer):
             # Streaming chunks are a few static frames: unrolled, they convert to plain TFLite ops (no WHILE).
             unroll=self.mode.is_streaming,
             name="rnn",
+            dtype=self.dtype_policy,  # as Keras's GRU/LSTM pass theirs to their cell: float16 in, float16 out
             **(_rnn_kwargs or {}),
         )
 
@@ -137,7 +138,8 @@ class GRU(_StreamingRNN):
         `(batch, time, units)` or `(batch, units)`.
 
     Streaming:
-        State `h`: `(units,)` float32. Block size 1. Latency 0.
+        State `h`: `(units,)` in the compute dtype (held in the variable dtype in `STREAM_INTERNAL_STATE`).
+        Block size 1. Latency 0.
 
     Example:
         >>> layer = GRU(8)
@@ -174,7 +176,8 @@ class LSTM(_StreamingRNN):
         `(batch, time, units)` or `(batch, units)`.
 
     Streaming:
-        States `h` and `c`: `(units,)` float32 each. Block size 1. Latency 0.
+        States `h` and `c`: `(units,)` each, in the compute dtype (held in the variable dtype in
+        `STREAM_INTERNAL_STATE`). Block size 1. Latency 0.
 
     Example:
         >>> layer = LSTM(8, return_sequences=False)

@@ -33,6 +33,16 @@ _WINDOW_CELLS = (
     keras.layers.GlobalMaxPooling2D,
 )
 SUPPORTED_CELLS = _CONV_CELLS + _POOL_CELLS + _WINDOW_CELLS
+# Cells with a second (frequency) axis; decided by class, so subclasses (a user's `MyConv(Conv2D)`) keep their rank.
+_RANK2_CELLS = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.MaxPooling2D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+)
 PAD_TIME_DIMS = ("causal", "same")
 
 
@@ -70,7 +80,8 @@ class Stream(StreamingLayer):
         cell: the wrapped layer (an instance or its serialized config). Supported: Conv1D, Conv2D, DepthwiseConv1D,
             DepthwiseConv2D, SeparableConv1D, SeparableConv2D, AveragePooling1D/2D, MaxPooling1D/2D, Flatten,
             GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D with `data_format='channels_last'`. The cell is
-            re-created from its config (its weights, if any, are not reused).
+            re-created from its config (its weights, if any, are not reused), with the wrapper's dtype policy
+            when `dtype=` is given.
         pad_time_dim: "causal" (default: each output depends on the current and past frames only) or "same" (the
             whole-sequence form also looks `(e - 1) // 2` frames ahead, like 'same' padding; streamed, the outputs
             come that many frames late, see `output_delay`; stride 1 only). Window cells ignore it.
@@ -90,9 +101,10 @@ class Stream(StreamingLayer):
         The cell's output with `time // s` frames (one frame per `s` input frames), or no time axis for window cells.
 
     Streaming:
-        State `buffer`: `(max(e - s, 0), *input_shape[2:])` in the input dtype (`window - frames_per_step` frames for
-        window cells, of `(channels,)` per-frame pooled vectors for 2-D global pooling; no state when that is 0). Block size: the time stride `s`. Latency: 0 frames when causal,
-        `output_delay` frames with `pad_time_dim="same"`.
+        State `buffer`: `(max(e - s, 0), *input_shape[2:])` in the compute dtype, held in the variable dtype in
+        `STREAM_INTERNAL_STATE` (`window - frames_per_step` frames for window cells, of `(channels,)` per-frame
+        pooled vectors for 2-D global pooling; no state when that is 0). Block size: the time stride `s`.
+        Latency: 0 frames when causal, `output_delay` frames with `pad_time_dim="same"`.
 
     Example:
         >>> layer = Stream(keras.layers.Conv1D(4, 3, dilation_rate=2))
@@ -102,7 +114,8 @@ class Stream(StreamingLayer):
 
     def __init__(self, cell, pad_time_dim: str = "causal", window: int | None = None, mode=Mode.TRAINING, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        if isinstance(cell, dict):
+        from_config = isinstance(cell, dict)  # a saved cell already carries the dtype it was built with
+        if from_config:
             cell_config = dict(cell)
             cell_config.pop("build_config", None)
             cell = keras.saving.deserialize_keras_object(cell_config)
@@ -135,7 +148,7 @@ class Stream(StreamingLayer):
         self.pad_time_dim = pad_time_dim
         self.window = window
         self.is_window_cell = isinstance(cell, _WINDOW_CELLS)
-        self.rank = 2 if "2D" in type(cell).__name__ else 1
+        self.rank = 2 if isinstance(cell, _RANK2_CELLS) else 1
         if self.is_window_cell:
             self.kernel, self.stride, self.freq_kernel, self.freq_stride, self.freq_padding = 1, 1, 1, 1, "valid"
         else:
@@ -157,8 +170,11 @@ class Stream(StreamingLayer):
                     "pad_time_dim='causal'."
                 )
             config = dict(config, padding="valid")
-            cell = type(cell).from_config(config)
-        self.cell = cell
+        if kwargs.get("dtype") is not None and not from_config:
+            # An explicit `dtype=` is the wrapper's and its cell's (as Keras's GRU passes it to its cell).
+            config = dict(config, dtype=keras.dtype_policies.serialize(self.dtype_policy))
+            self._cell_serialized["config"]["dtype"] = config["dtype"]
+        self.cell = type(cell).from_config(config)
 
     # ----- geometry ----------------------------------------------------------------------------------------------
     @property

@@ -332,7 +332,8 @@ class TensorRegression(_FactorizedWeightLayer):
         rank_dropout: tensor dropout rate `p` in [0, 1).
         min_dim: ranks of size `<= min_dim` are never dropped.
         min_keep: at least this many components of each dropped rank are kept in every draw.
-        mask_per_sample: draw a mask per sample instead of one per batch (the paper's choice, the default).
+        mask_per_sample: draw a mask per sample (the paper's choice) instead of one per batch (the default,
+            False: one draw shared by the whole batch, cheaper).
         drop_at_inference: also drop at inference (Monte-Carlo tensor dropout).
         seed: seed of the `keras.random.SeedGenerator` of the masks.
         implementation: `"factorized"` (default) computes with the factors; `"reconstructed"` builds the full

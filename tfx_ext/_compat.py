@@ -27,6 +27,53 @@ def enable_variable_quantization(converter) -> None:
     converter._experimental_variable_quantization = True
 
 
+__all__ += ["edit_calibration"]
+
+
+def edit_calibration(converter, edit) -> None:
+    """Makes a post-training int8 `TFLiteConverter` pass its calibrated model through `edit` before quantizing.
+
+    `edit(calibrated: bytes) -> bytes` receives the float flatbuffer whose tensors carry the calibrated min/max and
+    returns it with ranges changed (`tfx_ext.lite.int8.tie_state_ranges` widens a streaming state's input and
+    output ranges to their union, so both get one scale and zero point). Why private: TF 2.21 has no public hook
+    between calibration and quantization. The converter's `_quantize` calibrates then quantizes with the MLIR
+    quantizer (`tensorflow.lite.python.convert.mlir_quantize`); with `_experimental_calibrate_only` it returns
+    the calibrated model instead. This wraps the instance's `_quantize`: calibrate only, `edit`, then
+    `mlir_quantize` with the arguments TF's own `_quantize` passes.
+
+    Raises:
+        AttributeError: the converter lacks one of these internals (see tests/core/test_compat.py).
+    """
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    original = converter._quantize  # Raises if TensorFlow removed it: no fallback.
+    for name in ("_experimental_calibrate_only", "_experimental_disable_per_channel",
+                 "_experimental_disable_per_channel_quantization_for_dense_layers", "experimental_new_quantizer"):
+        getattr(converter, name)
+    if not converter.experimental_new_quantizer:
+        raise AttributeError("edit_calibration needs the MLIR quantizer (converter.experimental_new_quantizer)")
+
+    def quantize(result, input_type, output_type, activations_type, bias_type, allow_float,
+                 enable_variable_quantization, debug_options):
+        converter._experimental_calibrate_only = True
+        try:
+            calibrated = original(result, input_type, output_type, activations_type, bias_type, allow_float,
+                                  enable_variable_quantization, debug_options)
+        finally:
+            converter._experimental_calibrate_only = False
+        return mlir_quantize(
+            edit(bytes(calibrated)),
+            converter._experimental_disable_per_channel,
+            input_data_type=input_type,
+            output_data_type=output_type,
+            enable_variable_quantization=enable_variable_quantization,
+            disable_per_channel_for_dense_layers=converter._experimental_disable_per_channel_quantization_for_dense_layers,
+            debug_options_str=debug_options.SerializeToString(),
+        )
+
+    converter._quantize = quantize
+
+
 # ----- LiteRT interpreter -------------------------------------------------------------------------------------------
 def signature_invoker(runner):
     """A zero-argument function that runs one bare `Invoke` of a LiteRT `SignatureRunner`'s subgraph, on the inputs

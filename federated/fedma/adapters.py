@@ -15,12 +15,13 @@ with class-frequency weights.
 
 `ADAPTERS` maps each supported Keras layer class to one function that, given the layer and the unit layout of its
 input channel axis, records the tags of the layer's weights and returns the layout of its output channel axis.
-`Stream` (tfx_ext.layers) is handled through its wrapped cell. Layers are walked as a single chain (Sequential, or
+`Stream` (tfx_ext.layers) is handled through its wrapped cell, tfx_ext's streaming `GRU`/`LSTM` through the Keras
+RNN they run inside, and a `Reshape` when it keeps the channels last (as in the crnn). Layers are walked as a single chain (Sequential, or
 a functional model whose layers each take the previous layer's output); anything else is refused with the name of
 the layer.
 
-The spec is positional: `weight_paths` (default: `model.trainable_variables + model.non_trainable_variables`,
-the order `LocalTrainer` and `simulate` use) fixes the index of each array; variables are found by `variable.path`.
+The spec is positional: `weight_paths` (default: `model.trainable_variables + model.non_trainable_variables`
+without RNG state, `tfx_ext.federated.variables.federated_variables`, the order `LocalTrainer` and `simulate` use) fixes the index of each array; variables are found by `variable.path`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import keras
 import numpy as np
 
 from tfx_ext.errors import FederatedError
+from tfx_ext.layers.recurrent import GRU as StreamingGRU, LSTM as StreamingLSTM
+from tfx_ext.layers.stream import Stream
+from tfx_ext.federated.variables import federated_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +158,7 @@ def _check_no_blocks(layer, layout):
     if layout is not None and layout.blocks != 1:
         raise FederatedError(
             f"FedMA cannot match layer {layer.name!r} ({type(layer).__name__}): its input channels come from a "
-            "flattened feature map; only Dense layers may follow a Flatten."
+            "flattened feature map; only Dense and recurrent layers may follow a Flatten or a merging Reshape."
         )
 
 
@@ -262,8 +266,7 @@ def _channelwise(layer, b: _Builder, layout, is_output, *, owner=None):
 
 def _rnn(num_gates, kind):
     def adapt(layer, b: _Builder, layout, is_output, *, owner=None):
-        owner = owner or layer
-        _check_no_blocks(owner, layout)
+        owner = owner or layer  # its kernel rows are input features, like a Dense kernel's: blocks are fine
         if is_output:
             raise FederatedError(
                 f"FedMA cannot use layer {owner.name!r} ({type(layer).__name__}) as the output layer; add a Dense "
@@ -284,6 +287,39 @@ def _rnn(num_gates, kind):
         return _Layout(g)
 
     return adapt
+
+
+def _streaming_rnn(num_gates, kind):
+    """tfx_ext's streaming `GRU`/`LSTM`: the Keras RNN they run inside (`layer.rnn`), with the layer as owner."""
+    inner = _rnn(num_gates, kind)
+
+    def adapt(layer, b, layout, is_output, *, owner=None):
+        return inner(layer.rnn, b, layout, is_output, owner=owner or layer)
+
+    return adapt
+
+
+def _reshape(layer, b, layout, is_output, *, owner=None):
+    """A channels_last `Reshape` that keeps the channels last: as is (`(t, f, C) -> (t * f, C)`, or adding an axis
+    before any matched layer), or merging trailing positions into them (`(t, f, C) -> (t, f * C)`: `f` blocks)."""
+    owner = owner or layer
+    if layout is None:
+        return None
+    in_shape, out_shape = tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])
+    channels, merged = in_shape[-1], out_shape[-1]
+    if merged == channels:
+        return layout
+    blocks = 1
+    for d in reversed(in_shape[:-1]):
+        if d is None or blocks * channels >= (merged or 0):
+            break
+        blocks *= int(d)
+    if merged is None or blocks * channels != merged:
+        raise FederatedError(
+            f"FedMA can match a Reshape that keeps the channel axis last or merges trailing positions into it; "
+            f"layer {owner.name!r} maps {in_shape} to {out_shape}."
+        )
+    return _Layout(layout.group, layout.blocks * blocks, layout.inner)
 
 
 def _passthrough(layer, b, layout, is_output, *, owner=None):
@@ -349,22 +385,16 @@ ADAPTERS: list = [
     (keras.layers.LSTM, _rnn(4, "lstm")),
     (keras.layers.GRU, _rnn(3, "gru")),
     (keras.layers.SimpleRNN, _rnn(1, "simple_rnn")),
+    (StreamingGRU, _streaming_rnn(3, "gru")),
+    (StreamingLSTM, _streaming_rnn(4, "lstm")),
     (keras.layers.Flatten, _flatten),
+    (keras.layers.Reshape, _reshape),
     (_PASSTHROUGH, _passthrough),
 ]
 
 
-def _stream_class():
-    try:
-        from tfx_ext.layers.stream import Stream
-    except Exception:  # the layer package may be mid-edit; Stream support is optional
-        return None
-    return Stream
-
-
 def _find_adapter(layer):
-    stream = _stream_class()
-    if stream is not None and isinstance(layer, stream):
+    if isinstance(layer, Stream):
         return _stream
     for classes, adapter in ADAPTERS:
         if isinstance(layer, classes):
@@ -376,9 +406,8 @@ def supported_layer_names() -> str:
     names = []
     for classes, _ in ADAPTERS:
         for c in classes if isinstance(classes, tuple) else (classes,):
-            names.append(c.__name__)
-    if _stream_class() is not None:
-        names.append("Stream(Conv/DepthwiseConv/SeparableConv/pooling/Flatten)")
+            names.append(f"tfx_ext.layers.{c.__name__}" if c in (StreamingGRU, StreamingLSTM) else c.__name__)
+    names.append("Stream(Conv/DepthwiseConv/SeparableConv/pooling/Flatten)")
     return ", ".join(names)
 
 
@@ -406,7 +435,7 @@ def _chain(model):
 
 def default_weight_paths(model) -> list:
     """The positional order `simulate` uses: trainable then non-trainable variables."""
-    return [v.path for v in list(model.trainable_variables) + list(model.non_trainable_variables)]
+    return [v.path for v in federated_variables(model)]
 
 
 def build_spec(model, weight_paths: Sequence[str] | None = None) -> MatchSpec:

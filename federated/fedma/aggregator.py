@@ -34,6 +34,7 @@ from tfx_ext.federated.fedma.growth import grow_model
 from tfx_ext.federated.fedma.matching import match_to_global, match_units
 from tfx_ext.federated.fedma.permute import matched_average, to_global, unit_features
 from tfx_ext.federated.payload import Payload
+from tfx_ext.federated.variables import federated_variables
 
 CLASS_COUNTS = "class_counts"  # the `Payload.extras` name of a client's per-class example counts
 
@@ -182,6 +183,8 @@ def _client_class_counts(table, cid, n, num_classes):
 
 
 class _MatchingBase(Aggregator):
+    changes_shapes = True  # matched averaging may grow the layers' widths (`rebuild_model`)
+
     def __init__(self, model_fn, *, class_counts=None):
         if model_fn is None or not (callable(model_fn) or hasattr(model_fn, "get_config")):
             raise TypeError(
@@ -200,7 +203,7 @@ class _MatchingBase(Aggregator):
         """The model at the widths of `weights` (from `model_fn(widths=...)` or a widened config clone)."""
         widths = self.spec.widths_from_weights(weights)
         model = grow_model(self._model, widths, model_fn=model_fn)
-        if [list(w.shape) for w in model.trainable_variables + model.non_trainable_variables] != [
+        if [list(w.shape) for w in federated_variables(model)] != [
                 list(np.shape(w)) for w in weights]:
             raise FederatedError("The rebuilt model's weight shapes do not match the aggregated weights.")
         self._model = model

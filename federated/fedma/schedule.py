@@ -32,6 +32,7 @@ from tfx_ext.federated.fedma.permute import to_global
 from tfx_ext.federated.history import History
 from tfx_ext.federated.simulation import resolve_loss, simulate
 from tfx_ext.federated.training import ClientOptimizer, LocalTrainer, make_evaluator
+from tfx_ext.federated.variables import federated_variables
 
 
 def _nbytes(arrays):
@@ -86,11 +87,11 @@ def _cohort(client_data: ClientData, clients_per_round, rng):
 
 
 def _weights_of(model):
-    return [np.array(v.numpy()) for v in model.trainable_variables + model.non_trainable_variables]
+    return [np.array(v.numpy()) for v in federated_variables(model)]
 
 
 def _set_weights(model, weights):
-    for v, w in zip(model.trainable_variables + model.non_trainable_variables, weights):
+    for v, w in zip(federated_variables(model), weights):
         v.assign(w)
 
 

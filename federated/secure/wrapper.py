@@ -145,6 +145,16 @@ class SecAgg:
 
     check_aggregator = staticmethod(check_aggregator)
 
+    def get_state(self) -> dict:
+        """What a checkpoint keeps: the protocol round id (bound into every key and message, so a resumed run must
+        not reuse one)."""
+        return {"round": self._round}
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()` (`simulate(resume=True)` calls it)."""
+        check_int("round", state["round"], minimum=0)
+        self._round = int(state["round"])
+
     def parameters(self, num_clients: int):
         """The `GraphParameters` (degree, threshold, failure bounds) used for `num_clients` clients."""
         return choose_parameters(num_clients, variant=self.variant, dropout_rate=self.tolerated_dropout,

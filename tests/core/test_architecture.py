@@ -195,3 +195,35 @@ def test_public_names_survive_importing_every_submodule(package):
     after = {name: getattr(module, name) for name in module.__all__}
     changed = sorted(name for name in before if after[name] is not before[name])
     assert changed == []
+
+
+_DESCRIBE_PUBLIC_NAMES = """
+import importlib, json, pkgutil, sys
+first = sys.argv[1] == "submodules-first"
+if first:
+    import tfx_ext
+    for info in pkgutil.walk_packages(tfx_ext.__path__, prefix="tfx_ext."):
+        if not info.name.startswith(("tfx_ext.apps", "tfx_ext.__main__")):
+            importlib.import_module(info.name)
+import tfx_ext
+print(json.dumps({name: [type(getattr(tfx_ext, name)).__name__, getattr(getattr(tfx_ext, name), "__module__", None),
+                         getattr(getattr(tfx_ext, name), "__qualname__", None)] for name in tfx_ext.__all__}))
+"""
+
+
+def test_public_names_do_not_depend_on_import_order(tmp_path):
+    """In a fresh interpreter, importing every submodule before using `tfx_ext` leaves each public name as it is in
+    one that only ran `import tfx_ext` (a user's `from tfx_ext.x.verify import ...` once replaced `tfx_ext.verify`)."""
+    import json
+    import subprocess
+    import sys
+
+    def describe(order):
+        result = subprocess.run([sys.executable, "-c", _DESCRIBE_PUBLIC_NAMES, order], capture_output=True, text=True,
+                                cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    plain, submodules_first = describe("plain"), describe("submodules-first")
+    assert plain == submodules_first
+    assert plain["verify"][0] == "function" and plain["to_streaming"][0] == "function"

@@ -78,3 +78,34 @@ def test_mirrored_strategy_reads_its_collective_key_base_at_creation():
     finally:
         tf.distribute.MirroredStrategy._collective_key_base = base
 
+
+
+def test_edit_calibration_sees_the_calibrated_min_max_and_its_edit_is_quantized():
+    import keras
+    import numpy as np
+    import pytest
+    import tensorflow as tf
+
+    inputs = keras.Input((3,), batch_size=1, name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="y")(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.full((1, 3), v, np.float32)] for v in (-1.0, 2.0))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    seen = []
+
+    def edit(calibrated):
+        schema = compat.tflite_schema()
+        graph = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+        seen.append([(t.quantization.min, t.quantization.max) for t in graph.subgraphs[0].tensors
+                     if t.quantization is not None and t.quantization.min is not None])
+        return calibrated
+
+    compat.edit_calibration(converter, edit)  # raises AttributeError if TF dropped `_quantize` or its options
+    flatbuffer = converter.convert()
+    assert seen and any(low == [-1.0] and high == [2.0] for low, high in seen[0])  # the input's calibrated range
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=flatbuffer).get_input_details()[0]
+    assert detail["dtype"] == np.int8 and detail["quantization"][0] == pytest.approx(3.0 / 255, rel=1e-6)

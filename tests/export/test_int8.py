@@ -133,7 +133,8 @@ def test_representative_data_without_states_is_named(trained, data):
 
 
 def test_representative_data_not_an_iterable_is_named(trained, data):
-    with pytest.raises(DataError, match="must be an iterable"):
+    with pytest.raises(DataError, match=r"must be a numpy array of samples .*, or an iterable.*input order "
+                                        r"\['features'\].*Received: representative_data of type dict"):
         to_tflite(trained["ds_cnn"], quantize="int8", representative_data={"features": data["train"][0][:1]})
     with pytest.raises(DataError, match="is empty"):
         to_tflite(trained["ds_cnn"], quantize="int8", representative_data=[])

@@ -26,8 +26,7 @@ from tfx_ext.transforms.qat import (
     is_quantize_aware,
     quantize_aware,
 )
-from tfx_ext.errors import ExportError
-from tfx_ext.layers.recurrent import LSTM
+from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.lite.int8 import model_ops, non_integer_ops, streaming_calibration_data
 from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.lite.verification import verify
@@ -154,8 +153,9 @@ def test_qat_crnn_streams_to_full_int8_with_calibrated_gru(trained, data):
     np.testing.assert_array_equal(loaded.predict(data["test"][0][:8], verbose=0),
                                   qat.predict(data["test"][0][:8], verbose=0))
     runner = to_streaming(loaded, "stream_external_state", batch_size=1, frames_per_step=1)
-    with pytest.raises(ExportError, match="recurrent layers' internals or streaming states: pass representative_data"):
-        to_tflite(runner.model, quantize="int8")
+    with pytest.raises(ValueError, match=r"quantize-aware model .* needs `representative_data`: its recurrent "
+                                         r"layer\(s\) \['gru'\] learn ranges for their states only"):
+        to_tflite(runner.model, quantize="int8")  # named before converting (the README says so)
     flatbuffer = to_tflite(runner.model, quantize="int8",
                            representative_data=streaming_calibration_data(runner, data["train"][0][:24]))
     assert non_integer_ops(flatbuffer) == []
@@ -443,3 +443,24 @@ def test_qat_gru_streams_internal_state_to_full_int8(trained, data):
     print(f"\nqat int8 gru/stream_internal_state: agreement {result.agreement:.3f}, "
           f"max error {result.max_abs_error:.4f}")
     assert result.agreement >= 0.97
+
+
+@pytest.mark.parametrize("layer", ["gru", "lstm"])
+def test_qat_recurrent_state_ranges_move_during_a_fit_step(layer):
+    """The quantized cell's own `call` runs in training (use_cudnn=False: a cuDNN kernel would skip it), so a fit
+    step updates the learned state ranges."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 5), name="features")
+    x = (GRU if layer == "gru" else LSTM)(4, return_sequences=False, name=layer)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probs")(x))
+    qat = quantize_aware(model)
+    cell = qat.get_layer(layer).rnn.cell
+    assert qat.get_layer(layer).rnn.use_cudnn is False
+    before = [(float(fq.range_min), float(fq.range_max)) for fq in cell.state_ranges]
+    qat.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(8, 6, 5)).astype("float32")
+    qat.fit(x, np.arange(8) % 3, epochs=1, batch_size=8, verbose=0)
+    after = [(float(fq.range_min), float(fq.range_max)) for fq in cell.state_ranges]
+    for (low0, high0), (low1, high1) in zip(before, after):
+        assert (low0, high0) == (0.0, 0.0)
+        assert low1 < 0.0 < high1  # moved to the states' batch range

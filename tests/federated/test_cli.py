@@ -35,3 +35,42 @@ def test_run_federated_demo_returns_headline_numbers(tmp_path):
     assert summary["rounds"] == 3 and 0.0 <= summary["final_eval_accuracy"] <= 1.0
     assert summary["client_updates_per_s"] > 0
     assert os.path.exists(summary["learning_curve_png"]) and summary["learning_curve_png"].endswith(".png")
+
+
+# ----- every algorithm from the CLI, defaults that learn, named flag errors (issue 18) --------------------------------
+@pytest.mark.parametrize("kw", [dict(aggregator="fedma"), dict(aggregator="matched", secure="secagg+", dropout_rate=0.1),
+                                dict(secure="secagg", secure_threshold=0.6)], ids=["fedma", "matched+secagg+", "secagg"])
+def test_run_experiment_runs_every_algorithm(tmp_path, kw):
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    summary = run_experiment(tmp_path, clients=8, clients_per_round=4, rounds=2, progress=False, **kw)
+    assert summary["rounds"] == 2 and summary["final_eval_accuracy"] > 0.2
+    assert summary["failed_rounds"] == 0 and summary["secure"] == kw.get("secure", "none")
+
+
+def test_bad_experiment_settings_are_named():
+    from tfx_ext.apps.federated_experiments import make_aggregator, make_secure
+
+    with pytest.raises(ValueError, match="`aggregator` must be one of"):
+        make_aggregator("fedsgd")
+    with pytest.raises(ValueError, match="`aggregator='fedma'` needs the `model_fn`"):
+        make_aggregator("fedma")
+    with pytest.raises(ValueError, match="need `secure=secagg` or `secagg\\+`"):
+        make_secure("none", dropout_rate=0.1)
+    with pytest.raises(ValueError, match="`dropout_rate` must be"):
+        make_secure("secagg", dropout_rate=1.5)
+    assert make_secure("secagg+", threshold=5.0).threshold == 5
+
+
+@pytest.mark.slow  # a fresh Python process importing TensorFlow
+def test_cli_default_output_dir_and_named_flag_errors(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    base = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--progress=false"]
+    bad = subprocess.run(base + ["--dropout_rate=0.1"], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path)
+    assert bad.returncode == 2 and "error: `secure_threshold`, `dropout_rate`" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "writing to out/federated-" in bad.stdout  # the default --output_dir is a fresh timestamped folder
+    missing = subprocess.run(base + ["--dataset=speech_commands"], capture_output=True, text=True, timeout=300,
+                             env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "`data_dir` is required" in missing.stderr and "Traceback" not in missing.stderr

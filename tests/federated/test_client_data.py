@@ -109,3 +109,58 @@ def test_client_data_errors():
         ClientData.from_fn(3, None)
     with pytest.raises(TypeError, match=r"`indices` is not available for ClientData.from_fn"):
         ClientData.from_fn(3, lambda c: (X[:2], Y[:2])).indices(0)
+
+
+# ----- from_fn checks and per-client tf.data.Datasets (issue 18) ------------------------------------------------------
+def test_from_fn_checks_that_x_and_y_are_aligned():
+    from tfx_ext.errors import DataError
+
+    cd = ClientData.from_fn(2, lambda cid: (np.zeros((5, 2)), np.zeros(4 + cid)))
+    with pytest.raises(DataError, match=r"Client 0: `x` and `y` must have the same length. .*len\(x\)=5, len\(y\)=4"):
+        cd[0]
+    assert cd.num_examples(1) == 5
+
+
+def _dataset(cid, batch=None):
+    import tensorflow as tf
+
+    n = 3 + cid % 4
+    ds = tf.data.Dataset.from_tensor_slices((tf.fill([n, 2], float(cid)), tf.range(n) % 3))
+    return ds.batch(batch) if batch else ds
+
+
+@pytest.mark.parametrize("batch", [None, 2], ids=["unbatched", "batched"])
+def test_from_datasets_mapping_and_function(batch):
+    cd = ClientData.from_datasets({"a": _dataset(1, batch), "b": _dataset(2, batch)})
+    assert list(cd.client_ids) == ["a", "b"]
+    x, y = cd["b"]
+    assert x.shape == (5, 2) and y.tolist() == [0, 1, 2, 0, 1] and np.all(x == 2.0)
+    fn = ClientData.from_datasets(lambda cid: _dataset(cid, batch), client_ids=4)
+    assert fn.sizes().tolist() == [3, 4, 5, 6]
+    ffn = ClientData.from_fn(2, lambda cid: _dataset(cid, batch))  # from_fn may return a dataset too
+    assert ffn.num_examples(1) == 4
+    with pytest.raises(ValueError, match="`client_ids` is needed"):
+        ClientData.from_datasets(lambda cid: _dataset(cid))
+
+
+def test_from_datasets_is_lazy_at_ten_thousand_clients():
+    import keras
+
+    from tfx_ext.federated import simulate
+
+    made = []
+
+    def make(cid):
+        made.append(cid)
+        return _dataset(cid, batch=4)
+
+    cd = ClientData.from_datasets(make, client_ids=10_000)
+    assert len(cd) == 10_000 and made == []
+
+    def model():
+        return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+
+    h, _ = simulate(model, cd, rounds=3, clients_per_round=4, batch_size=4, progress=False,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert len(h) == 3 and len(made) == 12  # only the sampled clients were ever read
+    assert len(set(made)) >= 10

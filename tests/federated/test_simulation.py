@@ -65,6 +65,29 @@ def test_simulation_learns_and_reports_metrics(tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_train_metrics_are_last_epoch_means_not_sums_over_epochs():
+    cd, ev = population()
+    kw = dict(KW, client_optimizer=keras.optimizers.SGD(1e-12), seed=2)  # (almost) frozen: every epoch the same
+    h1, _ = simulate(tiny_model, cd, rounds=2, local_epochs=1, **kw)
+    h3, _ = simulate(tiny_model, cd, rounds=2, local_epochs=3, **kw)
+    np.testing.assert_allclose(h3["train_loss"], h1["train_loss"], rtol=1e-5)  # was 3x
+    np.testing.assert_allclose(h3["train_accuracy"], h1["train_accuracy"], rtol=1e-6)
+    h, _ = simulate(tiny_model, cd, rounds=3, local_epochs=3, **dict(KW, client_optimizer=keras.optimizers.SGD(0.3)))
+    assert all(0 <= a <= 1 for a in h["train_accuracy"])  # was 1.5-2.1
+
+
+def test_infinite_train_loss_is_kept_and_warns_that_the_run_diverged():
+    import tensorflow as tf
+
+    def inf_loss(y, out):  # finite gradients, infinite value
+        return LOSS.call(y, out) + tf.stop_gradient(tf.fill(tf.shape(out)[:1], np.inf))
+
+    cd, _ = population()
+    with pytest.warns(RuntimeWarning, match="Round 1: the run diverged"):
+        h, _ = simulate(tiny_model, cd, rounds=1, **dict(KW, loss=inf_loss))
+    assert h.last("train_loss") == np.inf
+
+
 def test_same_seed_same_run_and_other_seed_differs():
     cd, _ = population()
     _, m1 = simulate(tiny_model, cd, rounds=2, seed=5, **KW)
@@ -236,3 +259,77 @@ def test_server_optimizer_argument_equals_the_preset_aggregator_and_leaves_the_i
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert type(mine.server_optimizer).__name__ == "ServerSGD"
+
+
+# ----- resume mismatches are named (issue 18) -------------------------------------------------------------------------
+def test_resume_with_another_aggregator_names_the_checkpoints_aggregator(tmp_path):
+    cd, _ = population()
+    simulate(tiny_model, cd, rounds=1, aggregator=FedAdam(learning_rate=0.05), checkpoint_dir=tmp_path, **KW)
+    with pytest.raises(FederatedError, match=r"written by the aggregator FedAdam\(.*\(server state: \['m', 'v'\]\), "
+                                             r"not FedAvg\(.*resume with the same aggregator"):
+        simulate(tiny_model, cd, rounds=2, aggregator="fedavg", checkpoint_dir=tmp_path, resume=True, **KW)
+    simulate(tiny_model, cd, rounds=1, checkpoint_dir=tmp_path / "avg", **KW)  # the other way: was KeyError: 'm'
+    with pytest.raises(FederatedError, match=r"written by the aggregator FedAvg\(.*\(server state: none\), not FedAdam"):
+        simulate(tiny_model, cd, rounds=2, aggregator="fedadam", checkpoint_dir=tmp_path / "avg", resume=True, **KW)
+
+
+def test_resume_with_another_model_names_the_model(tmp_path):
+    cd, _ = population()
+    simulate(tiny_model, cd, rounds=1, checkpoint_dir=tmp_path, **KW)
+
+    def wider():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+
+    with pytest.raises(FederatedError, match=r"holds the weights of another model .* than `model_fn` builds") as e:
+        simulate(wider, cd, rounds=2, checkpoint_dir=tmp_path, resume=True, **KW)
+    assert "FedAvg" not in str(e.value)
+
+
+def test_secagg_round_id_is_checkpointed(tmp_path):
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population()
+    kw = dict(KW, aggregator="fedavg", checkpoint_dir=tmp_path)
+    simulate(tiny_model, cd, rounds=2, secure=SecAgg(variant="secagg", seed=0), **kw)
+    assert load_checkpoint(tmp_path)[2]["secure"] == {"round": 2}
+    resumed = SecAgg(variant="secagg", seed=0)
+    simulate(tiny_model, cd, rounds=3, secure=resumed, resume=True, **kw)
+    assert resumed.get_state() == {"round": 3}  # continued, not restarted at 1 (round ids are never reused)
+
+
+# ----- secure rounds: survivors only, a failed round is skipped (issue 18) --------------------------------------------
+def test_secure_round_metrics_count_only_the_survivors():
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population(n_clients=10)
+    h, _ = simulate(tiny_model, cd, rounds=4, secure=SecAgg(variant="secagg", dropout_rate=0.3, seed=1),
+                    **dict(KW, clients_per_round=8))
+    ok = [r for r in h if not r["round_failed"]]
+    assert ok and any(r["secure/dropped"] > 0 for r in ok)
+    for r in ok:
+        assert r["clients_accepted"] == r["secure/survivors"] == 8 - r["secure/dropped"]  # counted all 8 before
+        assert r["examples"] == sum(cd.num_examples(c) for c in r["secure/survivor_ids"]) \
+            if "secure/survivor_ids" in r else True
+
+
+def test_a_failed_secure_round_is_skipped_and_reported_or_raised():
+    from tfx_ext.errors import SecureAggregationError
+    from tfx_ext.federated import SecAgg
+
+    cd, _ = population()
+    failing = dict(KW, secure=SecAgg(variant="secagg", threshold=1.0, dropout_rate=0.4, seed=0))  # t = k
+    _, start = simulate(tiny_model, cd, rounds=0, **KW)
+    seen = [start.get_weights()]
+    h, model = simulate(tiny_model, cd, rounds=4, callbacks=[lambda m, mdl: seen.append(mdl.get_weights())], **failing)
+    assert sum(h["round_failed"]) >= 2 and set(h["round_failed"]) <= {0, 1}
+    for r, before, after in zip(h, seen, seen[1:]):
+        if r["round_failed"]:
+            assert "dropouts" in r["failure_reason"] and r["clients_accepted"] == 0 and "train_loss" not in r
+            for a, b in zip(before, after):
+                np.testing.assert_array_equal(a, b)  # the same global model went on
+        else:
+            assert "failure_reason" not in r and r["clients_accepted"] > 0
+    with pytest.raises(SecureAggregationError):
+        simulate(tiny_model, cd, rounds=3, on_round_failure="raise", **failing)
+    with pytest.raises(ValueError, match="`on_round_failure` must be one of 'skip', 'raise'"):
+        simulate(tiny_model, cd, rounds=1, on_round_failure="ignore", **KW)

@@ -7,8 +7,11 @@ The model's serving function (`tfx_ext.lite.signatures`) is written as a SavedMo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pathlib
+import pickle
+import signal
 import tempfile
 
 import keras
@@ -33,6 +36,9 @@ from tfx_ext.streaming.convert import StreamingRunner
 FLOAT_QUANTIZE_MODES = (None, "dynamic", "float16")
 
 __all__ = ["to_tflite", "saved_model_converter", "FLOAT_QUANTIZE_MODES"]
+
+# Test hook: a picklable callable the `isolate=True` child runs before it loads the model (tests make it crash).
+_CHILD_HOOK = None
 
 
 def saved_model_converter(model: keras.Model, batch_size: int | None, workdir: str, *,
@@ -85,6 +91,7 @@ def to_tflite(
     representative_data=None,
     int8_io: bool = True,
     allow_float_ops: bool = False,
+    isolate: bool = False,
 ) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer with a named signature.
 
@@ -106,6 +113,10 @@ def to_tflite(
         int8_io: int8 only: int8 signature inputs/outputs (True) or float ones with QUANTIZE/DEQUANTIZE at the
             boundary (False). `TFLiteModel` (de)quantizes int8 I/O for you.
         allow_float_ops: int8 only: accept a hybrid model (ops without int8 kernels stay float) instead of raising.
+        isolate: convert in a child process (multiprocessing "spawn"; the model travels as a `.keras` file in a
+            temporary folder, the representative data as arrays), so a crash of TF's converter or calibrator
+            (a segfault) raises `ExportError` naming the signal instead of killing this process (a dead Colab
+            kernel). Costs the child's start (TensorFlow import, a few seconds). The model must save to `.keras`.
 
     Returns:
         The flatbuffer bytes.
@@ -113,11 +124,18 @@ def to_tflite(
     Raises:
         ValueError: `quantize` is not one of the allowed values.
         ExportError: the converter fails (its message is included); for int8, an op without an int8 kernel (named)
-            or float ops / inner QUANTIZE-DEQUANTIZE left in the model (listed) unless `allow_float_ops`.
+            or float ops / inner QUANTIZE-DEQUANTIZE left in the model (listed) unless `allow_float_ops`; a layer
+            known to crash the int8 calibrator (named, with the workaround); with `isolate=True`, the child killed by
+            a signal (named).
         DataError: int8 representative data with the wrong input names, shapes or dtypes.
     """
     check_choice("quantize", quantize, FLOAT_QUANTIZE_MODES + ("int8",))
     model = keras_model(model)
+    if isolate:
+        flatbuffer = _convert_in_child(model, dict(quantize=quantize, batch_size=batch_size,
+                                                   representative_data=representative_data, int8_io=int8_io,
+                                                   allow_float_ops=allow_float_ops))
+        return _write(flatbuffer, path)
     with tempfile.TemporaryDirectory(prefix="tfx_ext_export_") as workdir:
         if quantize == "int8":
             with quiet_native_logs():
@@ -125,11 +143,79 @@ def to_tflite(
                                            batch_size=batch_size, int8_io=int8_io, allow_float_ops=allow_float_ops)
         else:
             flatbuffer = _convert_float(model, quantize, batch_size, workdir)
+    return _write(flatbuffer, path)
+
+
+def _write(flatbuffer: bytes, path) -> bytes:
     if path is not None:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(flatbuffer)
     return flatbuffer
+
+
+def _plain_data(representative_data):
+    """Representative data as picklable arrays (a function or generator is run here, tensors become numpy)."""
+    if representative_data is None:
+        return None
+    if callable(representative_data):
+        representative_data = representative_data()
+    if isinstance(representative_data, (np.ndarray, tf.Tensor)):
+        return np.asarray(representative_data)
+    try:
+        samples = list(representative_data)
+    except TypeError:
+        return representative_data  # not iterable: the child's checks name it
+    return [keras.tree.map_structure(lambda v: np.asarray(v) if isinstance(v, tf.Tensor) else v, sample)
+            for sample in samples]
+
+
+def _child(model_path: str, kwargs_path: str, out_path: str, hook) -> None:
+    """The `isolate=True` child: load the model, convert, write the flatbuffer or the pickled error."""
+    if hook is not None:
+        hook()
+    try:
+        with open(kwargs_path, "rb") as file:
+            kwargs = pickle.load(file)
+        model = keras.models.load_model(model_path, compile=False)
+        pathlib.Path(out_path).write_bytes(to_tflite(model, **kwargs))
+    except Exception as error:  # sent back to the parent and raised there
+        try:
+            payload = pickle.dumps(error)
+        except Exception:  # an unpicklable exception: its type and message
+            payload = pickle.dumps(ExportError(f"{type(error).__name__}: {error}"))
+        pathlib.Path(out_path + ".error").write_bytes(payload)
+
+
+def _convert_in_child(model: keras.Model, kwargs: dict) -> bytes:
+    """`to_tflite(model, **kwargs)` in a spawned child process; a signal that kills it becomes `ExportError`."""
+    with tempfile.TemporaryDirectory(prefix="tfx_ext_isolate_") as workdir:
+        model_path = os.path.join(workdir, "model.keras")
+        try:
+            model.save(model_path)
+        except Exception as error:
+            raise ExportError(f"to_tflite(..., isolate=True) passes the model to the child as a .keras file, and "
+                              f"model {model.name!r} does not save: {error}") from error
+        kwargs_path, out_path = os.path.join(workdir, "kwargs.pkl"), os.path.join(workdir, "model.tflite")
+        with open(kwargs_path, "wb") as file:
+            pickle.dump({**kwargs, "representative_data": _plain_data(kwargs["representative_data"])}, file)
+        process = multiprocessing.get_context("spawn").Process(
+            target=_child, args=(model_path, kwargs_path, out_path, _CHILD_HOOK), daemon=True)
+        process.start()
+        process.join()
+        code = process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            raise ExportError(
+                f"TFLite conversion of model {model.name!r} crashed the child process (isolate=True): killed by "
+                f"{name}. TF's converter or calibrator crashed on this model; see tfx_ext.lite.int8."
+                "check_crash_patterns for the known causes, or export without int8.")
+        if os.path.exists(out_path + ".error"):
+            raise pickle.loads(pathlib.Path(out_path + ".error").read_bytes())
+        if code != 0 or not os.path.exists(out_path):
+            raise ExportError(f"TFLite conversion of model {model.name!r} in a child process (isolate=True) exited "
+                              f"with status {code} and no result.")
+        return pathlib.Path(out_path).read_bytes()
 
 
 def _convert_float(model: keras.Model, quantize: str | None, batch_size: int | None, workdir: str) -> bytes:
@@ -152,6 +238,7 @@ def _convert_int8(model: keras.Model, workdir: str, *, representative_data, batc
     """Full-integer conversion (see `to_tflite` and `tfx_ext.lite.int8`)."""
     learned_ranges = int8.require_calibration(model, representative_data)
     with int8.unrolled_recurrences(model):  # (the signature's static shapes give every recurrence a fixed length)
+        int8.check_crash_patterns(model, batch_size)
         converter, specs = saved_model_converter(model, batch_size, workdir, reset_input=True)
     int8.configure_int8(converter, specs, representative_data=representative_data, int8_io=int8_io,
                         allow_float_ops=allow_float_ops)
@@ -159,6 +246,7 @@ def _convert_int8(model: keras.Model, workdir: str, *, representative_data, batc
         flatbuffer = converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         raise int8.conversion_error(model, error) from error
+    int8.warn_whole_window_recurrence(model, flatbuffer)
     if not allow_float_ops:
         int8.check_full_integer(flatbuffer, model.name,
                                 learned_ranges_only=learned_ranges and representative_data is None)

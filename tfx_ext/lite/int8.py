@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from typing import Iterable, Mapping
 
 import keras
@@ -36,9 +37,10 @@ import numpy as np
 import tensorflow as tf
 
 
-from tfx_ext._compat import enable_variable_quantization, tflite_schema
+from tfx_ext._compat import edit_calibration, enable_variable_quantization, tflite_schema
 from tfx_ext.errors import DataError, ExportError
 from tfx_ext.lite.signatures import RESET_SIGNATURE, SIGNATURE, reset_sample, state_variables
+from tfx_ext.streaming.contract import Mode, streaming_layers
 from tfx_ext.streaming.runner import StreamingRunner
 from tfx_ext.transforms.qat import is_quantize_aware
 
@@ -48,35 +50,78 @@ _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
 
 
 # ----- representative data -----------------------------------------------------------------------------------------
-def _samples(representative_data) -> list:
+def _samples(representative_data, specs: Mapping[str, Mapping[str, tf.TensorSpec]]) -> list:
     if callable(representative_data):
         representative_data = representative_data()
-    if isinstance(representative_data, (Mapping, np.ndarray, tf.Tensor)) or not isinstance(
-        representative_data, Iterable
-    ):
+    if isinstance(representative_data, (np.ndarray, tf.Tensor)):
+        return _array_samples(np.asarray(representative_data), specs[SIGNATURE])
+    if isinstance(representative_data, Mapping) or not isinstance(representative_data, Iterable):
         raise DataError(
-            "`representative_data` must be an iterable (or a function returning one) of dicts of input name -> "
-            "array, one per invocation (see tfx_ext.lite.int8.streaming_calibration_data). "
-            f"Received: representative_data of type {type(representative_data).__name__}"
+            "`representative_data` must be a numpy array of samples (single-input models), or an iterable, a "
+            "generator function or a tf.data.Dataset of samples: dicts of input name -> array, or lists of arrays "
+            f"in the signature's input order {list(specs[SIGNATURE])} (see tfx_ext.lite.int8."
+            f"streaming_calibration_data). Received: representative_data of type {type(representative_data).__name__}"
         )
+    if isinstance(representative_data, tf.data.Dataset):
+        representative_data = representative_data.as_numpy_iterator()
     return list(representative_data)
+
+
+def _array_samples(array: np.ndarray, expected: Mapping[str, tf.TensorSpec]) -> list:
+    """A numpy array of samples for a single-input signature: `(num, *signature shape)` (one invocation each) or
+    `(num, *per-example shape)` (split into invocations of the signature's batch)."""
+    if len(expected) != 1:
+        raise DataError(
+            f"`representative_data` as one array is for single-input models; this signature has the inputs "
+            f"{list(expected)} (streaming states included): pass dicts of input name -> array. "
+            f"Received: an array of shape {array.shape}"
+        )
+    (name, spec), = expected.items()
+    shape = tuple(spec.shape)
+    if array.shape[1:] == shape:
+        return [{name: value} for value in array]
+    if array.shape[1:] == shape[1:] and len(array) % shape[0] == 0:
+        return [{name: array[i:i + shape[0]]} for i in range(0, len(array), shape[0])]
+    raise DataError(
+        f"`representative_data` as an array must be (num, *{shape}) or (num, *{shape[1:]}) with num a multiple of "
+        f"the batch {shape[0]}, for the input {name!r}. Received: shape={array.shape}"
+    )
+
+
+def _as_dict(sample, expected: Mapping[str, tf.TensorSpec], index: int, key: str):
+    """A sample in any TFLite convention (dict, list/tuple of arrays in input order, one array) as a dict."""
+    if isinstance(sample, Mapping):
+        return sample
+    names = list(expected)
+    if isinstance(sample, (list, tuple)) and len(sample) == len(names):
+        return dict(zip(names, sample))
+    if isinstance(sample, (np.ndarray, tf.Tensor)) and len(names) == 1:
+        return {names[0]: sample}
+    raise DataError(
+        f"representative sample {index} must be a dict of input name -> array, or a list of {len(names)} arrays in "
+        f"the order {names} of signature {key!r}. Received: {type(sample).__name__}"
+        + (f" of length {len(sample)}" if isinstance(sample, (list, tuple)) else "")
+    )
 
 
 def check_representative_data(representative_data, specs: Mapping[str, Mapping[str, tf.TensorSpec]]) -> list:
     """Materializes `representative_data` and checks every sample against the signature inputs.
 
     Args:
-        representative_data: an iterable (or a function returning one) of dicts input name -> array, or of
-            `(signature_key, dict)` tuples.
+        representative_data: in the TFLite conventions: a numpy array of samples (single-input models), or an
+            iterable, a function returning one, or a `tf.data.Dataset`, of samples; a sample is a dict input name
+            -> array, a list of arrays in the signature's input order, one array (single input), or a
+            `(signature_key, dict)` tuple.
         specs: `{signature: {input name: tf.TensorSpec}}` of the exported model.
 
     Returns:
         A list of `(signature_key, {name: float32 array})` samples.
 
     Raises:
-        DataError: empty data, unknown signature, missing or unknown input names, wrong shape or non-float dtype.
+        DataError: empty data, unknown signature, missing or unknown input names (the expected ones listed), wrong
+            shape or non-float dtype.
     """
-    samples = _samples(representative_data)
+    samples = _samples(representative_data, specs)
     if not samples:
         raise DataError("`representative_data` is empty; int8 calibration needs at least one sample.")
     checked = []
@@ -88,12 +133,8 @@ def check_representative_data(representative_data, specs: Mapping[str, Mapping[s
             raise DataError(
                 f"representative sample {index} is for signature {key!r}; the model has {sorted(specs)}."
             )
-        if not isinstance(sample, Mapping):
-            raise DataError(
-                f"representative sample {index} must be a dict of input name -> array. "
-                f"Received: {type(sample).__name__}"
-            )
         expected = specs[key]
+        sample = _as_dict(sample, expected, index, key)
         missing, unknown = sorted(set(expected) - set(sample)), sorted(set(sample) - set(expected))
         if missing or unknown:
             raise DataError(
@@ -126,7 +167,9 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         model_or_runner: a `StreamingRunner` (external state: `to_streaming(..., "stream_external_state")`), an
             external-state streaming model, or an internal-state streaming model.
         sequences: `(num, time, ...)` whole sequences (features), `time` a multiple of the model's frames per step;
-            each is streamed from a fresh state, one batch of the streaming model's batch size at a time.
+            each is streamed from a fresh state, one batch of the streaming model's batch size at a time. Every
+            sequence is used: a last batch that is not full (or `num` below the batch size) is padded with
+            sequences from the start, which adds no values outside the data's ranges.
         reset: for internal-state models, start every sequence with a `reset_states` invocation (the calibrator
             then sees states of real streams from zero, as the app will).
 
@@ -148,8 +191,12 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
             f"`sequences` must be (num, time, ...) with time a multiple of frames_per_step={step}. "
             f"Received: shape={sequences.shape}"
         )
+    if len(sequences) == 0:
+        raise DataError("`sequences` is empty; streaming calibration needs at least one sequence.")
+    padded = -(-len(sequences) // batch) * batch
+    sequences = sequences[np.arange(padded) % len(sequences)]  # pad the last batch by wrapping around
     samples: list = []
-    for start in range(0, len(sequences) - batch + 1, batch):
+    for start in range(0, padded, batch):
         sequence = sequences[start:start + batch]
         runner.reset()
         if internal and reset:
@@ -283,15 +330,169 @@ def unrolled_recurrences(model: keras.Model):
             layer.unroll = False
 
 
-# ----- conversion --------------------------------------------------------------------------------------------------
-def require_calibration(model: keras.Model, representative_data) -> bool:
-    """Checks that an int8 export of `model` has calibration: representative data, or learned ranges (a
-    `quantize_aware` model). Returns whether the model has learned ranges.
+# ----- one scale per state -----------------------------------------------------------------------------------------
+def _signature_tensors(model, key: str = SIGNATURE) -> tuple[int, dict[str, int], dict[str, int]] | None:
+    """(subgraph index, {input name: tensor}, {output name: tensor}) of signature `key` of a `ModelT`."""
+    for signature in model.signatureDefs or []:
+        name = signature.signatureKey.decode() if isinstance(signature.signatureKey, bytes) else signature.signatureKey
+        if name == key:
+            def names(maps):
+                return {(m.name.decode() if isinstance(m.name, bytes) else m.name): m.tensorIndex for m in maps or []}
+            return signature.subgraphIndex, names(signature.inputs), names(signature.outputs)
+    return None
+
+
+def tie_state_ranges(calibrated: bytes) -> bytes:
+    """Gives every external state's input and output tensor the union of their calibrated ranges.
+
+    An external-state streaming signature has a state input and a state output of the same name (step t's output
+    is step t+1's input). Calibrated apart, their min/max differ slightly (the input never sees the last step's
+    state, the output never sees the zero start), so the quantizer gave them different scales and zero points and
+    an app could not feed the raw int8 output back. Widening a calibrated range is always safe (values stay
+    representable, the step grows by the ratio of the ranges); with one range both tensors quantize to one scale
+    and zero point. `calibrated` is the float flatbuffer with min/max the calibrator wrote (see
+    `tfx_ext._compat.edit_calibration`); models without external states are returned unchanged.
+    """
+    import flatbuffers
+
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+    found = _signature_tensors(model)
+    if found is None:
+        return calibrated
+    subgraph, inputs, outputs = found
+    tensors = model.subgraphs[subgraph].tensors
+    changed = False
+    for name in sorted(set(inputs) & set(outputs)):
+        pair = [tensors[inputs[name]].quantization, tensors[outputs[name]].quantization]
+        if any(q is None or q.min is None or q.max is None or len(q.min) != 1 for q in pair):
+            continue  # not calibrated per tensor (nothing to tie)
+        low = min(float(q.min[0]) for q in pair)
+        high = max(float(q.max[0]) for q in pair)
+        for q in pair:
+            q.min, q.max = [low], [high]
+        changed = True
+    if not changed:
+        return calibrated
+    builder = flatbuffers.Builder(len(calibrated) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def state_quantization(flatbuffer: bytes) -> dict[str, tuple[tuple[float, int], tuple[float, int]]]:
+    """{state name: ((input scale, zero point), (output scale, zero point))} of an external-state export's
+    serving signature (names that are both inputs and outputs); empty for other models."""
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    found = _signature_tensors(model)
+    if found is None:
+        return {}
+    subgraph, inputs, outputs = found
+    tensors = model.subgraphs[subgraph].tensors
+
+    def params(index):
+        q = tensors[index].quantization
+        if q is None or q.scale is None or len(q.scale) != 1:
+            return (0.0, 0)
+        return float(q.scale[0]), int(q.zeroPoint[0])
+
+    return {name: (params(inputs[name]), params(outputs[name])) for name in sorted(set(inputs) & set(outputs))}
+
+
+# ----- patterns that crash the converter ---------------------------------------------------------------------------
+def _while_loops(model: keras.Model, batch_size: int | None) -> list[str]:
+    """Names of the TF while loops in `model`'s serving function (traced, not converted)."""
+    from tfx_ext.lite.signatures import serving_function
+
+    serve, signature = serving_function(model, batch_size)
+    graph = tf.function(serve).get_concrete_function(signature[0]).graph
+    return [op.name for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+
+
+def _owner(op_name: str, layers: list) -> str:
+    """The name of the innermost layer whose name scope holds `op_name` (Keras adds `_<n>` to repeated scopes)."""
+    scopes = op_name.split("/")
+    owner = None
+    for scope in scopes:
+        for layer in layers:
+            if re.fullmatch(re.escape(layer.name) + r"(_\d+)?", scope):
+                owner = layer.name
+    return owner or op_name
+
+
+def check_crash_patterns(model: keras.Model, batch_size: int | None) -> None:
+    """Raises `ExportError` for the patterns that crash TF 2.21's int8 calibrator (a segfault: a dead process or a
+    dead Colab kernel, no Python error), before the converter runs. Call it with recurrences unrolled
+    (`unrolled_recurrences`), as the export traces them.
+
+    Known: a TF while loop left in the graph (the calibrator crashes on WHILE): a scan over time in a
+    user's layer. (`DeltaActivation(method="gated")` unrolls its scan over the static time axis TFLite needs.)
 
     Raises:
-        ValueError: no representative data for a model without learned ranges.
+        ExportError: names every offending layer and the workaround.
+    """
+    layers = _all_layers(model)
+    loops = _while_loops(model, batch_size)
+    if loops:
+        owners = sorted({_owner(name, layers) for name in loops})
+        raise ExportError(
+            f"int8 export of model {model.name!r} would crash TF's int8 calibrator (segfault): layer(s) {owners} "
+            "compute a while loop (a scan or a recurrence that cannot be unrolled). Replace them by frame-local or "
+            "unrollable layers, or export as float32, 'dynamic' or 'float16'. (to_tflite(..., isolate=True) "
+            "converts in a child process: a crash then raises ExportError instead of killing this one.)"
+        )
+
+
+# ----- conversion --------------------------------------------------------------------------------------------------
+def recurrent_layers(model: keras.Model) -> list[str]:
+    """Names of the recurrent layers of `model` as the user named them: Keras RNNs, and the `tfx_ext` GRU/LSTM
+    wrappers (named by the wrapper, not by their inner RNN)."""
+    layers = _all_layers(model)
+    inner = {id(layer.rnn) for layer in layers if isinstance(getattr(layer, "rnn", None), keras.layers.RNN)}
+    return sorted({layer.name for layer in layers
+                   if id(layer) not in inner
+                   and (isinstance(layer, keras.layers.RNN) or id(getattr(layer, "rnn", None)) in inner)})
+
+
+def is_streaming(model: keras.Model) -> bool:
+    """True for a streaming model (streaming layers in an internal- or external-state mode)."""
+    return any(Mode.of(layer.mode) in (Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE)
+               for layer in streaming_layers(model))
+
+
+def warn_whole_window_recurrence(model: keras.Model, flatbuffer: bytes) -> None:
+    """Warns (UserWarning) that a whole-window int8 export of a recurrent model unrolled every frame, with the
+    size ratio of the file to the float32 weights, and points to the streaming form."""
+    names = recurrent_layers(model)
+    if not names or is_streaming(model):
+        return
+    ratio = len(flatbuffer) / max(1, 4 * model.count_params())
+    warnings.warn(
+        f"int8 export of the whole-window model {model.name!r} unrolls its recurrent layer(s) {names} over every "
+        f"frame (TFLite's WHILE has no int8 kernels): the file is {ratio:.1f}x the float32 weights "
+        f"({len(flatbuffer)} B for {model.count_params()} parameters). The streaming form unrolls one step: "
+        "export to_streaming(model, 'stream_external_state') (or 'stream_internal_state') instead.",
+        UserWarning, stacklevel=4,
+    )
+
+
+def require_calibration(model: keras.Model, representative_data) -> bool:
+    """Checks that an int8 export of `model` has calibration: representative data, or learned ranges (a
+    `quantize_aware` model without recurrent layers). Returns whether the model has learned ranges.
+
+    Raises:
+        ValueError: no representative data for a model without learned ranges, or for a quantize-aware model with
+            recurrent layers (their gate internals have no learned range).
     """
     qat = is_quantize_aware(model)
+    recurrent = recurrent_layers(model) if qat and representative_data is None else []
+    if recurrent:
+        raise ValueError(
+            f"quantize='int8' of the quantize-aware model {model.name!r} needs `representative_data`: its recurrent "
+            f"layer(s) {recurrent} learn ranges for their states only, not for the gate pre-activations and "
+            "products inside each step (calibrate them with streaming_calibration_data(runner, clips) for a "
+            "streaming model, or dicts of input name -> array). Received: representative_data=None"
+        )
     if representative_data is None and not qat:
         raise ValueError(
             "quantize='int8' needs `representative_data` (calibration samples: dicts of input name -> array, "
@@ -320,6 +521,7 @@ def configure_int8(converter: tf.lite.TFLiteConverter, specs: Mapping[str, Mappi
                 yield (key, values) if len(specs) > 1 else values
 
         converter.representative_dataset = generator
+        edit_calibration(converter, tie_state_ranges)  # one scale and zero point per external state
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
             [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else [])
     # (QAT without representative data: TFLITE_BUILTINS_INT8 would make the converter demand a representative
@@ -354,4 +556,10 @@ __all__ = [
     "check_full_integer",
     "non_integer_ops",
     "model_ops",
+    "tie_state_ranges",
+    "check_crash_patterns",
+    "recurrent_layers",
+    "is_streaming",
+    "warn_whole_window_recurrence",
+    "state_quantization",
 ]

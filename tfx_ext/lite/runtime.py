@@ -47,6 +47,16 @@ def dequantize_output(value: np.ndarray, detail: Mapping) -> np.ndarray:
     return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def _shape_message(name: str, expected: tuple, received: tuple) -> str:
+    """What is wrong with an input of the wrong shape, and how to fix it (TFLite signatures have static shapes)."""
+    expected, received = tuple(int(d) for d in expected), tuple(int(d) for d in received)
+    message = f"input {name!r} must have shape {expected}. Received: shape={received}"
+    if len(expected) == len(received) and expected[1:] == received[1:]:
+        message += (f". The export has a static batch size of {expected[0]}: feed {expected[0]} example(s) per call, "
+                    f"or export again with to_tflite(..., batch_size={received[0]})")
+    return message
+
+
 class TFLiteModel:
     """Runs a `.tflite` model in the LiteRT interpreter, binding inputs and outputs by signature name.
 
@@ -66,6 +76,12 @@ class TFLiteModel:
                  dequantize: bool = True):
         if isinstance(model, (bytes, bytearray)):
             self.content = bytes(model)
+        elif not isinstance(model, (str, os.PathLike)):
+            hint = " (a uint8 array of flatbuffer bytes: pass array.tobytes())" if isinstance(model, np.ndarray) else ""
+            raise TypeError(
+                "`model` must be the path of a .tflite file or the flatbuffer bytes (what to_tflite returns)"
+                f"{hint}. Received: model of type {type(model).__name__}"
+            )
         else:
             self.content = pathlib.Path(model).read_bytes()
         with quiet_native_logs():  # The XNNPACK delegate announces itself when tensors are first allocated.
@@ -94,7 +110,9 @@ class TFLiteModel:
 
     def __call__(self, inputs: Mapping[str, Any] | None = None, **kwargs) -> dict[str, np.ndarray]:
         """Runs one invocation; inputs by name (a dict or keyword arguments). Returns outputs by name."""
-        feed = dict(inputs or {}, **kwargs)
+        return self._invoke(dict(inputs or {}, **kwargs), self.dequantize)
+
+    def _invoke(self, feed: dict, dequantize: bool) -> dict[str, np.ndarray]:
         missing = set(self.input_names) - set(feed)
         unknown = set(feed) - set(self.input_names)
         if missing or unknown:
@@ -106,12 +124,10 @@ class TFLiteModel:
             detail = self.input_details[name]
             value = np.asarray(value)
             if tuple(value.shape) != tuple(detail["shape"]):
-                raise ValueError(
-                    f"input {name!r} must have shape {tuple(detail['shape'])}. Received: shape={value.shape}"
-                )
+                raise ValueError(_shape_message(name, tuple(detail["shape"]), tuple(value.shape)))
             cast[name] = quantize_input(value, detail)  # float -> int8 by the tensor's scale/zero point
         outputs = {name: np.array(value) for name, value in self.runner(**cast).items()}
-        if self.dequantize:
+        if dequantize:
             outputs = {name: dequantize_output(value, self.output_details[name]) for name, value in outputs.items()}
         return outputs
 
@@ -120,12 +136,24 @@ class TFLiteModel:
         """External states: names that are both signature inputs and outputs (`<layer>_<state>`)."""
         return [name for name in self.input_names if name in self.output_details]
 
-    def run_stream(self, sequence, *, reset: bool = True) -> dict[str, np.ndarray]:
+    def run_stream(self, sequence, *, reset: bool = True, dequantize: bool | None = None) -> dict[str, np.ndarray]:
         """Streams a `(batch, time, ...)` sequence through a streaming model, feeding external states back.
 
-        The chunk length is the frames of the signature's data input; `time` must be a multiple of it. Returns the
-        non-state outputs stacked along a new axis 1 (one entry per step).
+        The chunk length is the frames of the signature's data input; `time` must be a multiple of it.
+
+        Args:
+            sequence: `(batch, time, ...)` features, batch the signature's.
+            reset: restart the stream first (zero states; `reset_states` for internal-state models).
+            dequantize: None: the runner's `dequantize`. True: float outputs; int8 states are dequantized and
+                quantized again by the state input's scale and zero point (the float-boundary path). False: raw
+                outputs, and the raw int8 state outputs are fed back as they are, as an app does. int8 exports
+                give each state input and its output one scale and zero point, so both paths are bit for bit
+                the same.
+
+        Returns:
+            The non-state outputs stacked along a new axis 1 (one entry per step).
         """
+        dequantize = self.dequantize if dequantize is None else bool(dequantize)
         data = [name for name in self.input_names if name not in self.state_names]
         if len(data) != 1:
             raise ValueError(f"run_stream needs exactly one data input. Received: inputs={self.input_names}")
@@ -136,11 +164,11 @@ class TFLiteModel:
         if reset:
             self.reset_variables()
         states = {name: np.zeros(self.input_details[name]["shape"], np.float32) for name in self.state_names}
-        if not self.dequantize:  # raw integers: zero state is the zero point
+        if not dequantize:  # raw integers: zero state is the zero point
             states = {name: quantize_input(value, self.input_details[name]) for name, value in states.items()}
         steps = []
         for start in range(0, sequence.shape[1], step):
-            outputs = self({data[0]: sequence[:, start:start + step], **states})
+            outputs = self._invoke({data[0]: sequence[:, start:start + step], **states}, dequantize)
             states = {name: outputs[name] for name in self.state_names}
             steps.append({name: value for name, value in outputs.items() if name not in states})
         return {name: np.stack([s[name] for s in steps], axis=1) for name in steps[0]}

@@ -99,6 +99,7 @@ class StreamingLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.mode = Mode.of(mode)
         self._state_variables: list = []
+        self._state_dtypes: list = []
 
     # ----- contract for subclasses -------------------------------------------------------------------------------
     def state_specs(self, input_shape) -> list[StateSpec]:
@@ -131,15 +132,19 @@ class StreamingLayer(keras.layers.Layer):
                 "to hold its internal state; build the streaming model with a fixed batch size "
                 "(to_streaming(..., batch_size=N))."
             )
+        specs = self.state_specs(shape)
+        # Float states are stored in the variable dtype (float32 under mixed_float16, like every Keras weight) and
+        # read in the state's own dtype; `_state_dtypes` remembers which.
+        self._state_dtypes = [spec.dtype for spec in specs]
         self._state_variables = [
             self.add_weight(
                 name=spec.name,
                 shape=(batch, *spec.shape),
-                dtype=spec.dtype,
+                dtype=self.variable_dtype if keras.backend.is_float_dtype(spec.dtype) else spec.dtype,
                 initializer="zeros",
                 trainable=False,
             )
-            for spec in self.state_specs(shape)
+            for spec in specs
         ]
 
     def get_initial_state(self, batch_size: int, input_shape=None) -> list:
@@ -184,10 +189,10 @@ class StreamingLayer(keras.layers.Layer):
             outputs, new_states = self.step(data, list(states), training=False)
             return [outputs, *new_states]
         self._check_chunk(inputs)
-        states = [ops.convert_to_tensor(v) for v in self._state_variables]
+        states = [ops.cast(v, dtype) for v, dtype in zip(self._state_variables, self._state_dtypes)]
         outputs, new_states = self.step(inputs, states, training=False)
         for variable, value in zip(self._state_variables, new_states):
-            variable.assign(value)
+            variable.assign(ops.cast(value, variable.dtype))
         return outputs
 
     def get_config(self):

@@ -83,8 +83,27 @@ def stream_model():
     ])
 
 
+def project_gru_model():
+    """tfx_ext's own GRU after a Reshape that merges positions into channels (was refused by FedMA)."""
+    from tfx_ext.layers import GRU
+
+    return keras.Sequential([
+        keras.Input((6, 4, 2)),
+        keras.layers.Conv2D(3, 1, activation="relu"),
+        keras.layers.Reshape((6, 12)),
+        GRU(5, return_sequences=False),
+        keras.layers.Dense(3),
+    ])
+
+
+def crnn_model():
+    from tfx_ext.models import get_model
+
+    return get_model("crnn", input_shape=(8, 8), num_classes=3, width=2, units=4, dense=4)
+
+
 MODELS = {"dense": dense_model, "conv_bn": conv_bn_model, "lstm": lstm_model, "exotic": exotic_model,
-          "stream": stream_model}
+          "stream": stream_model, "project_gru": project_gru_model, "crnn": crnn_model}
 
 
 def _inputs(model, n=16, seed=0):
@@ -298,10 +317,10 @@ def test_unsupported_layers_are_named():
                                 keras.layers.Flatten(), keras.layers.Dense(2)])
     with pytest.raises(FederatedError, match=r"cannot match layer 'grp' \(Conv1D\) with groups > 1"):
         build_spec(grouped)
-    after_flatten = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(), keras.layers.Reshape((16, 2)),
-                                      keras.layers.Dense(2)])
-    with pytest.raises(FederatedError, match=r"layer 'reshape\w*' \(Reshape\)"):
-        build_spec(after_flatten)
+    scrambling = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 1), keras.layers.Reshape((8, 6)),
+                                   keras.layers.Flatten(), keras.layers.Dense(2)])  # splits a channel row in two
+    with pytest.raises(FederatedError, match=r"keeps the channel axis last .* layer 'reshape\w*' maps \(4, 4, 3\)"):
+        build_spec(scrambling)
 
 
 def test_weight_paths_are_positional():

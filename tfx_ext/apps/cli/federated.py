@@ -1,19 +1,26 @@
 """`tfx-ext federated`: federated simulation.
 
     tfx-ext federated simulate --dataset=digits --partition=dirichlet --alpha=0.5 --clients=100 \
-        --clients_per_round=10 --rounds=30 --aggregator=fedavg --output_dir=out/fed
+        --clients_per_round=10 --rounds=30 --aggregator=fedavg [--output_dir=out/fed]
         Partitions the data set, runs the simulation, and writes history.json, history.csv, learning_curve.png,
-        label_distribution.png, summary.json (and TensorBoard summaries) into --output_dir.
+        label_distribution.png, summary.json (and TensorBoard summaries) into --output_dir (default: a fresh
+        timestamped folder under out/, printed).
+        --aggregator=fedma is server-side matched averaging, --aggregator=matched client-side matching;
+        --secure=secagg|secagg+ sums the updates with secure aggregation (--secure_threshold, --dropout_rate,
+        --consistency_check); a failed secure round is skipped and counted (summary: failed_rounds).
         --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
         synthesize`); --partition=natural splits it by speaker.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from absl import flags
 
+from tfx_ext.errors import TfxExtError
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
 from tfx_ext.apps.federated_experiments import DATASETS, PARTITIONS, run_experiment
@@ -32,16 +39,22 @@ flags.DEFINE_integer("shards_per_client", 2, "Shards per client for --partition=
 flags.DEFINE_integer("clients", 100, "Number of clients (not used by --partition=natural).", lower_bound=1)
 flags.DEFINE_integer("clients_per_round", 10, "Clients sampled per round.", lower_bound=1)
 flags.DEFINE_integer("rounds", 30, "Rounds.", lower_bound=1)
-flags.DEFINE_integer("local_epochs", 1, "Local epochs per client.", lower_bound=1)
+flags.DEFINE_integer("local_epochs", 2, "Local epochs per client.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Local batch size.", lower_bound=1)
 flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
-flags.DEFINE_float("client_lr", 0.05, "Client learning rate.")
-flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"], "Aggregator.")
+flags.DEFINE_float("client_lr", 0.1, "Client learning rate.", lower_bound=0.0)
+flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched"],
+                  "Aggregator (fedma: server-side matched averaging; matched: client-side matching).")
+flags.DEFINE_enum("secure", "none", ["none", "secagg", "secagg+"], "Secure aggregation of the client updates.")
+flags.DEFINE_float("secure_threshold", None, "Shamir threshold: a count (>= 1) or a fraction of the neighbours in "
+                   "(0, 1) (default: sized for --dropout_rate).")
+flags.DEFINE_float("dropout_rate", 0.0, "Simulated client dropout rate during secure aggregation, in [0, 1).")
+flags.DEFINE_bool("consistency_check", False, "Run SecAgg's consistency-check round (active-adversary variant).")
 flags.DEFINE_float("mu", 0.01, "FedProx proximal coefficient.")
 flags.DEFINE_float("server_lr", None, "Server learning rate (default: 1.0 for fedavg/fedavgm, 0.01 for adam/yogi).")
 flags.DEFINE_integer("eval_every", 1, "Evaluate every k rounds.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of partition, sampling and training.")
-flags.DEFINE_string("output_dir", None, "Where to write the results.")
+flags.DEFINE_string("output_dir", None, "Where to write the results (default: a fresh out/federated-TIMESTAMP).")
 flags.DEFINE_bool("checkpoint", False, "Checkpoint every round into OUTPUT_DIR/checkpoint.")
 flags.DEFINE_bool("resume", False, "Resume from OUTPUT_DIR/checkpoint.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -49,11 +62,13 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def format_summary(summary: dict) -> str:
     acc = summary["final_eval_accuracy"]
+    secure = f" with {summary['secure']}" if summary.get("secure", "none") != "none" else ""
     lines = [
-        f"{summary['aggregator']} on {summary['dataset']} ({summary['partition']}, {summary['clients']} clients, "
+        f"{summary['aggregator']}{secure} on {summary['dataset']} ({summary['partition']}, {summary['clients']} clients, "
         f"{summary['clients_per_round']} per round, {summary['rounds']} rounds)",
         f"  final eval accuracy   {acc:.4f}" if acc is not None else "  final eval accuracy   n/a",
         f"  client updates / s    {summary['client_updates_per_s']:.1f}",
+        *([f"  failed rounds         {summary['failed_rounds']}"] if secure else []),
         f"  wall time             {summary['wall_time_s']:.1f} s",
         f"  bytes down / up       {summary['bytes_down']:,} / {summary['bytes_up']:,}",
         f"  history               {summary['history_json']}",
@@ -62,12 +77,29 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def fresh_output_dir(root: str = "out") -> str:
+    """A new folder `root/federated-YYYYmmdd-HHMMSS` (with a suffix when that exists already)."""
+    base = os.path.join(root, time.strftime("federated-%Y%m%d-%H%M%S"))
+    path, k = base, 1
+    while os.path.exists(path):
+        path, k = f"{base}-{k}", k + 1
+    return path
+
+
 def main(argv):
-    if parse_subcommand("federated", argv, SUBCOMMANDS, "--output_dir=DIR [--flags]") is None:
+    if parse_subcommand("federated", argv, SUBCOMMANDS, "[--output_dir=DIR] [--flags]") is None:
         return 2
     if not FLAGS.output_dir:
-        print("tfx-ext federated simulate: --output_dir is required.", file=sys.stderr)
+        FLAGS.output_dir = fresh_output_dir()
+        print(f"tfx-ext federated simulate: writing to {FLAGS.output_dir}")
+    try:
+        return _simulate()
+    except (ValueError, TfxExtError) as e:  # bad flag values or combinations, named by the library's checks
+        print(f"tfx-ext federated simulate: error: {e}", file=sys.stderr)
         return 2
+
+
+def _simulate():
     if cli_flags.run_local_cluster_if_requested():
         return 0  # The local worker processes ran the simulation.
     strategy = cli_flags.strategy_from_flags() if FLAGS.strategy != "default" else None
@@ -81,7 +113,8 @@ def main(argv):
         batch_size=FLAGS.batch_size, client_optimizer=FLAGS.client_optimizer, client_lr=FLAGS.client_lr,
         aggregator=FLAGS.aggregator, mu=FLAGS.mu, server_lr=FLAGS.server_lr, eval_every=FLAGS.eval_every,
         seed=FLAGS.seed, checkpoint=FLAGS.checkpoint, resume=FLAGS.resume, progress=FLAGS.progress,
-        strategy=strategy,
+        strategy=strategy, secure=FLAGS.secure, secure_threshold=FLAGS.secure_threshold,
+        dropout_rate=FLAGS.dropout_rate, consistency_check=FLAGS.consistency_check,
     )
     if strategy is not None:
         if not is_chief(strategy):

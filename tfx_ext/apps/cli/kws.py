@@ -43,6 +43,7 @@ flags.DEFINE_integer("epochs", 10, "train: epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "train: random seed.")
 flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
+flags.DEFINE_bool("progress", True, "train: one progress line per epoch (loss, accuracy); --noprogress: silent.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
 flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "label view of the data set.")
 flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
@@ -78,7 +79,7 @@ def main(argv):
             _, metrics = kws.train(FLAGS.model, FLAGS.data_root, FLAGS.output_dir, epochs=FLAGS.epochs,
                                    strategy=strategy,
                                    batch_size=FLAGS.batch_size, seed=FLAGS.seed, labels=FLAGS.labels,
-                                   learning_rate=FLAGS.learning_rate,
+                                   learning_rate=FLAGS.learning_rate, verbose=2 if FLAGS.progress else 0,
                                    model_kwargs=json.loads(FLAGS.model_kwargs) if FLAGS.model_kwargs else None)
             print(json.dumps(metrics, indent=2))
         elif command == "convert":

@@ -1,0 +1,214 @@
+"""The model fuzzer (`bench/fuzz.py`, issue 17 item 5) on a fixed, seeded budget, and the models it shrank.
+
+Every model drawn from the streamable vocabulary (plus time-mixing ops that must be refused) is either refused by
+a named tfx_ext error or streams exactly, in both state modes, against the ORIGINAL model on the whole window
+(float LiteRT of the external-state step on every 20th). The budget test runs once per module (a fixture); the
+strict test fails on any silent mismatch or crash and is xfail until the issue-17 streaming fixes land, while the
+guard test fails today on any failure outside the known list (`bench.fuzz.known_issue`), so new bugs still fail CI.
+The regression tests at the end are the shrunk failing models, each xfail(strict=True) with what is wrong.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+
+from bench import fuzz
+
+CI_MODELS = 80
+CI_SEED = 17
+TFLITE_EVERY = 20
+# Softmax over a time axis of 1 frame (a streamed chunk) is one of the cases under test; Keras warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def budget():
+    """(description, result) for the CI budget: ~0.25 s per model on a loaded 2-core machine."""
+    descriptions = fuzz.draw_descriptions(CI_MODELS, CI_SEED)
+    return [(d, fuzz.check(d, tflite=i % TFLITE_EVERY == 0)) for i, d in enumerate(descriptions)]
+
+
+def _failures(budget):
+    return [(d, r) for d, r in budget if r["outcome"] not in ("exact", "refused")]
+
+
+def _report(items) -> str:
+    return "\n".join(f"{r['outcome']}: {r.get('error', '')[:160]} | {fuzz.describe(d)}" for d, r in items[:10])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="issue 17: time-axis layers with negative axes, EinsumDense over time, Lambda, "
+                                        "look-ahead before stateful/strided layers are accepted today; another "
+                                        "branch fixes them (the lead flips this to strict after merging)")
+def test_fuzz_budget_has_no_silent_mismatch_and_no_crash(budget):
+    failures = _failures(budget)
+    assert not failures, f"{len(failures)} of {len(budget)} models failed:\n{_report(failures)}"
+
+
+@pytest.mark.slow
+def test_fuzz_budget_fails_only_on_known_issues_and_mostly_streams(budget):
+    unknown = [(d, r) for d, r in _failures(budget) if fuzz.known_issue(d) is None]
+    assert not unknown, f"new silent mismatches or crashes:\n{_report(unknown)}"
+    invalid = [(d, r) for d, r in budget if r["outcome"] == "invalid"]
+    assert not invalid, f"the generator drew models that do not build:\n{_report(invalid)}"
+    counts = {k: sum(r["outcome"] == k for _, r in budget) for k in fuzz.OUTCOMES}
+    streamable = [r for d, r in budget if not fuzz.expects_refusal(d) and fuzz.known_issue(d) is None]
+    exact = sum(r["outcome"] == "exact" for r in streamable)
+    # The oracle must be exercised: most models of the streamable vocabulary convert and are checked exactly.
+    assert exact >= 0.6 * len(streamable), (counts, exact, len(streamable))
+    assert counts["exact"] >= CI_MODELS // 4 and counts["refused"] >= 5, counts
+    tflite = [r for _, r in budget if "tflite_max_err" in r["modes"]["external"]]
+    assert tflite, "no model of the budget was checked in LiteRT"
+    for _, r in budget:
+        if r["outcome"] == "exact":
+            assert max(m["max_err"] for m in r["modes"].values()) <= fuzz.FLOAT_ATOL
+
+
+# ----- the oracle can fail -------------------------------------------------------------------------------------------
+CAUSAL = {"input": [8, 3], "seed": 5, "ops": [
+    {"op": "conv1d", "kernel": 3, "stride": 1, "dilation": 2, "pad": "causal", "filters": 4},
+    {"op": "bn"}, {"op": "gru", "units": 3}]}
+
+
+def test_a_causal_conv_and_gru_stream_exactly():
+    result = fuzz.check(CAUSAL, tflite=True)
+    assert result["outcome"] == "exact", result
+    assert result["modes"]["external"]["tflite_max_err"] <= fuzz.TFLITE_ATOL
+
+
+def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch):
+    """Perturb the converted model's weights: the oracle (the original model) must see it."""
+    from tfx_ext.streaming import convert
+
+    original = convert.to_streaming
+
+    def wrong(model, *args, **kwargs):
+        runner = original(model, *args, **kwargs)
+        for variable in runner.model.trainable_weights:
+            variable.assign(np.asarray(variable) + 0.01)
+        return runner
+
+    monkeypatch.setattr(convert, "to_streaming", wrong)
+    result = fuzz.check(CAUSAL)
+    assert result["outcome"] == "mismatch"
+    assert all(m["max_err"] > 1e-3 for m in result["modes"].values()), result
+
+
+def test_aligned_error_respects_the_delay_and_window_summaries():
+    window = np.arange(2 * 6 * 1, dtype="float32").reshape(2, 6, 1)
+    late = np.concatenate([np.full((2, 2, 1), 9.0, "float32"), window], axis=1)  # 2 frames late + appended frames
+    assert fuzz._aligned_error(late, window, delay=2, frames=6, fps=1)[0] == 0.0
+    assert fuzz._aligned_error(late, window, delay=1, frames=6, fps=1)[0] > 0.5
+    assert fuzz._aligned_error(window, window[:, ::2], delay=1, frames=6, fps=2)[0] == np.inf  # half a frame
+    summary = np.arange(8, dtype="float32").reshape(2, 4)
+    steps = np.stack([summary - 1, summary, summary + 1], axis=1)  # one entry per step of 2 frames
+    assert fuzz._aligned_error(steps, summary, delay=0, frames=4, fps=2)[0] == 0.0
+    assert fuzz._aligned_error(steps, summary, delay=2, frames=4, fps=2)[0] == 1.0
+
+
+def test_shrink_reaches_the_smallest_description_that_still_fails():
+    big = {"input": [12, 4], "seed": 0, "ops": [
+        {"op": "conv1d", "kernel": 3, "stride": 2, "dilation": 1, "pad": "causal", "filters": 6},
+        {"op": "residual", "merge": "concat", "branch": [{"op": "bn"}, {"op": "lstm", "units": 4}]},
+        {"op": "dense", "units": 3, "activation": "tanh"}]}
+
+    def holds_lstm(description):
+        return any(op["op"] == "lstm" for op in fuzz._flat_ops(description["ops"]))
+
+    small, checks = fuzz.shrink(copy.deepcopy(big), holds_lstm)
+    assert [op["op"] for op in small["ops"]] == ["residual"] and small["ops"][0]["branch"] == [
+        {"op": "lstm", "units": 2}], small
+    assert small["ops"][0]["merge"] == "add" and small["input"][0] < 12 and checks < 200
+
+
+def test_draw_descriptions_is_seeded_and_builds():
+    first, again, other = (fuzz.draw_descriptions(15, s) for s in (3, 3, 4))
+    assert first == again and first != other and len(first) == 15
+    assert any(fuzz.expects_refusal(d) for d in first + other)
+    for description in first[:5]:
+        assert fuzz.build_model(description).count_params() >= 0
+
+
+# ----- shrunk failing models (regression tests; the streaming fixes of issue 17 turn them green) ---------------------
+def _model(ops, input_shape=(8, 4), seed=3):
+    return {"input": list(input_shape), "ops": ops, "seed": seed}
+
+
+MUST_BE_REFUSED = [
+    pytest.param(_model([{"op": "softmax_time", "axis": -2}]), id="softmax-axis-minus-2", marks=pytest.mark.xfail(
+        strict=True, reason="Softmax(axis=-2) normalizes over time and is accepted: max err 0.99")),
+    pytest.param(_model([{"op": "softmax_time", "axis": -3}], (8, 4, 2)), id="softmax-axis-minus-3-on-4d",
+                 marks=pytest.mark.xfail(strict=True, reason="Softmax(axis=-3) on (B, T, F, C) is over time and "
+                                                             "accepted")),
+    pytest.param(_model([{"op": "concat_time", "axis": -2}]), id="concatenate-axis-minus-2", marks=pytest.mark.xfail(
+        strict=True, reason="Concatenate(axis=-2) joins along time and is accepted (16 frames out of 8)")),
+    pytest.param(_model([{"op": "layernorm_time", "axis": [-2]}]), id="layernorm-axis-minus-2",
+                 marks=pytest.mark.xfail(strict=True, reason="LayerNormalization(axis=-2) normalizes over time and "
+                                                             "is accepted: max err 2.2")),
+    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bd", "units": 3}]), id="einsum-btc-cd-bd",
+                 marks=pytest.mark.xfail(strict=True, reason="EinsumDense('btc,cd->bd') sums over time and is "
+                                                             "accepted: max err 3.0")),
+    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bcd", "units": 3}]), id="einsum-btc-cd-bcd",
+                 marks=pytest.mark.xfail(strict=True, reason="EinsumDense('btc,cd->bcd') moves time and is "
+                                                             "accepted")),
+    pytest.param(_model([{"op": "lambda"}]), id="lambda", marks=pytest.mark.xfail(
+        strict=True, reason="Lambda: Keras's safe-mode deserialization ValueError escapes instead of a named "
+                            "refusal")),
+]
+
+
+@pytest.mark.parametrize("description", MUST_BE_REFUSED)
+def test_time_mixing_model_is_refused_by_name(description):
+    result = fuzz.check(description)
+    assert result["outcome"] == "refused", (result["outcome"], result.get("error"), fuzz._max_err(result))
+
+
+def test_time_mixing_layers_refused_today_stay_refused():
+    for ops in ([{"op": "softmax_time", "axis": 1}], [{"op": "layernorm_time", "axis": [1, -1]}],
+                [{"op": "gap_plain"}], [{"op": "bidirectional", "units": 2}], [{"op": "concat_time", "axis": 1}]):
+        result = fuzz.check(_model(ops))
+        assert result["outcome"] == "refused" and "NotStreamableError" in result["error"], (ops, result)
+
+
+SAME = {"op": "dw1d", "kernel": 3, "stride": 1, "dilation": 1, "pad": "same", "multiplier": 1}
+MUST_STREAM_OR_BE_REFUSED = [
+    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gru", "units": 3}]), id="same-then-gru",
+                 marks=pytest.mark.xfail(strict=True, reason="the GRU consumes the look-ahead conv's warm-up frame "
+                                                             "(issue 17 row 5): max err 0.33")),
+    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gap"}]), id="same-then-window-summary",
+                 marks=pytest.mark.xfail(strict=True, reason="a window summary after a look-ahead inside the model "
+                                                             "never equals the window's value (it saw the conv's "
+                                                             "zero padding): max err 0.07")),
+    pytest.param({"input": [2, 4], "seed": 1, "ops": [
+        {"op": "conv1d", "kernel": 4, "stride": 1, "dilation": 1, "pad": "same", "filters": 2}, {"op": "to2d", "channels": 2},
+        {"op": "dw2d", "kernel": 4, "stride": 1, "dilation": 1, "pad": "causal", "multiplier": 1, "freq_kernel": 1,
+         "freq_stride": 1, "freq_pad": "valid"}]}, id="same-then-causal-conv",
+        marks=pytest.mark.xfail(strict=True, reason="found by the fuzzer: a causal Stream after a look-ahead Stream "
+                                                    "buffers the look-ahead's warm-up frame (not a zero): max err 0.30")),
+    pytest.param(_model([SAME, {"op": "pool1d", "kind": "max", "kernel": 2, "stride": 2, "dilation": 1,
+                                "pad": "causal"}]), id="same-then-strided-pool",
+                 marks=pytest.mark.xfail(strict=True, reason="found by the fuzzer: a look-ahead of 1 frame before a "
+                                                             "stride-2 layer is accepted, and the stream samples the "
+                                                             "other phase: no streamed frame equals a window frame")),
+    pytest.param(_model([]), id="identity-model", marks=pytest.mark.xfail(
+        strict=True, reason="found by the fuzzer: keras.Model(x, x) converts, then the runner takes the input for "
+                            "a state (its name is also an output name) and refuses an array: ValueError")),
+]
+
+
+@pytest.mark.parametrize("description", MUST_STREAM_OR_BE_REFUSED)
+def test_streamable_or_named_refusal(description):
+    result = fuzz.check(description)
+    assert result["outcome"] in ("exact", "refused"), (result["outcome"], result.get("error"), fuzz._max_err(result))
+
+
+@pytest.mark.parametrize("op", [
+    pytest.param({"op": "factorized", "units": 4, "factorization": "tt", "rank": 2}, id="FactorizedDense"),
+    pytest.param({"op": "hyperdense", "units": 3}, id="HyperDense"),
+])
+@pytest.mark.xfail(strict=True, reason="issue 17 item 2: tfx_ext's own frame-local layers are refused without "
+                                       "extra_frame_local (HyperNetwork, FactorizedDense)")
+def test_tfx_ext_frame_local_layers_stream_without_extra_frame_local(op):
+    result = fuzz.check(_model([op]))
+    assert result["outcome"] == "exact", (result["outcome"], result.get("error"))
