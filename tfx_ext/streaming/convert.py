@@ -72,6 +72,19 @@ def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | No
             "after the stateful layers (a Delay on a skip branch aligns a look-ahead branch).")
 
 
+def _phase_refusal(layer: StreamingLayer, info: _Info) -> str | None:
+    """A strided layer keeps one frame of every `stride`; with a look-ahead delay that is not a whole number of its
+    output frames, the stream keeps the other phase and no streamed frame equals a whole-sequence one."""
+    step = info.rate * max(int(layer.time_stride), 1)
+    if info.delay <= 0 or step <= info.rate or info.delay % step == 0:
+        return None
+    sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
+    return (f"{_describe(layer)} has time stride {layer.time_stride}, and its input lags the whole-sequence model by "
+            f"{info.delay} frames (look-ahead of {sources}), not a multiple of its {step} input frames per output "
+            "frame: the stream would sample the other phase and equal none of the model's frames. Use causal "
+            f"padding on {sources}, or make the look-ahead a multiple of {step} frames.")
+
+
 def _streamed_reshape(layer_config: dict, output_shape) -> None:
     """A Reshape that keeps the time axis may spell its length: spell every other axis and make time -1."""
     layer_config["config"]["target_shape"] = [-1, *[int(d) for d in output_shape[2:]]]
@@ -270,9 +283,9 @@ class _Rebuild:
                 f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
             )
         if self.streaming:
-            problem = _warm_up_refusal(layer, info, args[0].shape)
-            if problem is not None:
-                self.problems.append(problem)
+            for problem in (_warm_up_refusal(layer, info, args[0].shape), _phase_refusal(layer, info)):
+                if problem is not None:
+                    self.problems.append(problem)
         out_info = _Info(
             not layer.drops_time_axis,
             None if info.frames is None else info.frames // max(layer.time_stride, 1),
@@ -433,7 +446,7 @@ def to_streaming(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     frames_per_step = check_int("frames_per_step", frames_per_step, minimum=1)
     try:
-        streaming_model, _ = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
+        streaming_model, states = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
     except NotStreamableError:
         raise
     except Exception as error:  # a layer refused the new shapes while being rebuilt: surface our own error
@@ -443,7 +456,7 @@ def to_streaming(
                 raise NotStreamableError(str(cause)) from error
             cause = cause.__cause__ or cause.__context__
         raise
-    return StreamingRunner(streaming_model, output_delays=streaming_model.output_delays)
+    return StreamingRunner(streaming_model, output_delays=streaming_model.output_delays, state_names=states)
 
 
 def to_non_streaming(model: keras.Model, batch_size: int | None = None) -> keras.Model:
