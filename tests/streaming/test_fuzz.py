@@ -30,7 +30,7 @@ def budget():
 
 
 def _failures(budget):
-    return [(d, r) for d, r in budget if r["outcome"] not in ("exact", "refused")]
+    return [(d, r) for d, r in budget if r["outcome"] not in ("exact", "refused", "boundary")]
 
 
 def _report(items) -> str:
@@ -72,8 +72,13 @@ def test_a_causal_conv_and_gru_stream_exactly():
     assert result["modes"]["external"]["tflite_max_err"] <= fuzz.TFLITE_ATOL
 
 
-def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch):
-    """Perturb the converted model's weights: the oracle (the original model) must see it."""
+CAUSAL_DELTA = dict(CAUSAL, ops=[*CAUSAL["ops"], {"op": "delta", "method": "quantize", "threshold": 0.1}])
+
+
+@pytest.mark.parametrize("description", [CAUSAL, CAUSAL_DELTA], ids=["causal", "with-delta"])
+def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch, description):
+    """Perturb the converted model's weights: the oracle (the original model) must see it. With a DeltaActivation
+    the boundary second opinion (Delta steps moved by 0.1%) must not turn a real error into a "boundary" flip."""
     from tfx_ext.streaming import convert
 
     original = convert.to_streaming
@@ -85,9 +90,15 @@ def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch)
         return runner
 
     monkeypatch.setattr(convert, "to_streaming", wrong)
-    result = fuzz.check(CAUSAL)
+    result = fuzz.check(description)
     assert result["outcome"] == "mismatch"
     assert all(m["max_err"] > 1e-3 for m in result["modes"].values()), result
+
+
+def test_boundary_second_opinion_moves_only_the_delta_steps():
+    nudged = fuzz._nudged(CAUSAL_DELTA)
+    assert nudged["ops"][:3] == CAUSAL["ops"] and nudged["ops"][3]["threshold"] == 0.1 * fuzz.BOUNDARY_NUDGE
+    assert CAUSAL_DELTA["ops"][3]["threshold"] == 0.1 and fuzz._nudged(CAUSAL) is None
 
 
 def test_aligned_error_respects_the_delay_and_window_summaries():

@@ -32,6 +32,7 @@ from tfx_ext.streaming.semantics import (
     FRAME_LOCAL_LAYERS,
     TIMELESS_OUTPUT_LAYERS,
     TRAINING_ONLY_LAYERS,
+    einsum_streamed_output_shape,
     refusal,
     reshape_refusal,
 )
@@ -259,6 +260,11 @@ class _Rebuild:
                     f"{_describe(layer)} is called {len(nodes)} times; a streamable layer keeps one state, so use "
                     "one layer per call."
                 )
+        elif isinstance(layer, keras.layers.EinsumDense) and self.streaming:  # frame-local: checked before
+            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"])
+            if shape is not None:
+                serialized["config"] = dict(serialized["config"], output_shape=shape)
+                layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
         elif isinstance(layer, keras.layers.Reshape) and self.streaming and nodes:
             (source,) = _history(nodes[0]["args"])[:1]
             if self.infos[source].has_time:  # kept time (checked by `_semantics_refusal`): make it any length

@@ -155,7 +155,7 @@ def _embedding(layer, ranks, _out):
 
 
 def _einsum_dense(layer, ranks, _out):
-    return einsum_refusal(layer.equation)
+    return einsum_refusal(layer.equation, ranks[0])
 
 
 def _permute(layer, ranks, _out):
@@ -291,6 +291,28 @@ def einsum_refusal(equation: str, input_rank: int = 3) -> str | None:
             "axis 1 and out of the kernel (e.g. 'btc,cd->btd'), or apply it after the time axis is gone.")
 
 
+def einsum_streamed_output_shape(equation: str, output_shape) -> list | None:
+    """`output_shape` of a frame-local EinsumDense with its time entry made None (any number of frames per step).
+
+    `output_shape` lists the output axes after the batch (or after the ellipsis); a model built on whole windows
+    may spell the time length there (`EinsumDense("btc,cd->btd", output_shape=(49, 8))`), which a stream of
+    1-frame chunks contradicts. None when the equation spells no time axis in `output_shape`.
+    """
+    equation = equation.replace(" ", "")
+    term, output = equation.split("->")[0].split(",")[0], equation.split("->")[1]
+    if "..." in term[:2] or "..." in output[:2] or len(term) < 2:
+        return None  # time sits inside the ellipsis: output_shape does not spell it
+    shape = list(output_shape) if isinstance(output_shape, (list, tuple)) else [output_shape]
+    after = output.split("...")[-1] if "..." in output else output[1:]
+    if term[1] not in after:
+        return None
+    index = after.index(term[1])
+    if index >= len(shape):
+        return None
+    shape[index] = None
+    return shape
+
+
 # ----- Reshape ------------------------------------------------------------------------------------------------------
 def reshape_keeps_time(input_shape, output_shape) -> bool:
     """A Reshape keeps time when axis 1 keeps its length and the other axes keep their number of values."""
@@ -326,6 +348,7 @@ __all__ = [
     "refusal",
     "normalize_axes",
     "einsum_refusal",
+    "einsum_streamed_output_shape",
     "reshape_keeps_time",
     "reshape_refusal",
 ]
