@@ -216,3 +216,16 @@ def test_semantics_table_covers_all_combinations_of_negative_axes():
             x = np.random.default_rng(1).normal(size=(2, *shape)).astype("float32")
             assert max(verify_streaming(model, x, modes=(Mode.STREAM_INTERNAL_STATE,), compiled=(False,),
                                         check_reset=False).values()) <= 1e-5
+
+
+def test_einsum_with_an_ellipsis_on_rank_4_is_refused_by_name():
+    """Found by the fuzzer: Keras declares (None, 5, 3, 2) for '...c,cd->...d' on (None, 3, 5, 2) and computes
+    (batch, 3, 5, 2); the rebuilt graph crashed (StagingError, a conv 'output size would be zero')."""
+    inputs = keras.Input((3, 5, 2), name="x")
+    model = keras.Model(inputs, L.EinsumDense("...c,cd->...d", output_shape=(2,), name="ein")(inputs))
+    with pytest.raises(NotStreamableError, match=r"'ein' \(EinsumDense\) declares output shape \(5, 3, 2\) but "
+                                                 r"computes \(3, 5, 2\).*'btfc,cd->btfd'"):
+        to_streaming(model, batch_size=2)
+    spelled = keras.Model(inputs, L.EinsumDense("btfc,cd->btfd", output_shape=(None, 5, 2), name="ein")(inputs))
+    x = np.random.default_rng(2).normal(size=(2, 3, 5, 2)).astype("float32")
+    assert max(verify_streaming(spelled, x, compiled=(False,), check_reset=False).values()) <= 1e-5

@@ -32,6 +32,7 @@ from tfx_ext.streaming.semantics import (
     FRAME_LOCAL_LAYERS,
     TIMELESS_OUTPUT_LAYERS,
     TRAINING_ONLY_LAYERS,
+    einsum_shape_refusal,
     einsum_streamed_output_shape,
     refusal,
     reshape_refusal,
@@ -214,7 +215,10 @@ class _Rebuild:
                 out = None
             return reshape_refusal(whole, out)
         ranks = [len(self.tensors[h].shape) for h in timed]
-        return refusal(source, ranks, extra_frame_local=self.extra_frame_local)
+        reason = refusal(source, ranks, extra_frame_local=self.extra_frame_local)
+        if reason is None and isinstance(source, keras.layers.EinsumDense):
+            reason = einsum_shape_refusal(source, self.shapes.get(timed[0]))
+        return reason
 
     def _walk_past_refused(self, layer_config: dict, nodes: list) -> None:
         """Keeps walking after a refusal so later layers are checked too: the outputs of a refused layer become
@@ -421,7 +425,10 @@ def to_streaming(
         model: a functional or Sequential Keras 3 model whose time-mixing layers are streamable
             (`tfx_ext.layers.Stream`, `GRU`, `LSTM`, `Delay`, any `StreamingLayer`) and whose other layers act on
             each frame (Dense, BatchNormalization, activations, Reshape of the non-time axes, Add/Concatenate of
-            aligned branches). Dropout and other training-only layers are removed.
+            aligned branches). Dropout and other training-only layers are removed. What each layer type does with
+            time is the table in `tfx_ext.streaming.semantics`: axis arguments are normalized against the rank
+            (`Softmax(axis=-2)` on `(batch, time, features)` is over time: refused), EinsumDense equations are
+            read, Reshape/Permute must keep time on axis 1.
         mode: `Mode.STREAM_INTERNAL_STATE` (states in variables, zeroed by `runner.reset()`) or
             `Mode.STREAM_EXTERNAL_STATE` (states are extra inputs/outputs named `<layer>_<state>`).
         batch_size: the static batch size of the streaming model (internal state needs one).
@@ -435,13 +442,17 @@ def to_streaming(
         `tfx_ext.lite`; `runner(chunk)` runs one step (feeding external states back), `runner.run(sequence)` a
         whole sequence, `runner.reset()` starts a new stream; `input_names`, `state_names`, `output_names` name
         the tensors, and `output_delays` gives the frames by which each streamed output lags the non-streaming
-        one (0 for causal models).
+        one (0 for causal models): with look-ahead (`Stream(..., pad_time_dim="same")`), streamed frame
+        `j + delay` equals whole-window frame `j`.
 
     Raises:
         ValueError: bad `mode`, `batch_size` or `frames_per_step`.
         NotStreamableError: a subclassed or nested model, a layer that mixes frames without a streaming form, a
-            merge of branches with different look-ahead (non-causal model without `Delay`), or a frames_per_step
-            that is not a multiple of a time stride.
+            merge of branches with different look-ahead (non-causal model without `Delay`), a look-ahead before a
+            layer with state (its state would take in the warm-up frames: use causal padding there, or put the
+            look-ahead after it) or before a strided layer by a lag that is not a whole number of its output
+            frames, or a frames_per_step that is not a multiple of a time stride. Every offending layer of the
+            model is named in one error.
     """
     mode = Mode.of(mode)
     if not mode.is_streaming:

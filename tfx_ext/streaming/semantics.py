@@ -313,6 +313,31 @@ def einsum_streamed_output_shape(equation: str, output_shape) -> list | None:
     return shape
 
 
+def einsum_shape_refusal(layer, input_shape) -> str | None:
+    """Why Keras's declared output shape of an EinsumDense disagrees with what its einsum computes, or None.
+
+    Keras 3 declares a wrong symbolic shape for an ellipsis equation on inputs of rank > 3
+    (`"...c,cd->...d"` on `(None, 3, 5, 2)` declares `(None, 5, 3, d)` and computes `(batch, 3, 5, d)`), so a graph
+    rebuilt on it is wired on wrong shapes. `input_shape` is the whole-window shape (batch first).
+    """
+    if input_shape is None or any(d is None for d in input_shape[2:]) or not hasattr(layer, "kernel"):
+        return None
+    import numpy as np
+
+    concrete = (1, input_shape[1] or 2, *input_shape[2:])
+    try:
+        computed = np.einsum(layer.equation, np.zeros(concrete), np.zeros(tuple(layer.kernel.shape))).shape
+        declared = tuple(layer.compute_output_shape(concrete))
+    except ValueError:
+        return None
+    if len(computed) == len(declared) and all(d is None or d == c for c, d in zip(computed, declared)):
+        return None
+    return (f"declares output shape {declared[1:]} but computes {tuple(computed[1:])} for equation "
+            f"{layer.equation!r} on inputs of shape {tuple(concrete[1:])} (Keras's shape inference of an ellipsis on "
+            "inputs of rank > 3), so the graph is wired on wrong shapes; spell every axis in the equation (e.g. "
+            "'btfc,cd->btfd').")
+
+
 # ----- Reshape ------------------------------------------------------------------------------------------------------
 def reshape_keeps_time(input_shape, output_shape) -> bool:
     """A Reshape keeps time when axis 1 keeps its length and the other axes keep their number of values."""
@@ -349,6 +374,7 @@ __all__ = [
     "normalize_axes",
     "einsum_refusal",
     "einsum_streamed_output_shape",
+    "einsum_shape_refusal",
     "reshape_keeps_time",
     "reshape_refusal",
 ]
