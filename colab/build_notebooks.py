@@ -189,7 +189,7 @@ def streaming_kws() -> list:
         code('''
         from tfx_ext import Mode
         from tfx_ext.data import load_speech_commands_arrays
-        from tfx_ext.streaming.convert import min_frames_per_step, to_non_streaming, to_streaming
+        from tfx_ext.streaming.convert import min_frames_per_step, to_streaming
 
         STEP = min_frames_per_step(model)  # the model's total time stride (1 frame for ds_cnn)
         stream = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=STEP)
@@ -199,7 +199,7 @@ def streaming_kws() -> list:
         clip = x_test[0]
         usable = clip.shape[0] - clip.shape[0] % STEP
         streamed = kws.stream_posteriors(stream, clip[:usable])[-1]
-        whole = np.asarray(to_non_streaming(model)(clip[None, :usable], training=False))[0]
+        whole = np.asarray(model(clip[None, :usable], training=False))[0]  # the trained model on the whole clip
         print(f"max |streamed - whole clip| = {np.max(np.abs(streamed - whole)):.2e}")
         '''),
         md("""

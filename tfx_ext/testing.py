@@ -11,10 +11,12 @@ weight and seed-generator counts, eager == functional, a `.keras` round trip and
 ours: `tflite=True` (export, run in LiteRT, compare), `distribute=True` (one training step under MirroredStrategy
 over two logical CPUs equals the same step on one device) and `streaming=True` (`verify_layer_streaming`).
 
-`verify_streaming` converts with `tfx_ext.to_streaming` and checks, for each mode and `frames_per_step`:
-  - outputs with a time axis: the concatenated streamed outputs equal the non-streaming outputs (shifted by the
+`verify_streaming` converts with `tfx_ext.to_streaming` and checks, for each mode and `frames_per_step`, against an
+independent oracle: the user's own model called on the whole window, `model(x, training=False)` (never a model
+rebuilt by the converter, whose rebuild errors would cancel out):
+  - outputs with a time axis: the concatenated streamed outputs equal the whole-window outputs (shifted by the
     model's declared output delay); outputs without one (window summaries, last RNN state): the output after the
-    last chunk equals the non-streaming output;
+    last chunk equals the whole-window output;
   - eager steps and steps inside `tf.function` agree;
   - after `reset`, a second pass gives the same outputs (and, for models with state, running on without a reset
     gives different ones, so the state is really carried);
@@ -43,7 +45,7 @@ from tfx_ext import _compat
 from tfx_ext.lite.convert import to_tflite
 from tfx_ext.lite.runtime import TFLiteModel
 from tfx_ext.streaming.contract import Mode, StreamingLayer
-from tfx_ext.streaming.convert import to_non_streaming, to_streaming
+from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.streaming.graph import output_names
 from tfx_ext.streaming.runner import StreamingRunner
 
@@ -273,6 +275,8 @@ def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames: int, rate
     if streamed.shape == expected.shape and expected.ndim >= 3:  # time axis: concatenated along time
         shift = delay_frames // max(rate, 1)
         a, e = streamed[:, shift:], expected[:, : expected.shape[1] - shift]
+        _check(a.shape[1] > 0, f"{what}: the output delay ({delay_frames} frames) leaves no frame of the "
+                               f"{expected.shape[1]} to compare; use a longer x")
     elif streamed.shape[2:] == expected.shape[1:]:  # no time axis: one entry per step, compare the last
         a, e = streamed[:, -1], expected
     else:
@@ -299,8 +303,10 @@ def verify_streaming(
 ) -> dict[str, float]:
     """Streams `x` through `to_streaming(model)` in each mode and step size; returns max abs errors by case.
 
+    The oracle is `model(x, training=False)`: the model as given, on the whole window.
+
     Args:
-        model: a functional or Sequential model with streamable layers.
+        model: a functional or Sequential model with streamable layers (the model you trained).
         x: `(batch, time, ...)`; `time` must be a multiple of every frames_per_step.
         modes: streaming modes to check.
         frames_per_step: step sizes to check.
@@ -309,8 +315,7 @@ def verify_streaming(
         check_reset: also check that `reset` restarts the stream.
     """
     x = np.asarray(x, dtype="float32")
-    reference = to_non_streaming(model)
-    expected = _as_dict(reference(x, training=False), output_names(reference))
+    expected = _as_dict(model(x, training=False), output_names(model))  # the independent oracle
     rates = _time_rates(expected, x.shape[1])
     errors: dict[str, float] = {}
     for mode in modes:

@@ -3,9 +3,9 @@
 Every model drawn from the streamable vocabulary (plus time-mixing ops that must be refused) is either refused by
 a named tfx_ext error or streams exactly, in both state modes, against the ORIGINAL model on the whole window
 (float LiteRT of the external-state step on every 20th). The budget test runs once per module (a fixture); the
-strict test fails on any silent mismatch or crash and is xfail until the issue-17 streaming fixes land, while the
-guard test fails today on any failure outside the known list (`bench.fuzz.known_issue`), so new bugs still fail CI.
-The regression tests at the end are the shrunk failing models, each xfail(strict=True) with what is wrong.
+strict test fails on any silent mismatch or crash, and the second one on a model of the streamable vocabulary that
+is mostly refused or on a generator bug. The regression tests at the end are the shrunk failing models (each was
+accepted silently or crashed before the issue-17 fixes; each now streams exactly or is refused by name).
 """
 
 import copy
@@ -30,7 +30,7 @@ def budget():
 
 
 def _failures(budget):
-    return [(d, r) for d, r in budget if r["outcome"] not in ("exact", "refused")]
+    return [(d, r) for d, r in budget if r["outcome"] not in ("exact", "refused", "boundary")]
 
 
 def _report(items) -> str:
@@ -38,18 +38,13 @@ def _report(items) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 17: time-axis layers with negative axes, EinsumDense over time, Lambda, "
-                                        "look-ahead before stateful/strided layers are accepted today; another "
-                                        "branch fixes them (the lead flips this to strict after merging)")
 def test_fuzz_budget_has_no_silent_mismatch_and_no_crash(budget):
     failures = _failures(budget)
     assert not failures, f"{len(failures)} of {len(budget)} models failed:\n{_report(failures)}"
 
 
 @pytest.mark.slow
-def test_fuzz_budget_fails_only_on_known_issues_and_mostly_streams(budget):
-    unknown = [(d, r) for d, r in _failures(budget) if fuzz.known_issue(d) is None]
-    assert not unknown, f"new silent mismatches or crashes:\n{_report(unknown)}"
+def test_fuzz_budget_builds_and_mostly_streams(budget):
     invalid = [(d, r) for d, r in budget if r["outcome"] == "invalid"]
     assert not invalid, f"the generator drew models that do not build:\n{_report(invalid)}"
     counts = {k: sum(r["outcome"] == k for _, r in budget) for k in fuzz.OUTCOMES}
@@ -77,8 +72,13 @@ def test_a_causal_conv_and_gru_stream_exactly():
     assert result["modes"]["external"]["tflite_max_err"] <= fuzz.TFLITE_ATOL
 
 
-def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch):
-    """Perturb the converted model's weights: the oracle (the original model) must see it."""
+CAUSAL_DELTA = dict(CAUSAL, ops=[*CAUSAL["ops"], {"op": "delta", "method": "quantize", "threshold": 0.1}])
+
+
+@pytest.mark.parametrize("description", [CAUSAL, CAUSAL_DELTA], ids=["causal", "with-delta"])
+def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch, description):
+    """Perturb the converted model's weights: the oracle (the original model) must see it. With a DeltaActivation
+    the boundary second opinion (Delta steps moved by 0.1%) must not turn a real error into a "boundary" flip."""
     from tfx_ext.streaming import convert
 
     original = convert.to_streaming
@@ -90,9 +90,15 @@ def test_check_reports_a_mismatch_when_the_streaming_model_is_wrong(monkeypatch)
         return runner
 
     monkeypatch.setattr(convert, "to_streaming", wrong)
-    result = fuzz.check(CAUSAL)
+    result = fuzz.check(description)
     assert result["outcome"] == "mismatch"
     assert all(m["max_err"] > 1e-3 for m in result["modes"].values()), result
+
+
+def test_boundary_second_opinion_moves_only_the_delta_steps():
+    nudged = fuzz._nudged(CAUSAL_DELTA)
+    assert nudged["ops"][:3] == CAUSAL["ops"] and nudged["ops"][3]["threshold"] == 0.1 * fuzz.BOUNDARY_NUDGE
+    assert CAUSAL_DELTA["ops"][3]["threshold"] == 0.1 and fuzz._nudged(CAUSAL) is None
 
 
 def test_aligned_error_respects_the_delay_and_window_summaries():
@@ -135,26 +141,14 @@ def _model(ops, input_shape=(8, 4), seed=3):
     return {"input": list(input_shape), "ops": ops, "seed": seed}
 
 
-MUST_BE_REFUSED = [
-    pytest.param(_model([{"op": "softmax_time", "axis": -2}]), id="softmax-axis-minus-2", marks=pytest.mark.xfail(
-        strict=True, reason="Softmax(axis=-2) normalizes over time and is accepted: max err 0.99")),
-    pytest.param(_model([{"op": "softmax_time", "axis": -3}], (8, 4, 2)), id="softmax-axis-minus-3-on-4d",
-                 marks=pytest.mark.xfail(strict=True, reason="Softmax(axis=-3) on (B, T, F, C) is over time and "
-                                                             "accepted")),
-    pytest.param(_model([{"op": "concat_time", "axis": -2}]), id="concatenate-axis-minus-2", marks=pytest.mark.xfail(
-        strict=True, reason="Concatenate(axis=-2) joins along time and is accepted (16 frames out of 8)")),
-    pytest.param(_model([{"op": "layernorm_time", "axis": [-2]}]), id="layernorm-axis-minus-2",
-                 marks=pytest.mark.xfail(strict=True, reason="LayerNormalization(axis=-2) normalizes over time and "
-                                                             "is accepted: max err 2.2")),
-    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bd", "units": 3}]), id="einsum-btc-cd-bd",
-                 marks=pytest.mark.xfail(strict=True, reason="EinsumDense('btc,cd->bd') sums over time and is "
-                                                             "accepted: max err 3.0")),
-    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bcd", "units": 3}]), id="einsum-btc-cd-bcd",
-                 marks=pytest.mark.xfail(strict=True, reason="EinsumDense('btc,cd->bcd') moves time and is "
-                                                             "accepted")),
-    pytest.param(_model([{"op": "lambda"}]), id="lambda", marks=pytest.mark.xfail(
-        strict=True, reason="Lambda: Keras's safe-mode deserialization ValueError escapes instead of a named "
-                            "refusal")),
+MUST_BE_REFUSED = [  # each was accepted silently before the time-axis table (issue 17), the error it made
+    pytest.param(_model([{"op": "softmax_time", "axis": -2}]), id="softmax-axis-minus-2"),  # max err 0.99
+    pytest.param(_model([{"op": "softmax_time", "axis": -3}], (8, 4, 2)), id="softmax-axis-minus-3-on-4d"),
+    pytest.param(_model([{"op": "concat_time", "axis": -2}]), id="concatenate-axis-minus-2"),  # 16 frames out of 8
+    pytest.param(_model([{"op": "layernorm_time", "axis": [-2]}]), id="layernorm-axis-minus-2"),  # max err 2.2
+    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bd", "units": 3}]), id="einsum-btc-cd-bd"),
+    pytest.param(_model([{"op": "einsum_time", "equation": "btc,cd->bcd", "units": 3}]), id="einsum-btc-cd-bcd"),
+    pytest.param(_model([{"op": "lambda"}]), id="lambda"),  # was Keras's safe-mode deserialization ValueError
 ]
 
 
@@ -172,28 +166,21 @@ def test_time_mixing_layers_refused_today_stay_refused():
 
 
 SAME = {"op": "dw1d", "kernel": 3, "stride": 1, "dilation": 1, "pad": "same", "multiplier": 1}
-MUST_STREAM_OR_BE_REFUSED = [
-    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gru", "units": 3}]), id="same-then-gru",
-                 marks=pytest.mark.xfail(strict=True, reason="the GRU consumes the look-ahead conv's warm-up frame "
-                                                             "(issue 17 row 5): max err 0.33")),
-    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gap"}]), id="same-then-window-summary",
-                 marks=pytest.mark.xfail(strict=True, reason="a window summary after a look-ahead inside the model "
-                                                             "never equals the window's value (it saw the conv's "
-                                                             "zero padding): max err 0.07")),
+MUST_STREAM_OR_BE_REFUSED = [  # shrunk by the fuzzer or listed in issue 17; what each did before
+    # the GRU consumed the look-ahead conv's warm-up frame (issue 17 row 5): max err 0.33
+    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gru", "units": 3}]), id="same-then-gru"),
+    # a window summary after a look-ahead saw the conv's zero padding: max err 0.07
+    pytest.param(_model([{"op": "dense", "units": 2}, SAME, {"op": "gap"}]), id="same-then-window-summary"),
+    # a causal Stream after a look-ahead Stream buffered the look-ahead's warm-up frame (not a zero): max err 0.30
     pytest.param({"input": [2, 4], "seed": 1, "ops": [
         {"op": "conv1d", "kernel": 4, "stride": 1, "dilation": 1, "pad": "same", "filters": 2}, {"op": "to2d", "channels": 2},
         {"op": "dw2d", "kernel": 4, "stride": 1, "dilation": 1, "pad": "causal", "multiplier": 1, "freq_kernel": 1,
-         "freq_stride": 1, "freq_pad": "valid"}]}, id="same-then-causal-conv",
-        marks=pytest.mark.xfail(strict=True, reason="found by the fuzzer: a causal Stream after a look-ahead Stream "
-                                                    "buffers the look-ahead's warm-up frame (not a zero): max err 0.30")),
+         "freq_stride": 1, "freq_pad": "valid"}]}, id="same-then-causal-conv"),
+    # a look-ahead of 1 frame before a stride-2 layer: the stream sampled the other phase (no frame equal)
     pytest.param(_model([SAME, {"op": "pool1d", "kind": "max", "kernel": 2, "stride": 2, "dilation": 1,
-                                "pad": "causal"}]), id="same-then-strided-pool",
-                 marks=pytest.mark.xfail(strict=True, reason="found by the fuzzer: a look-ahead of 1 frame before a "
-                                                             "stride-2 layer is accepted, and the stream samples the "
-                                                             "other phase: no streamed frame equals a window frame")),
-    pytest.param(_model([]), id="identity-model", marks=pytest.mark.xfail(
-        strict=True, reason="found by the fuzzer: keras.Model(x, x) converts, then the runner takes the input for "
-                            "a state (its name is also an output name) and refuses an array: ValueError")),
+                                "pad": "causal"}]), id="same-then-strided-pool"),
+    # keras.Model(x, x): the runner took the input for a state (its name is also an output name): ValueError
+    pytest.param(_model([]), id="identity-model"),
 ]
 
 
@@ -207,8 +194,8 @@ def test_streamable_or_named_refusal(description):
     pytest.param({"op": "factorized", "units": 4, "factorization": "tt", "rank": 2}, id="FactorizedDense"),
     pytest.param({"op": "hyperdense", "units": 3}, id="HyperDense"),
 ])
-@pytest.mark.xfail(strict=True, reason="issue 17 item 2: tfx_ext's own frame-local layers are refused without "
-                                       "extra_frame_local (HyperNetwork, FactorizedDense)")
 def test_tfx_ext_frame_local_layers_stream_without_extra_frame_local(op):
+    """Known to the time-axis table (issue 17 item 2). HyperDense also needed its generator's dict outputs wired
+    in Keras's (sorted-key) order: `w_in` was fed `b_in` before."""
     result = fuzz.check(_model([op]))
     assert result["outcome"] == "exact", (result["outcome"], result.get("error"))

@@ -90,21 +90,30 @@ def test_non_causal_merge_without_delay_raises():
 def test_plain_time_mixing_layer_raises():
     inputs = keras.Input((8, 4))
     model = keras.Model(inputs, L.Conv1D(2, 3, padding="same", name="conv")(inputs))
-    with pytest.raises(NotStreamableError, match=r"layer 'conv' \(Conv1D\) is not known to act on each frame .* "
-                                                 r"Wrap time-mixing layers in tfx_ext.layers.Stream"):
+    with pytest.raises(NotStreamableError, match=r"layer 'conv' \(Conv1D\) convolves over time .* "
+                                                 r"wrap it in tfx_ext.layers.Stream"):
         to_streaming(model)
     inputs = keras.Input((8, 4))
     model = keras.Model(inputs, L.LSTM(2, name="keras_lstm")(inputs))
-    with pytest.raises(NotStreamableError, match=r"'keras_lstm' \(LSTM\) is not known to act on each frame"):
+    with pytest.raises(NotStreamableError, match=r"'keras_lstm' \(LSTM\) is a Keras recurrence.*tfx_ext.layers.GRU"):
         to_streaming(model, Mode.STREAM_EXTERNAL_STATE)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Squash(L.Layer):
+    """A user's frame-local layer the table cannot know."""
+
+    def call(self, x):
+        return x / (1.0 + keras.ops.abs(x))
 
 
 def test_extra_frame_local_layers_are_accepted():
     inputs = keras.Input((8, 4))
-    model = keras.Model(inputs, L.UnitNormalization()(inputs))
-    with pytest.raises(NotStreamableError, match=r"UnitNormalization"):
+    model = keras.Model(inputs, Squash(name="squash")(inputs))
+    with pytest.raises(NotStreamableError, match=r"'squash' \(Squash\) is not known to act on each frame .* "
+                                                 r"extra_frame_local=\(YourLayer,\)"):
         to_streaming(model)
-    streamed = to_streaming(model, batch_size=3, extra_frame_local=(L.UnitNormalization,))
+    streamed = to_streaming(model, batch_size=3, extra_frame_local=(Squash,))
     assert_all_close(streamed(X[:, :1]), np.asarray(model(X))[:, :1])
 
 

@@ -25,92 +25,71 @@ import numpy as np
 from tfx_ext._validate import check_int
 from tfx_ext.errors import NotStreamableError
 from tfx_ext.streaming.contract import Mode, StreamingLayer, state_name
+from tfx_ext.layers.delay import Delay
 from tfx_ext.streaming.graph import _flat, _graph_config, _history, _refs, _resolve, output_names
 from tfx_ext.streaming.runner import StreamingRunner
+from tfx_ext.streaming.semantics import (
+    FRAME_LOCAL_LAYERS,
+    TIMELESS_OUTPUT_LAYERS,
+    TRAINING_ONLY_LAYERS,
+    einsum_shape_refusal,
+    einsum_streamed_output_shape,
+    refusal,
+    reshape_refusal,
+)
 
-# Ordinary Keras layers that act on each frame on its own (time on axis 1 untouched), so they stream as they are.
-FRAME_LOCAL_LAYERS: tuple[type, ...] = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-    keras.layers.Concatenate,
-    keras.layers.Reshape,
-    keras.layers.Identity,
-    keras.layers.TimeDistributed,
-)
-# Layers that only act in training: removed from inference and streaming models (their input passes through).
-TRAINING_ONLY_LAYERS: tuple[type, ...] = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.ActivityRegularization,
-)
 # ----- per-tensor bookkeeping: time axis, frames per step, streaming delay -----------------------------------------
 class _Info:
-    __slots__ = ("has_time", "frames", "delay", "rate")
+    __slots__ = ("has_time", "frames", "delay", "rate", "ahead")
 
-    def __init__(self, has_time: bool, frames: int | None, delay: int, rate: int):
+    def __init__(self, has_time: bool, frames: int | None, delay: int, rate: int, ahead: tuple = ()):
         self.has_time = has_time  # the tensor has a time axis (axis 1)
         self.frames = frames  # frames per step on that axis when streaming
         self.delay = delay  # streamed outputs lag the whole-sequence ones by this many model-input frames
         self.rate = rate  # model-input frames per frame of this tensor
+        self.ahead = ahead  # names of the look-ahead layers that make up `delay`
 
 
 def _describe(layer) -> str:
     return f"layer {layer.name!r} ({type(layer).__name__})"
 
 
-def _check_frame_local(layer, infos: list[_Info], layer_config: dict, extra_frame_local: tuple) -> None:
-    timed = [info for info in infos if info.has_time]
-    if not timed:
-        return  # after the time axis is gone every layer is fine
-    if not isinstance(layer, FRAME_LOCAL_LAYERS + tuple(extra_frame_local)):
-        raise NotStreamableError(
-            f"{_describe(layer)} is not known to act on each frame on its own, so it cannot stream as it is. "
-            "Wrap time-mixing layers in tfx_ext.layers.Stream(...) (convolutions, pooling, Flatten, global pooling), "
-            "use tfx_ext.layers.GRU/LSTM for recurrences, or pass extra_frame_local=(YourLayer,) if it is "
-            "frame-local."
-        )
-    config = layer_config["config"]
-    if isinstance(layer, keras.layers.Concatenate) and config.get("axis") == 1:
-        raise NotStreamableError(f"{_describe(layer)} concatenates along time (axis=1); it cannot stream.")
-    if isinstance(layer, keras.layers.Softmax) and config.get("axis") == 1:
-        raise NotStreamableError(f"{_describe(layer)} normalizes over time (axis=1); it cannot stream.")
-    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization)):
-        axes = config.get("axis")
-        axes = axes if isinstance(axes, (list, tuple)) else [axes]
-        if 1 in axes:
-            raise NotStreamableError(f"{_describe(layer)} normalizes over time (axis=1); use axis=-1.")
+def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | None:
+    """A layer with look-ahead upstream emits `delay` warm-up frames before its first real one. A layer whose
+    whole-sequence form starts from zero padding or a zero state (a causal conv, a recurrence, a window) would take
+    them in and never equal the trained model; only a pure shift (`Delay`) and a stateless layer pass them on."""
+    if info.delay <= 0 or isinstance(layer, Delay):
+        return None
+    try:
+        stateful = bool(layer.state_specs(tuple(data_shape))) or layer.drops_time_axis
+    except NotStreamableError:
+        return None  # the layer's own error follows when it is called
+    if not stateful:
+        return None
+    sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
+    return (f"{_describe(layer)} carries state, and its input lags the whole-sequence model by {info.delay} frames "
+            f"(look-ahead of {sources}): a layer with look-ahead feeds a stateful layer, whose state would take in "
+            f"the {info.delay} warm-up frames streamed before the first real one, so the stream would not equal the "
+            f"model you trained. Use causal padding on {sources} (pad_time_dim='causal') or put the look-ahead "
+            "after the stateful layers (a Delay on a skip branch aligns a look-ahead branch).")
 
 
-def _fix_reshape(layer_config: dict, input_shape) -> None:
-    """A Reshape that keeps the time axis may spell its length: make it -1 so it works on any chunk."""
-    target = list(layer_config["config"]["target_shape"])
-    if input_shape is None or len(input_shape) < 2 or not target:
-        return
-    if target[0] == input_shape[1] and target[0] != -1:
-        layer_config["config"]["target_shape"] = [-1, *target[1:]]
-    elif target[0] != -1:
-        raise NotStreamableError(
-            f"layer {layer_config['config']['name']!r} (Reshape) changes the time axis ({input_shape[1]} -> "
-            f"{target[0]} frames); reshape only the axes after time (use -1 for time)."
-        )
+def _phase_refusal(layer: StreamingLayer, info: _Info) -> str | None:
+    """A strided layer keeps one frame of every `stride`; with a look-ahead delay that is not a whole number of its
+    output frames, the stream keeps the other phase and no streamed frame equals a whole-sequence one."""
+    step = info.rate * max(int(layer.time_stride), 1)
+    if info.delay <= 0 or step <= info.rate or info.delay % step == 0:
+        return None
+    sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
+    return (f"{_describe(layer)} has time stride {layer.time_stride}, and its input lags the whole-sequence model by "
+            f"{info.delay} frames (look-ahead of {sources}), not a multiple of its {step} input frames per output "
+            "frame: the stream would sample the other phase and equal none of the model's frames. Use causal "
+            f"padding on {sources}, or make the look-ahead a multiple of {step} frames.")
+
+
+def _streamed_reshape(layer_config: dict, output_shape) -> None:
+    """A Reshape that keeps the time axis may spell its length: spell every other axis and make time -1."""
+    layer_config["config"]["target_shape"] = [-1, *[int(d) for d in output_shape[2:]]]
 
 
 # ----- rebuilding ----------------------------------------------------------------------------------------------------
@@ -139,15 +118,36 @@ class _Rebuild:
         self.state_inputs: list = []
         self.state_outputs: dict[str, Any] = {}
         self.source_layers = {layer.name: layer for layer in model.layers}
+        self.problems: list[str] = []  # streaming refusals met so far (raised together at the end)
 
     def run(self) -> tuple[keras.Model, list[str]]:
-        """The rebuilt model (weights copied, `output_delays` set) and its state names."""
-        for layer_config in self.graph["layers"]:
-            if layer_config["class_name"] == "InputLayer":
-                self._add_input(layer_config)
-            else:
-                self._add_layer(layer_config)
+        """The rebuilt model (weights copied, `output_delays` set) and its state names.
+
+        Streaming refusals are collected over the whole graph and raised once, naming every offending layer.
+        """
+        try:
+            for layer_config in self.graph["layers"]:
+                if layer_config["class_name"] == "InputLayer":
+                    self._add_input(layer_config)
+                else:
+                    self._add_layer(layer_config)
+        except NotStreamableError as error:
+            if not self.problems:
+                raise
+            self.problems.append(str(error))
+            raise self._refused() from None
+        if self.problems:
+            raise self._refused()
         return self._assemble(), list(self.state_outputs)
+
+    def _refused(self) -> NotStreamableError:
+        """One error for every layer refused so far (the single reason alone when there is only one)."""
+        unique = list(dict.fromkeys(self.problems))
+        if len(unique) == 1:
+            return NotStreamableError(unique[0])
+        listed = "\n".join(f"  - {p}" for p in unique)
+        return NotStreamableError(f"model {self.model.name!r} cannot stream; {len(unique)} layers are refused:\n"
+                                  f"{listed}")
 
     # --- one step per kind of graph entry ---
     def _add_input(self, layer_config: dict) -> None:
@@ -170,6 +170,11 @@ class _Rebuild:
     def _add_layer(self, layer_config: dict) -> None:
         name = layer_config["name"]
         nodes = layer_config.get("inbound_nodes", [])
+        reason = self._semantics_refusal(layer_config, nodes)
+        if reason is not None:
+            self.problems.append(f"{_describe(self.source_layers[name])} {reason}")
+            self._walk_past_refused(layer_config, nodes)
+            return
         layer = self._recreate(layer_config, nodes)
         if isinstance(layer, TRAINING_ONLY_LAYERS):
             self._pass_through(name, nodes)
@@ -185,6 +190,59 @@ class _Rebuild:
             for index, tensor in enumerate(_flat(outputs)):
                 self.tensors[(name, node_index, index)] = tensor
                 self.infos[(name, node_index, index)] = out_info
+        self._record_shapes(name)
+
+    def _semantics_refusal(self, layer_config: dict, nodes: list) -> str | None:
+        """Why this layer cannot stream on the inputs it gets, from `tfx_ext.streaming.semantics` (None: it can).
+
+        Lambda layers are refused in every mode (safe-mode deserialization cannot restore them); the rest only
+        when streaming and only when an input still has its time axis.
+        """
+        source = self.source_layers.get(layer_config["name"])
+        if isinstance(source, keras.layers.Lambda):
+            return refusal(source, [3])
+        if not self.streaming or source is None or not nodes or isinstance(source, (StreamingLayer, keras.Model)):
+            return None
+        histories = _history(nodes[0]["args"]) + _history(nodes[0]["kwargs"])
+        timed = [h for h in histories if self.infos[h].has_time]
+        if not timed:
+            return None  # after the time axis is gone every layer is fine
+        if isinstance(source, keras.layers.Reshape):
+            whole = self.shapes.get(timed[0])
+            try:
+                out = source.compute_output_shape(whole) if whole is not None else None
+            except (ValueError, TypeError):
+                out = None
+            return reshape_refusal(whole, out)
+        ranks = [len(self.tensors[h].shape) for h in timed]
+        reason = refusal(source, ranks, extra_frame_local=self.extra_frame_local)
+        if reason is None and isinstance(source, keras.layers.EinsumDense):
+            reason = einsum_shape_refusal(source, self.shapes.get(timed[0]))
+        return reason
+
+    def _walk_past_refused(self, layer_config: dict, nodes: list) -> None:
+        """Keeps walking after a refusal so later layers are checked too: the outputs of a refused layer become
+        placeholders of its whole-window output shape (time set to the chunk), which are never assembled."""
+        name = layer_config["name"]
+        source = self.source_layers[name]
+        try:
+            outputs = _flat(source.output)
+        except (AttributeError, ValueError):  # a shared layer: several output nodes; stop here
+            raise self._refused() from None
+        for node_index, node in enumerate(nodes):
+            in_infos = [self.infos[h] for h in _history(node["args"]) + _history(node["kwargs"])]
+            timed = [i for i in in_infos if i.has_time]
+            base = timed[0] if timed else _Info(False, None, 0, 1)
+            for index, tensor in enumerate(outputs):
+                shape = list(tensor.shape)
+                has_time = bool(timed) and len(shape) >= 3
+                if self.batch_size is not None:
+                    shape[0] = self.batch_size
+                if has_time:
+                    shape[1] = base.frames
+                self.tensors[(name, node_index, index)] = keras.Input(batch_shape=tuple(shape), dtype=tensor.dtype)
+                self.infos[(name, node_index, index)] = _Info(has_time, base.frames, base.delay, base.rate,
+                                                              base.ahead)
         self._record_shapes(name)
 
     def _recreate(self, layer_config: dict, nodes: list):
@@ -206,10 +264,15 @@ class _Rebuild:
                     f"{_describe(layer)} is called {len(nodes)} times; a streamable layer keeps one state, so use "
                     "one layer per call."
                 )
+        elif isinstance(layer, keras.layers.EinsumDense) and self.streaming:  # frame-local: checked before
+            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"])
+            if shape is not None:
+                serialized["config"] = dict(serialized["config"], output_shape=shape)
+                layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
         elif isinstance(layer, keras.layers.Reshape) and self.streaming and nodes:
             (source,) = _history(nodes[0]["args"])[:1]
-            if self.infos[source].has_time:
-                _fix_reshape(serialized, self.shapes.get(source))
+            if self.infos[source].has_time:  # kept time (checked by `_semantics_refusal`): make it any length
+                _streamed_reshape(serialized, self.source_layers[name].compute_output_shape(self.shapes[source]))
                 layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
         return layer
 
@@ -229,11 +292,16 @@ class _Rebuild:
                 f"but receives {info.frames} frames per step (frames_per_step={self.frames_per_step} of the "
                 f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
             )
+        if self.streaming:
+            for problem in (_warm_up_refusal(layer, info, args[0].shape), _phase_refusal(layer, info)):
+                if problem is not None:
+                    self.problems.append(problem)
         out_info = _Info(
             not layer.drops_time_axis,
             None if info.frames is None else info.frames // max(layer.time_stride, 1),
             info.delay + layer.output_delay * info.rate,
             info.rate * max(layer.time_stride, 1),
+            info.ahead + ((layer.name,) if layer.output_delay and not isinstance(layer, Delay) else ()),
         )
         if not self.external:
             return layer(*args, **kwargs), out_info
@@ -251,10 +319,14 @@ class _Rebuild:
         """Calls an ordinary layer; streaming needs it to act frame by frame on aligned branches."""
         timed = [i for i in in_infos if i.has_time]
         if self.streaming:
-            _check_frame_local(layer, in_infos, layer_config, self.extra_frame_local)
-            _check_aligned(layer, timed)
+            try:
+                _check_aligned(layer, timed)
+            except NotStreamableError as error:  # collected: the layer still runs on aligned shapes
+                self.problems.append(str(error))
         base = timed[0] if timed else (in_infos[0] if in_infos else _Info(False, None, 0, 1))
-        return layer(*args, **kwargs), _Info(bool(timed), base.frames, base.delay, base.rate)
+        ahead = tuple(dict.fromkeys(n for i in timed for n in i.ahead))
+        keeps_time = bool(timed) and not isinstance(layer, TIMELESS_OUTPUT_LAYERS)
+        return layer(*args, **kwargs), _Info(keeps_time, base.frames, base.delay, base.rate, ahead)
 
     def _record_shapes(self, name: str) -> None:
         """Whole-sequence shapes of this layer's outputs in the original model, for Reshape fixes downstream."""
@@ -353,7 +425,10 @@ def to_streaming(
         model: a functional or Sequential Keras 3 model whose time-mixing layers are streamable
             (`tfx_ext.layers.Stream`, `GRU`, `LSTM`, `Delay`, any `StreamingLayer`) and whose other layers act on
             each frame (Dense, BatchNormalization, activations, Reshape of the non-time axes, Add/Concatenate of
-            aligned branches). Dropout and other training-only layers are removed.
+            aligned branches). Dropout and other training-only layers are removed. What each layer type does with
+            time is the table in `tfx_ext.streaming.semantics`: axis arguments are normalized against the rank
+            (`Softmax(axis=-2)` on `(batch, time, features)` is over time: refused), EinsumDense equations are
+            read, Reshape/Permute must keep time on axis 1.
         mode: `Mode.STREAM_INTERNAL_STATE` (states in variables, zeroed by `runner.reset()`) or
             `Mode.STREAM_EXTERNAL_STATE` (states are extra inputs/outputs named `<layer>_<state>`).
         batch_size: the static batch size of the streaming model (internal state needs one).
@@ -367,13 +442,17 @@ def to_streaming(
         `tfx_ext.lite`; `runner(chunk)` runs one step (feeding external states back), `runner.run(sequence)` a
         whole sequence, `runner.reset()` starts a new stream; `input_names`, `state_names`, `output_names` name
         the tensors, and `output_delays` gives the frames by which each streamed output lags the non-streaming
-        one (0 for causal models).
+        one (0 for causal models): with look-ahead (`Stream(..., pad_time_dim="same")`), streamed frame
+        `j + delay` equals whole-window frame `j`.
 
     Raises:
         ValueError: bad `mode`, `batch_size` or `frames_per_step`.
         NotStreamableError: a subclassed or nested model, a layer that mixes frames without a streaming form, a
-            merge of branches with different look-ahead (non-causal model without `Delay`), or a frames_per_step
-            that is not a multiple of a time stride.
+            merge of branches with different look-ahead (non-causal model without `Delay`), a look-ahead before a
+            layer with state (its state would take in the warm-up frames: use causal padding there, or put the
+            look-ahead after it) or before a strided layer by a lag that is not a whole number of its output
+            frames, or a frames_per_step that is not a multiple of a time stride. Every offending layer of the
+            model is named in one error.
     """
     mode = Mode.of(mode)
     if not mode.is_streaming:
@@ -384,7 +463,7 @@ def to_streaming(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     frames_per_step = check_int("frames_per_step", frames_per_step, minimum=1)
     try:
-        streaming_model, _ = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
+        streaming_model, states = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
     except NotStreamableError:
         raise
     except Exception as error:  # a layer refused the new shapes while being rebuilt: surface our own error
@@ -394,7 +473,7 @@ def to_streaming(
                 raise NotStreamableError(str(cause)) from error
             cause = cause.__cause__ or cause.__context__
         raise
-    return StreamingRunner(streaming_model, output_delays=streaming_model.output_delays)
+    return StreamingRunner(streaming_model, output_delays=streaming_model.output_delays, state_names=states)
 
 
 def to_non_streaming(model: keras.Model, batch_size: int | None = None) -> keras.Model:

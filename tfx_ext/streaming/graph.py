@@ -102,12 +102,12 @@ def _resolve(value, tensors: dict):
 
 
 def _flat(outputs) -> list:
-    """A layer's or model's outputs as a list (dict values in order, list items, or the single tensor)."""
-    if isinstance(outputs, dict):
-        return list(outputs.values())
-    if isinstance(outputs, (list, tuple)):
-        return list(outputs)
-    return [outputs]
+    """A layer's or model's outputs as a list, in Keras's own order: the index in a `keras_history` reference.
+
+    Dict outputs (a HyperNetwork's parameters) are flattened by sorted key, as Keras numbers them, not in
+    insertion order (which wired `w_in` to `b_in` once).
+    """
+    return list(keras.tree.flatten(outputs))
 
 
 __all__ = ["output_names"]

@@ -21,7 +21,8 @@ from tfx_ext.streaming.graph import _flat, output_names
 class StreamingRunner:
     """Steps a streaming model, feeding external states back by name; internal-state models step as they are.
 
-    States are the inputs whose names are also output names (`<layer>_<state>`); they start at zero. An
+    States are the inputs whose names are also output names (`<layer>_<state>`) and that are not returned as they
+    are (the input of an identity model is data); they start at zero. An
     internal-state model has none: its state lives in variables that `reset()` zeroes.
 
     Args:
@@ -29,6 +30,7 @@ class StreamingRunner:
         compiled: run each step through a `tf.function` (much faster than eager for long streams).
         output_delays: frames by which each output lags the whole-sequence model (`to_streaming` fills it in;
             default: the model's `output_delays` attribute, or none for a model loaded from a file).
+        state_names: the state inputs (`to_streaming` fills it in; default: the inputs that are also outputs).
 
     Attributes:
         model: the streaming `keras.Model`.
@@ -41,13 +43,21 @@ class StreamingRunner:
         >>> stream.reset()                                          # doctest: +SKIP
     """
 
-    def __init__(self, model: keras.Model, *, compiled: bool = True, output_delays: Mapping[str, int] | None = None):
+    def __init__(self, model: keras.Model, *, compiled: bool = True, output_delays: Mapping[str, int] | None = None,
+                 state_names: list[str] | None = None):
         if not isinstance(model, keras.Model):
             raise TypeError(f"`model` must be a streaming keras.Model. Received: model={type(model).__name__}")
         self.model = model
         names = output_names(model)
         input_names = [t.name for t in model.inputs]
-        self.state_names = [n for n in input_names if n in names]
+        if state_names is None:
+            # An input whose own tensor is returned (keras.Model(x, x)) is data passed through, not a state.
+            returned = {id(t) for t in _flat(model.outputs)}
+            state_names = [t.name for t in model.inputs if t.name in names and id(t) not in returned]
+        unknown = sorted(set(state_names) - set(input_names) or set(state_names) - set(names))
+        if unknown:
+            raise ValueError(f"`state_names` must name inputs that are also outputs of the model. Received: {unknown}")
+        self.state_names = [n for n in input_names if n in set(state_names)]
         self.input_names = [n for n in input_names if n not in self.state_names]
         self.output_names = [n for n in names if n not in self.state_names]
         self._state_shapes = {t.name: (tuple(t.shape), t.dtype) for t in model.inputs if t.name in self.state_names}
