@@ -27,6 +27,7 @@ from tfx_ext.errors import NotStreamableError
 from tfx_ext.streaming.contract import Mode, StreamingLayer, state_name
 from tfx_ext.streaming.graph import _flat, _graph_config, _history, _refs, _resolve, output_names
 from tfx_ext.streaming.runner import StreamingRunner
+from tfx_ext.streaming.streamable import make_streamable, needs_streamable
 
 # Ordinary Keras layers that act on each frame on its own (time on axis 1 untouched), so they stream as they are.
 FRAME_LOCAL_LAYERS: tuple[type, ...] = (
@@ -375,6 +376,8 @@ def to_streaming(
             merge of branches with different look-ahead (non-causal model without `Delay`), or a frames_per_step
             that is not a multiple of a time stride.
     """
+    if needs_streamable(model):  # a plain Keras model you trained: rewrite it with its weights first
+        model = make_streamable(model)
     mode = Mode.of(mode)
     if not mode.is_streaming:
         raise ValueError(
