@@ -225,7 +225,7 @@ class _Rewrite:
 
     def _layer(self, layer_config: dict) -> None:
         name = layer_config["name"]
-        source = self.source[name]
+        source = self.source.get(name)  # None for a Keras op in the graph (e.g. a mask's NotEqual)
         nodes = layer_config.get("inbound_nodes", [])
         new = None
         for node_index, node in enumerate(nodes):
@@ -235,7 +235,7 @@ class _Rewrite:
             if new is None:  # a shared layer is one layer in the rewrite too
                 new, out, copies_weights = self._convert(source, layer_config, info, self._time_length(sources),
                                                          len(nodes))
-                if not copies_weights:
+                if not copies_weights and source is not None:
                     self.copies.append((new, source.get_weights()))
             kwargs = _resolve(node["kwargs"], self.tensors)
             if new is not source and _plain_kind(source) is not None and type(new) is not type(source):
@@ -249,17 +249,14 @@ class _Rewrite:
                 self.times[(name, node_index, index)] = out
 
     def _time_length(self, sources):
-        """The static time length of the first input of `source` in the original model (None if unknown)."""
-        for layer, node, index in sources[:1]:
-            tensor = _flat(self.source[layer].output)[index] if layer in self.source else None
-            if tensor is not None and len(tensor.shape) >= 2:
-                return tensor.shape[1]
-        return None
+        """The static time length of the layer's first input (the rewrite keeps every whole-window shape)."""
+        tensor = self.tensors[sources[0]] if sources else None
+        return tensor.shape[1] if tensor is not None and len(tensor.shape) >= 2 else None
 
     def _convert(self, source, layer_config: dict, info: _Time, time_length, calls: int):
         """(the layer to call, its output `_Time`, whether it copied the weights itself); a refusal is recorded
         and the layer kept as it is."""
-        kind = _plain_kind(source) if info.has_time else None
+        kind = _plain_kind(source) if info.has_time and source is not None else None
         try:
             if kind is not None and calls > 1:
                 raise _Refusal(f"is called {calls} times; a streamed layer keeps one state per call",
@@ -292,7 +289,7 @@ class _Rewrite:
     def _assemble(self) -> keras.Model:
         refs = [tuple(ref) for ref in _refs(self.graph["output_layers"])]
         outputs = [self.tensors[ref] for ref in refs]
-        original = self.model.output
+        original = None if isinstance(self.model, keras.Sequential) else self.model.output
         if isinstance(original, dict):
             outputs = dict(zip(output_names(self.model), outputs))
         elif not isinstance(original, (list, tuple)):
