@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfx_ext._validate import check_int, check_number
+from tfx_ext.layers._warmup import warmup_mask, warmup_spec
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
 
@@ -27,11 +28,13 @@ class _StreamingRNN(StreamingLayer):
         return_sequences: bool = True,
         mode=Mode.TRAINING,
         seed: int | None = None,
+        warmup_frames: int = 0,
         _rnn_kwargs: dict | None = None,
         **kwargs,
     ):
         super().__init__(mode=mode, **kwargs)
         self.units = check_int("units", units, minimum=1)
+        self.warmup_frames = check_int("warmup_frames", warmup_frames, minimum=0)
         dropout = check_number("dropout", dropout, low=0, high=1, high_open=True)
         self.activation = keras.activations.get(activation)
         self.recurrent_activation = keras.activations.get(recurrent_activation)
@@ -72,7 +75,8 @@ class _StreamingRNN(StreamingLayer):
         super().build(input_shape)
 
     def state_specs(self, input_shape) -> list[StateSpec]:
-        return [StateSpec(name, (self.units,), self.compute_dtype) for name in self._state_names]
+        specs = [StateSpec(name, (self.units,), self.compute_dtype) for name in self._state_names]
+        return specs + ([warmup_spec()] if self.warmup_frames else [])
 
     @property
     def drops_time_axis(self) -> bool:
@@ -86,14 +90,20 @@ class _StreamingRNN(StreamingLayer):
         return self._output(sequence)
 
     def step(self, inputs, states, training=None):
-        sequence, *new_states = self.rnn(inputs, initial_state=list(states), training=False)
-        return self._output(sequence), list(new_states)
+        states = list(states)
+        if not self.warmup_frames:
+            sequence, *new_states = self.rnn(inputs, initial_state=states, training=False)
+            return self._output(sequence), list(new_states)
+        # Warm-up frames (emitted by a delayed layer upstream) are masked: the state passes through them unchanged.
+        active, count = warmup_mask(states.pop(), inputs.shape[1], self.warmup_frames)
+        sequence, *new_states = self.rnn(inputs, initial_state=states, mask=active, training=False)
+        return self._output(sequence), [*new_states, count]
 
     def compute_output_shape(self, input_shape):
         shape = self._data_shape(input_shape)
         out = (shape[0], shape[1], self.units) if self.return_sequences else (shape[0], self.units)
         if self.mode == Mode.STREAM_EXTERNAL_STATE:
-            return [out, *[(shape[0], self.units) for _ in self._state_names]]
+            return [out, *[(shape[0], *spec.shape) for spec in self.state_specs(shape)]]
         return out
 
     def get_config(self):
@@ -109,6 +119,7 @@ class _StreamingRNN(StreamingLayer):
             "dropout": self.dropout,
             "return_sequences": self.return_sequences,
             "seed": self.seed,
+            "warmup_frames": self.warmup_frames,
         }
 
 
@@ -126,6 +137,8 @@ class GRU(_StreamingRNN):
             (streamed: the hidden state after each chunk, which after the whole sequence equals the non-streaming
             output).
         mode: a `tfx_ext.Mode`.
+        warmup_frames: streamed, the state passes unchanged through the first `warmup_frames` frames (the warm-up
+            frames a delayed layer upstream emits; `make_streamable` sets it). 0 (default) adds no state.
 
     Call arguments:
         inputs: `(batch, time, features)`; `[inputs, h]` in `STREAM_EXTERNAL_STATE` mode.
@@ -164,6 +177,7 @@ class LSTM(_StreamingRNN):
         unit_forget_bias: add 1 to the forget-gate bias at initialization (as Keras does).
         return_sequences: True: `(batch, time, units)`; False: the last output `(batch, units)`.
         mode: a `tfx_ext.Mode`.
+        warmup_frames: as in `GRU`.
 
     Call arguments:
         inputs: `(batch, time, features)`; `[inputs, h, c]` in `STREAM_EXTERNAL_STATE` mode.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+import numpy as np
+
 from tfx_ext.errors import NotStreamableError
+from tfx_ext.layers._warmup import warmup_mask, warmup_spec
 from tfx_ext._validate import check_int
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
@@ -43,7 +46,7 @@ _RANK2_CELLS = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalMaxPooling2D,
 )
-PAD_TIME_DIMS = ("causal", "same")
+PAD_TIME_DIMS = ("causal", "same", "valid")
 
 
 def _supported_names() -> str:
@@ -80,11 +83,17 @@ class Stream(StreamingLayer):
         cell: the wrapped layer (an instance or its serialized config). Supported: Conv1D, Conv2D, DepthwiseConv1D,
             DepthwiseConv2D, SeparableConv1D, SeparableConv2D, AveragePooling1D/2D, MaxPooling1D/2D, Flatten,
             GlobalAveragePooling1D/2D, GlobalMaxPooling1D/2D with `data_format='channels_last'`. The cell is
-            re-created from its config (its weights, if any, are not reused), with the wrapper's dtype policy
-            when `dtype=` is given.
+            re-created from its config with 'valid' time padding (and the wrapper's dtype policy when `dtype=` is
+            given); a built cell's weights (a layer you trained) are copied into it when the wrapper builds.
         pad_time_dim: "causal" (default: each output depends on the current and past frames only) or "same" (the
             whole-sequence form also looks `(e - 1) // 2` frames ahead, like 'same' padding; streamed, the outputs
-            come that many frames late, see `output_delay`; stride 1 only). Window cells ignore it.
+            come that many frames late, see `output_delay`; stride 1 only) or "valid" (the whole-sequence form
+            does not pad, as the cell's own 'valid' padding: `(time - e) // s + 1` outputs; streamed, output `j`
+            of the whole sequence comes `e - s` frames late, see `output_delay`; needs `(e - s) % s == 0`).
+            Window cells ignore it.
+        warmup_frames: streamed, the first `warmup_frames` input frames are taken as zeros (the padding of the
+            whole-sequence form): the warm-up frames a delayed layer upstream emits (`make_streamable` sets it to
+            the delay of the input; 0 adds no state).
         window: for window cells, the number of frames they cover (None: the time length of the input seen in
             the whole-sequence modes). Ignored by other cells.
         mode: a `tfx_ext.Mode` (or its string value).
@@ -104,7 +113,8 @@ class Stream(StreamingLayer):
         State `buffer`: `(max(e - s, 0), *input_shape[2:])` in the compute dtype, held in the variable dtype in
         `STREAM_INTERNAL_STATE` (`window - frames_per_step` frames for window cells, of `(channels,)` per-frame
         pooled vectors for 2-D global pooling; no state when that is 0). Block size: the time stride `s`.
-        Latency: 0 frames when causal, `output_delay` frames with `pad_time_dim="same"`.
+        Latency: 0 frames when causal, `output_delay` frames with `pad_time_dim="same"` or `"valid"`. With
+        `warmup_frames`, a state `frames` `(1,)` counts the frames seen (up to `warmup_frames`).
 
     Example:
         >>> layer = Stream(keras.layers.Conv1D(4, 3, dilation_rate=2))
@@ -112,8 +122,10 @@ class Stream(StreamingLayer):
         (2, 10, 4)
     """
 
-    def __init__(self, cell, pad_time_dim: str = "causal", window: int | None = None, mode=Mode.TRAINING, **kwargs):
+    def __init__(self, cell, pad_time_dim: str = "causal", window: int | None = None, mode=Mode.TRAINING,
+                 warmup_frames: int = 0, **kwargs):
         super().__init__(mode=mode, **kwargs)
+        self.warmup_frames = check_int("warmup_frames", warmup_frames, minimum=0)
         from_config = isinstance(cell, dict)  # a saved cell already carries the dtype it was built with
         if from_config:
             cell_config = dict(cell)
@@ -130,6 +142,8 @@ class Stream(StreamingLayer):
         if pad_time_dim not in PAD_TIME_DIMS:
             raise ValueError(f"`pad_time_dim` must be one of {PAD_TIME_DIMS}. Received: pad_time_dim={pad_time_dim!r}")
         window = check_int("window", window, minimum=1, allow_none=True)
+        # A trained cell keeps its weights: copied (not shared) into the re-created cell once it is built.
+        self._trained_weights = [np.array(w) for w in cell.get_weights()] if cell.built and not from_config else None
         config = cell.get_config()
         if config.get("data_format", "channels_last") != "channels_last":
             raise NotStreamableError(
@@ -169,6 +183,13 @@ class Stream(StreamingLayer):
                     f"be whole frames). Received: time stride {self.stride} of cell {cell.name!r}; use "
                     "pad_time_dim='causal'."
                 )
+            if pad_time_dim == "valid" and (self.kernel < self.stride or (self.kernel - self.stride) % self.stride):
+                raise NotStreamableError(
+                    f"layer {self.name!r} (Stream) with pad_time_dim='valid' needs an effective time kernel e "
+                    f"that is the stride s plus a multiple of it (streamed outputs then fall on the whole-sequence "
+                    f"grid). Received: e={self.kernel}, s={self.stride} for cell {cell.name!r}; use a kernel of "
+                    "s + n * s frames, or pad_time_dim='causal'."
+                )
             config = dict(config, padding="valid")
         if kwargs.get("dtype") is not None and not from_config:
             # An explicit `dtype=` is the wrapper's and its cell's (as Keras's GRU passes it to its cell).
@@ -191,15 +212,24 @@ class Stream(StreamingLayer):
 
     @property
     def lookahead(self) -> int:
-        """Frames the whole-sequence form looks ahead (0 when causal)."""
-        if self.is_window_cell or self.pad_time_dim == "causal":
+        """Frames the whole-sequence form looks ahead (0 when causal or valid)."""
+        if self.is_window_cell or self.pad_time_dim != "same":
             return 0
         return (self.kernel - 1) // 2
 
     @property
     def output_delay(self) -> int:
-        """Frames by which streamed outputs lag the whole-sequence outputs (the look-ahead)."""
+        """Frames by which streamed outputs lag the whole-sequence outputs (the look-ahead; `e - s` when valid)."""
+        if not self.is_window_cell and self.pad_time_dim == "valid":
+            return self.kernel - self.stride
         return self.lookahead
+
+    @property
+    def _time_pad(self) -> int:
+        """Frames the whole-sequence form pads in front of (negative: drops from) the time axis."""
+        if self.is_window_cell or self.pad_time_dim == "valid":
+            return 0
+        return self.kernel - self.stride
 
     def _buffer_frames(self, chunk: int | None) -> int:
         if self.is_window_cell:
@@ -241,7 +271,7 @@ class Stream(StreamingLayer):
             elif time is not None:
                 shape[1] = time + buffer if buffer else time - (self.stride - self.kernel)
         elif not self.is_window_cell and time is not None:
-            shape[1] = time + self.kernel - self.stride
+            shape[1] = time + self._time_pad
         if self.rank == 2:
             before, after = self._freq_pads(shape[2])
             if shape[2] is not None:
@@ -264,6 +294,9 @@ class Stream(StreamingLayer):
         if self.mode.is_streaming:
             self._check_chunk_frames(shape[1])
         self.cell.build(self._cell_input_shape(shape))
+        if self._trained_weights is not None:
+            self.cell.set_weights(self._trained_weights)
+            self._trained_weights = None
         super().build(input_shape)
 
     def _check_chunk_frames(self, frames) -> None:
@@ -277,10 +310,9 @@ class Stream(StreamingLayer):
     def state_specs(self, input_shape) -> list[StateSpec]:
         shape = self._data_shape(input_shape)
         buffer = self._buffer_frames(shape[1])
-        if buffer == 0:
-            return []
         frame = (shape[-1],) if self._pools_frames else tuple(shape[2:])
-        return [StateSpec("buffer", (buffer, *frame), self.compute_dtype)]
+        specs = [StateSpec("buffer", (buffer, *frame), self.compute_dtype)] if buffer else []
+        return specs + ([warmup_spec()] if self.warmup_frames else [])
 
     @property
     def _pools_frames(self) -> bool:
@@ -300,7 +332,7 @@ class Stream(StreamingLayer):
     def call_full(self, inputs, training=None):
         x = self._pad_freq(inputs)
         if not self.is_window_cell:
-            pad = self.kernel - self.stride
+            pad = self._time_pad
             ahead = self.lookahead
             if pad > 0:
                 x = ops.pad(x, [[0, 0], [pad - ahead, ahead]] + [[0, 0]] * (len(x.shape) - 2))
@@ -309,6 +341,15 @@ class Stream(StreamingLayer):
         return self.cell(x, training=training)
 
     def step(self, inputs, states, training=None):
+        if self.warmup_frames:
+            states = list(states)
+            active, count = warmup_mask(states.pop(), inputs.shape[1], self.warmup_frames)
+            active = ops.reshape(active, tuple(active.shape) + (1,) * (len(inputs.shape) - 2))
+            outputs, new_states = self._step(ops.where(active, inputs, ops.zeros_like(inputs)), states)
+            return outputs, [*new_states, count]
+        return self._step(inputs, states)
+
+    def _step(self, inputs, states):
         if self._pools_frames:
             # mean over (time, freq) == mean over time of the per-frame means (max likewise): pool each frame once.
             average = isinstance(self.cell, keras.layers.GlobalAveragePooling2D)
@@ -344,6 +385,7 @@ class Stream(StreamingLayer):
             "cell": self._cell_serialized,
             "pad_time_dim": self.pad_time_dim,
             "window": self.window,
+            "warmup_frames": self.warmup_frames,
         }
 
 

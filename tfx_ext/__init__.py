@@ -46,6 +46,7 @@ from tfx_ext.streaming.contract import (  # noqa: E402
 from tfx_ext import layers  # noqa: E402
 from tfx_ext.streaming.convert import to_non_streaming, to_streaming  # noqa: E402
 from tfx_ext.streaming.runner import StreamingRunner  # noqa: E402
+from tfx_ext.streaming.streamable import make_streamable  # noqa: E402
 from tfx_ext.lite.convert import to_tflite  # noqa: E402
 from tfx_ext.lite.runtime import TFLiteModel  # noqa: E402
 from tfx_ext.lite.int8 import check_full_integer, non_integer_ops, streaming_calibration_data  # noqa: E402
@@ -97,6 +98,7 @@ __all__ = [
     "streaming_layers",
     "to_streaming",
     "to_non_streaming",
+    "make_streamable",
     "StreamingRunner",
     "to_tflite",
     "TFLiteModel",

@@ -158,9 +158,16 @@ def test_time_mixing_model_is_refused_by_name(description):
     assert result["outcome"] == "refused", (result["outcome"], result.get("error"), fuzz._max_err(result))
 
 
+def test_plain_time_mixing_layers_stream_against_the_original():
+    """make_streamable: plain Keras global pooling and a causal Conv1D stream exactly (they were refused before)."""
+    for ops in ([{"op": "gap_plain"}], [{"op": "conv_plain", "units": 2}]):
+        result = fuzz.check(_model(ops))
+        assert result["outcome"] == "exact", (ops, result)
+
+
 def test_time_mixing_layers_refused_today_stay_refused():
     for ops in ([{"op": "softmax_time", "axis": 1}], [{"op": "layernorm_time", "axis": [1, -1]}],
-                [{"op": "gap_plain"}], [{"op": "bidirectional", "units": 2}], [{"op": "concat_time", "axis": 1}]):
+                [{"op": "bidirectional", "units": 2}], [{"op": "concat_time", "axis": 1}]):
         result = fuzz.check(_model(ops))
         assert result["outcome"] == "refused" and "NotStreamableError" in result["error"], (ops, result)
 

@@ -87,15 +87,15 @@ def test_non_causal_merge_without_delay_raises():
         to_streaming(model)
 
 
-def test_plain_time_mixing_layer_raises():
+def test_plain_time_mixing_layers_are_made_streamable_or_refused_by_name():
+    """to_streaming rewrites plain Keras time-mixing layers (make_streamable) and refuses what has no stream form."""
     inputs = keras.Input((8, 4))
     model = keras.Model(inputs, L.Conv1D(2, 3, padding="same", name="conv")(inputs))
-    with pytest.raises(NotStreamableError, match=r"layer 'conv' \(Conv1D\) convolves over time .* "
-                                                 r"wrap it in tfx_ext.layers.Stream"):
-        to_streaming(model)
+    runner = to_streaming(model, batch_size=3)
+    assert isinstance(runner.model.get_layer("conv"), Stream) and runner.output_delays == {"conv": 1}
     inputs = keras.Input((8, 4))
-    model = keras.Model(inputs, L.LSTM(2, name="keras_lstm")(inputs))
-    with pytest.raises(NotStreamableError, match=r"'keras_lstm' \(LSTM\) is a Keras recurrence.*tfx_ext.layers.GRU"):
+    model = keras.Model(inputs, L.Bidirectional(L.LSTM(2), name="bi")(inputs))
+    with pytest.raises(NotStreamableError, match=r"layer 'bi' \(Bidirectional\) reads the sequence backwards"):
         to_streaming(model, Mode.STREAM_EXTERNAL_STATE)
 
 

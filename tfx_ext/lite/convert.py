@@ -246,6 +246,7 @@ def _convert_int8(model: keras.Model, workdir: str, *, representative_data, batc
         flatbuffer = converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         raise int8.conversion_error(model, error) from error
+    flatbuffer = int8.share_state_quantization(flatbuffer, model.name)  # one scale/zero point per state, exactly
     int8.warn_whole_window_recurrence(model, flatbuffer)
     if not allow_float_ops:
         int8.check_full_integer(flatbuffer, model.name,

@@ -379,6 +379,54 @@ def tie_state_ranges(calibrated: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def share_state_quantization(flatbuffer: bytes, model_name: str = "model") -> bytes:
+    """Gives every external state's output tensor exactly its input's scale and zero point in a quantized export.
+
+    With tied ranges (`tie_state_ranges`) the quantizer still derives the two scales by different paths when one
+    side comes from a learned (QAT fake-quant) range and the other from calibration: they can differ in the last
+    float bit (QAT gru `gru2_h`: 0.0027502519 in, 0.0027502517 out), and feeding the raw int8 output back then
+    is off by a requantization. A rounding-level difference (relative 1e-5, same zero point) is snapped to the
+    input's parameters; TFLite kernels read tensor scales when they prepare, so the producing op follows.
+
+    Raises:
+        ExportError: a state whose input and output quantization differ by more than rounding.
+    """
+    import flatbuffers
+
+    schema = tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    found = _signature_tensors(model)
+    if found is None:
+        return flatbuffer
+    subgraph, inputs, outputs = found
+    tensors = model.subgraphs[subgraph].tensors
+    changed = False
+    for name in sorted(set(inputs) & set(outputs)):
+        given, produced = tensors[inputs[name]].quantization, tensors[outputs[name]].quantization
+        if given is None or produced is None or given.scale is None or produced.scale is None or \
+                len(given.scale) != 1 or len(produced.scale) != 1:
+            continue  # a float state (hybrid export)
+        same = (float(given.scale[0]), int(given.zeroPoint[0])) == (float(produced.scale[0]),
+                                                                     int(produced.zeroPoint[0]))
+        if same:
+            continue
+        if int(given.zeroPoint[0]) != int(produced.zeroPoint[0]) or \
+                abs(float(produced.scale[0]) / float(given.scale[0]) - 1.0) > 1e-5:
+            raise ExportError(
+                f"int8 export of model {model_name!r}: state {name!r} is quantized with scale/zero point "
+                f"{float(given.scale[0]):.6g}/{int(given.zeroPoint[0])} as input but "
+                f"{float(produced.scale[0]):.6g}/{int(produced.zeroPoint[0])} as output, so its raw int8 output "
+                "cannot be fed back; calibrate with streaming_calibration_data(runner, clips)."
+            )
+        produced.scale, produced.zeroPoint = [float(given.scale[0])], [int(given.zeroPoint[0])]
+        changed = True
+    if not changed:
+        return flatbuffer
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def state_quantization(flatbuffer: bytes) -> dict[str, tuple[tuple[float, int], tuple[float, int]]]:
     """{state name: ((input scale, zero point), (output scale, zero point))} of an external-state export's
     serving signature (names that are both inputs and outputs); empty for other models."""
@@ -557,6 +605,7 @@ __all__ = [
     "non_integer_ops",
     "model_ops",
     "tie_state_ranges",
+    "share_state_quantization",
     "check_crash_patterns",
     "recurrent_layers",
     "is_streaming",

@@ -3,6 +3,7 @@
     contract   Mode, StateSpec, StreamingLayer, state_name, streaming_layers, reset_model_states
     graph      output_names (and the graph-config readers to_streaming and QAT share)
     convert    to_streaming / to_non_streaming (graph rebuild), min_frames_per_step, output_delay
+    streamable make_streamable (a trained plain Keras model rewritten with streamable layers, weights kept)
     runner     StreamingRunner (what to_streaming returns, both modes), stack_steps
     posteriors stream_posteriors, stream_clips (a model or runner and arrays in, posteriors out)
 """
@@ -12,12 +13,14 @@ from tfx_ext.streaming.convert import min_frames_per_step, output_delay, to_non_
 from tfx_ext.streaming.graph import output_names
 from tfx_ext.streaming.posteriors import stream_clips, stream_posteriors
 from tfx_ext.streaming.runner import StreamingRunner, stack_steps
+from tfx_ext.streaming.streamable import make_streamable
 
 __all__ = [
     "Mode",
     "StateSpec",
     "StreamingLayer",
     "StreamingRunner",
+    "make_streamable",
     "min_frames_per_step",
     "output_delay",
     "output_names",

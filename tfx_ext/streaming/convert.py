@@ -37,6 +37,7 @@ from tfx_ext.streaming.semantics import (
     refusal,
     reshape_refusal,
 )
+from tfx_ext.streaming.streamable import make_streamable, needs_streamable
 
 # ----- per-tensor bookkeeping: time axis, frames per step, streaming delay -----------------------------------------
 class _Info:
@@ -454,6 +455,8 @@ def to_streaming(
             frames, or a frames_per_step that is not a multiple of a time stride. Every offending layer of the
             model is named in one error.
     """
+    if needs_streamable(model):  # a plain Keras model you trained: rewrite it with its weights first
+        model = make_streamable(model)
     mode = Mode.of(mode)
     if not mode.is_streaming:
         raise ValueError(
