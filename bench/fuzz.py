@@ -55,6 +55,17 @@ FLOAT_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
 BATCH = 2
 OUTCOMES = ("exact", "boundary", "refused", "mismatch", "crash")
+# Full-int8 LiteRT on a sample of the exact models (issue 17 item 5): top-1 agreement with the float model on
+# separable clips (INT8_CLASSES patterns plus INT8_NOISE noise) must reach INT8_AGREEMENT, or a named refusal.
+INT8_AGREEMENT = 0.97
+INT8_CLASSES = 4
+INT8_NOISE = 0.3
+INT8_CALIBRATION_CLIPS = 16
+INT8_EVAL_CLIPS = 16
+# A frame counts when its float top-1 leads the runner-up by this many int8 output steps (range / 255): closer
+# decisions are ties at int8 resolution, which no int8 model can be asked to keep.
+INT8_MARGIN_STEPS = 4
+INT8_OUTCOMES = ("agree", "disagree", "refused", "no decision", "crash")
 # DeltaActivation rounds (quantize) or thresholds (gated): float noise of ~1e-7 between the whole-window and the
 # streamed computation before it flips a value lying on a boundary by a whole step. Such a mismatch is checked again
 # with every Delta step moved by this factor; exact then, it is a "boundary" flip, not a streaming error.
@@ -460,26 +471,36 @@ def _stream(step: Callable, x: np.ndarray, fps: int, has_time: bool) -> np.ndarr
     return np.concatenate(outs, axis=1) if has_time else np.stack(outs, axis=1)
 
 
-def _aligned_error(streamed: np.ndarray, expected: np.ndarray, delay: int, frames: int, fps: int) -> tuple[float, str]:
-    """Max abs error of the stream against the whole-window output, after the declared delay (inf: cannot align)."""
+def _aligned(streamed: np.ndarray, expected: np.ndarray, delay: int, frames: int, fps: int):
+    """The streamed outputs and the whole-window ones they must equal, after the declared delay.
+
+    Returns `(got, expected, "")`, or `(None, None, why)` when they cannot be aligned."""
     if expected.ndim >= 3:  # a time axis: output frame j of the window is streamed frame j + delay / rate
         if frames % expected.shape[1]:
-            return math.inf, f"output has {expected.shape[1]} frames for {frames} input frames"
+            return None, None, f"output has {expected.shape[1]} frames for {frames} input frames"
         rate = frames // expected.shape[1]
         if delay % rate:
-            return math.inf, f"delay {delay} is not a whole number of output frames ({rate} input frames each)"
+            return None, None, f"delay {delay} is not a whole number of output frames ({rate} input frames each)"
         shift = delay // rate
         kept = expected.shape[1] - shift  # the last `shift` frames saw the look-ahead's zero padding inside the model
         if kept < 1:
-            return math.inf, f"delay of {shift} output frames leaves none of the {expected.shape[1]} to compare"
+            return None, None, f"delay of {shift} output frames leaves none of the {expected.shape[1]} to compare"
         got, expected = streamed[:, shift:shift + kept], expected[:, :kept]
     else:  # a window summary: the step that has consumed the window and the delay (zero frames appended)
         consumed = frames + delay
         if consumed % fps:
-            return math.inf, f"window + delay ({consumed} frames) is not a whole number of steps of {fps}"
+            return None, None, f"window + delay ({consumed} frames) is not a whole number of steps of {fps}"
         got = streamed[:, consumed // fps - 1] if consumed // fps <= streamed.shape[1] else None
     if got is None or got.shape != expected.shape:
-        return math.inf, f"streamed shape {None if got is None else got.shape} != whole-window {expected.shape}"
+        return None, None, f"streamed shape {None if got is None else got.shape} != whole-window {expected.shape}"
+    return got, expected, ""
+
+
+def _aligned_error(streamed: np.ndarray, expected: np.ndarray, delay: int, frames: int, fps: int) -> tuple[float, str]:
+    """Max abs error of the stream against the whole-window output, after the declared delay (inf: cannot align)."""
+    got, expected, why = _aligned(streamed, expected, delay, frames, fps)
+    if why:
+        return math.inf, why
     return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))) if got.size else 0.0, ""
 
 
@@ -534,6 +555,81 @@ def _tflite_error(runner, fed: np.ndarray, expected: np.ndarray, delay: int, fra
     return err, why and f"TFLite: {why}"
 
 
+def separable_clips(description: dict, count: int, draw: int) -> np.ndarray:
+    """`count` clips of INT8_CLASSES classes: each class a fixed random pattern over the whole window, each clip its
+    class's pattern plus small noise. Inputs that fall into clear groups, as features of different words do, rather
+    than noise whose every frame is a coin toss; `draw` 0 calibrates, 1 evaluates (same patterns, new noise)."""
+    patterns = np.random.default_rng(description["seed"] + 2).normal(size=(INT8_CLASSES, *description["input"]))
+    noise = np.random.default_rng(description["seed"] + 3 + draw).normal(size=(count, *description["input"]))
+    return (patterns[np.arange(count) % INT8_CLASSES] + INT8_NOISE * noise).astype("float32")
+
+
+def check_int8(model, description: dict) -> dict[str, Any]:
+    """Full-int8 LiteRT of the external-state step against the ORIGINAL float model on the whole window.
+
+    Calibrated by streaming the float model over separable clips (`streaming_calibration_data`), run in LiteRT with
+    its states fed back by name, scored on other clips of the same classes: top-1 agreement over the last axis of
+    every aligned output frame. Outcomes: "agree" (>= INT8_AGREEMENT), "disagree", "refused" (a named tfx_ext
+    error: an op without an int8 kernel...), "crash" (any other exception), "no decision" (nothing to rank).
+    Ops without int8 kernels (DeltaActivation's rounding) may stay float: the hybrid is what users export."""
+    from tfx_ext.errors import TfxExtError
+    from tfx_ext.lite.convert import to_tflite
+    from tfx_ext.lite.int8 import streaming_calibration_data
+    from tfx_ext.lite.runtime import TFLiteModel
+    from tfx_ext.streaming.contract import Mode
+    from tfx_ext.streaming.convert import min_frames_per_step, to_streaming
+
+    try:
+        fps = min_frames_per_step(model)
+        runner = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=BATCH, frames_per_step=fps)
+        delay = max(runner.output_delays.values(), default=0)
+        pad = -(-delay // fps) * fps
+        frames = description["input"][0]
+
+        def padded(clips):
+            return np.concatenate([clips, np.zeros((clips.shape[0], pad, *clips.shape[2:]), clips.dtype)], axis=1)
+
+        samples = streaming_calibration_data(runner, padded(separable_clips(description, INT8_CALIBRATION_CLIPS, 0)))
+        try:
+            lite = TFLiteModel(to_tflite(runner, quantize="int8", batch_size=BATCH, representative_data=samples,
+                                         allow_float_ops=True))
+        except TfxExtError as error:
+            return {"outcome": "refused", "error": _first_line(error)}
+        clips = separable_clips(description, INT8_EVAL_CLIPS, 1)
+        expected = np.asarray(model(clips, training=False))
+        if expected.shape[-1] < 2:
+            return {"outcome": "no decision", "error": ""}
+        data, output = runner.input_names[0], runner.output_names[0]
+        got_all, expected_all = [], []
+        for start in range(0, len(clips), BATCH):
+            states = {n: np.zeros(lite.input_details[n]["shape"], "float32") for n in runner.state_names}
+
+            def step(chunk):
+                nonlocal states
+                got = lite({data: chunk, **states})
+                states = {n: got[n] for n in runner.state_names}
+                return got[output]
+
+            streamed = _stream(step, padded(clips[start:start + BATCH]), fps, expected.ndim >= 3)
+            got, want, why = _aligned(streamed, expected[start:start + BATCH], delay, frames, fps)
+            if why:
+                return {"outcome": "crash", "error": f"int8 LiteRT: {why}"}
+            got_all.append(got)
+            expected_all.append(want)
+        got, want = np.concatenate(got_all), np.concatenate(expected_all)
+        top2 = np.sort(want, axis=-1)[..., -2:]
+        step = float(np.ptp(want)) / 255.0  # the int8 output's resolution over the float output's range
+        decided = (top2[..., 1] - top2[..., 0]) >= INT8_MARGIN_STEPS * step
+        if not decided.any():
+            return {"outcome": "no decision", "error": "no frame's float decision clears the int8 resolution"}
+        agreement = float(np.mean((np.argmax(got, -1) == np.argmax(want, -1))[decided]))
+        return {"outcome": "agree" if agreement >= INT8_AGREEMENT else "disagree", "agreement": agreement,
+                "decided_fraction": float(decided.mean()),
+                "relative_max_err": float(np.max(np.abs(got - want))) / (float(np.ptp(want)) or 1.0), "error": ""}
+    except Exception as error:
+        return {"outcome": "crash", "error": f"int8: {_first_line(error)}", "traceback": traceback.format_exc()[-2000:]}
+
+
 def _nudged(description: dict) -> dict | None:
     """The description with every DeltaActivation step moved by BOUNDARY_NUDGE (None: it holds none)."""
     nudged = copy.deepcopy(description)
@@ -543,8 +639,11 @@ def _nudged(description: dict) -> dict | None:
     return nudged if deltas else None
 
 
-def check(description: dict, *, tflite: bool = False, second_opinion: bool = True) -> dict[str, Any]:
+def check(description: dict, *, tflite: bool = False, int8: bool = False, second_opinion: bool = True) -> dict[str, Any]:
     """Builds the model, streams it in both modes against the original model on the whole window (see module doc).
+
+    With `int8`, an exact model is also exported full-int8 and checked by `check_int8` (its result under "int8";
+    an int8 crash makes the outcome a crash).
 
     Returns a dict: `outcome` (one of OUTCOMES, or "invalid" when the description does not build: a generator
     bug), `error` (the first line of the error or why outputs cannot align), per-mode results, `seconds`.
@@ -577,8 +676,14 @@ def check(description: dict, *, tflite: bool = False, second_opinion: bool = Tru
     nudged = _nudged(description) if outcome == "mismatch" and second_opinion else None
     if nudged is not None and check(nudged, tflite=tflite, second_opinion=False)["outcome"] == "exact":
         outcome, error = "boundary", f"exact with the Delta steps moved by {BOUNDARY_NUDGE - 1:g}: {error}"
-    return {"outcome": outcome, "error": error, "modes": modes, "seconds": time.perf_counter() - start,
-            "expects_refusal": expects_refusal(description), "tflite": tflite}
+    result = {"outcome": outcome, "error": error, "modes": modes, "expects_refusal": expects_refusal(description),
+              "tflite": tflite}
+    if int8 and outcome == "exact":
+        result["int8"] = check_int8(model, description)
+        if result["int8"]["outcome"] == "crash":
+            result.update(outcome="crash", error=result["int8"]["error"])
+    result["seconds"] = time.perf_counter() - start
+    return result
 
 
 def signature(result: dict) -> tuple[str, str]:
@@ -660,7 +765,7 @@ def shrink_failure(description: dict, result: dict, *, budget: int = 200) -> tup
     def keeps_failing(candidate):
         if known_issue(candidate) != issue:
             return False
-        outcome = check(candidate, tflite=result.get("tflite", False))  # a LiteRT failure needs LiteRT again
+        outcome = check(candidate, tflite=result.get("tflite", False), int8="int8" in result)  # a LiteRT failure needs LiteRT again
         if signature(outcome) == target:
             last[json.dumps(candidate, sort_keys=True)] = outcome
             return True
@@ -671,7 +776,7 @@ def shrink_failure(description: dict, result: dict, *, budget: int = 200) -> tup
 
 
 # ----- the benchmark -------------------------------------------------------------------------------------------------
-def run(models: int, seed: int, *, tflite_every: int = 0, shrink_budget: int = 150, max_ops: int = 5,
+def run(models: int, seed: int, *, tflite_every: int = 0, int8_every: int = 0, shrink_budget: int = 150, max_ops: int = 5,
         name: str = "fuzz", results_dir=RESULTS_DIR, print_table: bool = True) -> dict:
     """Checks `models` drawn descriptions; prints the table and writes `<results_dir>/<name>.json`."""
     import warnings
@@ -690,12 +795,22 @@ def run(models: int, seed: int, *, tflite_every: int = 0, shrink_budget: int = 1
     over_refused: dict[str, int] = {}
     failures: dict[tuple, dict] = {}
     tflite_checked = 0
+    int8_counts = {k: 0 for k in INT8_OUTCOMES}
+    int8_agreements: list[float] = []
+    int8_disagreeing: list[dict] = []
     check_start = time.perf_counter()
     for index, description in enumerate(descriptions_):
         use_tflite = bool(tflite_every) and index % tflite_every == 0
         tflite_checked += use_tflite
-        result = check(description, tflite=use_tflite)
+        result = check(description, tflite=use_tflite, int8=bool(int8_every) and index % int8_every == 0)
         counts[result["outcome"]] += 1
+        if "int8" in result:
+            int8_counts[result["int8"]["outcome"]] += 1
+            if "agreement" in result["int8"]:
+                int8_agreements.append(result["int8"]["agreement"])
+            if result["int8"]["outcome"] == "disagree":
+                int8_disagreeing.append({"summary": describe(description), "description": description,
+                                         **result["int8"]})
         if result["outcome"] == "refused":
             key = result["error"].split(":", 1)[0]
             refused_by[key] = refused_by.get(key, 0) + 1
@@ -719,7 +834,8 @@ def run(models: int, seed: int, *, tflite_every: int = 0, shrink_budget: int = 1
         })
     total_s = time.perf_counter() - start
     bench = Benchmark(name, config={"models": models, "drawn": len(descriptions_), "seed": seed,
-                                    "tflite_every": tflite_every, "max_ops": max_ops, "batch": BATCH,
+                                    "tflite_every": tflite_every, "int8_every": int8_every,
+                                    "int8_agreement": INT8_AGREEMENT, "max_ops": max_ops, "batch": BATCH,
                                     "float_atol": FLOAT_ATOL, "tflite_atol": TFLITE_ATOL,
                                     "tfx_ext": getattr(tfx_ext, "__version__", None), "keras": keras.__version__},
                       results_dir=results_dir)
@@ -733,6 +849,13 @@ def run(models: int, seed: int, *, tflite_every: int = 0, shrink_budget: int = 1
     for item in shrunk:
         bench.add_row({"outcome": f"{item['outcome']} ({item['kind'] or 'values'})", "models": item["count"],
                        "note": (item["known_issue"] or "NEW") + " | " + item["summary"][:120]})
+    if int8_every:
+        low = f", lowest {min(int8_agreements):.3f}" if int8_agreements else ""
+        for key in INT8_OUTCOMES:
+            note = {"agree": f"top-1 agreement >= {INT8_AGREEMENT} on separable clips{low}",
+                    "disagree": "; ".join(f"{d['agreement']:.3f}: {d['summary'][:80]}" for d in int8_disagreeing)[:300],
+                    }.get(key, "")
+            bench.add_row({"outcome": f"int8: {key}", "models": int8_counts[key], "note": note})
     bench.add_row({"outcome": "silent mismatches", "models": counts["mismatch"], "note": ""})
     bench.add_row({"outcome": "crashes", "models": counts["crash"], "note": ""})
     if counts["invalid"]:
@@ -741,11 +864,12 @@ def run(models: int, seed: int, *, tflite_every: int = 0, shrink_budget: int = 1
                    "note": f"generate {generation_s:.1f}, check {check_s:.1f} ({check_s / max(len(descriptions_), 1):.3f}"
                            f" s/model), shrink {total_s - generation_s - check_s:.1f}"})
     document = bench.finish(["outcome", "models", "note"], print_table=print_table)
-    document.update(counts=counts, refused_by=refused_by, over_refused=over_refused, failures=shrunk,
+    int8_summary = {"counts": int8_counts, "agreements": int8_agreements, "disagreeing": int8_disagreeing}
+    document.update(int8=int8_summary, counts=counts, refused_by=refused_by, over_refused=over_refused, failures=shrunk,
                     seconds={"total": total_s, "generate": generation_s, "check": check_s})
     if results_dir is not None:
         saved = json.loads(open(document["path"]).read())
-        saved.update(counts=counts, refused_by=refused_by, over_refused=over_refused, failures=shrunk,
+        saved.update(int8=int8_summary, counts=counts, refused_by=refused_by, over_refused=over_refused, failures=shrunk,
                      seconds=document["seconds"])
         with open(document["path"], "w") as handle:
             json.dump(saved, handle, indent=2, default=str)
@@ -774,14 +898,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", type=int, default=1000, help="models to draw and check")
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (same seed, same models)")
     parser.add_argument("--tflite_every", type=int, default=20, help="float LiteRT on every n-th model (0: never)")
+    parser.add_argument("--int8_every", type=int, default=25,
+                        help="full-int8 LiteRT (top-1 agreement) on every n-th model that streams exactly (0: never)")
     parser.add_argument("--shrink_budget", type=int, default=150, help="checks spent shrinking each failure group")
     parser.add_argument("--max_ops", type=int, default=5, help="ops per model chain")
     parser.add_argument("--smoke", action="store_true", help="12 models, TFLite on 2, small shrink budget")
     parser.add_argument("--results_dir", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
     if args.smoke:
-        return run(12, args.seed, tflite_every=6, shrink_budget=10, name="fuzz_smoke", results_dir=args.results_dir)
-    return run(args.models, args.seed, tflite_every=args.tflite_every, shrink_budget=args.shrink_budget,
+        return run(12, args.seed, tflite_every=6, int8_every=4, shrink_budget=10, name="fuzz_smoke", results_dir=args.results_dir)
+    return run(args.models, args.seed, tflite_every=args.tflite_every, int8_every=args.int8_every, shrink_budget=args.shrink_budget,
                max_ops=args.max_ops, results_dir=args.results_dir)
 
 

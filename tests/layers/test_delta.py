@@ -116,13 +116,14 @@ def _train_delta_model(penalty, x, y, epochs=8):
 def test_penalty_training_raises_temporal_sparsity_and_logs_it():
     x = _smooth_sequences()
     y = np.sin(x.sum(-1, keepdims=True))
-    plain, _ = _train_delta_model(0.0, x, y)
+    plain, plain_history = _train_delta_model(0.0, x, y)
     sparse, history = _train_delta_model(0.05, x, y)
     plain_sparsity = sparsity_report(plain, [x])["d"]["temporal_sparsity"]
     sparse_sparsity = sparsity_report(sparse, [x])["d"]["temporal_sparsity"]
     assert sparse_sparsity > plain_sparsity + 0.1, (plain_sparsity, sparse_sparsity)
     assert "d_temporal_sparsity" in history.history and "d_spatial_sparsity" in history.history
-    assert 0.0 <= history.history["d_temporal_sparsity"][-1] <= 1.0
+    # the logged metric follows the penalty as the report does
+    assert history.history["d_temporal_sparsity"][-1] > plain_history.history["d_temporal_sparsity"][-1] + 0.05
 
 
 def test_trainable_threshold_moves_and_stays_positive():
@@ -133,7 +134,7 @@ def test_trainable_threshold_moves_and_stays_positive():
     model.compile(keras.optimizers.SGD(0.5), "mse")
     model.fit(x, np.ones((16, 20, 1), "float32"), epochs=3, batch_size=4, verbose=0)
     value = float(delta.threshold_weight.numpy())
-    assert value != pytest.approx(0.05) and value >= 0.0
+    assert value != pytest.approx(0.05) and value > 0.0
 
 
 def test_penalty_loss_is_scaled_per_replica_under_mirrored_strategy():

@@ -18,6 +18,7 @@ from bench import fuzz
 CI_MODELS = 80
 CI_SEED = 17
 TFLITE_EVERY = 20
+INT8_EVERY = 10  # full-int8 LiteRT of the exact ones among every 10th model
 # Softmax over a time axis of 1 frame (a streamed chunk) is one of the cases under test; Keras warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis:UserWarning")
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axi
 def budget():
     """(description, result) for the CI budget: ~0.25 s per model on a loaded 2-core machine."""
     descriptions = fuzz.draw_descriptions(CI_MODELS, CI_SEED)
-    return [(d, fuzz.check(d, tflite=i % TFLITE_EVERY == 0)) for i, d in enumerate(descriptions)]
+    return [(d, fuzz.check(d, tflite=i % TFLITE_EVERY == 0, int8=i % INT8_EVERY == 0))
+            for i, d in enumerate(descriptions)]
 
 
 def _failures(budget):
@@ -58,6 +60,39 @@ def test_fuzz_budget_builds_and_mostly_streams(budget):
     for _, r in budget:
         if r["outcome"] == "exact":
             assert max(m["max_err"] for m in r["modes"].values()) <= fuzz.FLOAT_ATOL
+
+
+@pytest.mark.slow
+def test_fuzz_budget_int8_agrees_with_the_float_model_or_is_refused(budget):
+    """Issue 17 item 5: full-int8 LiteRT keeps the float model's top-1 on separable clips (>= 0.97), or a named
+    refusal; never a crash."""
+    int8 = [(d, r["int8"]) for d, r in budget if "int8" in r]
+    assert sum(r["outcome"] == "agree" for _, r in int8) >= 2, [r for _, r in int8]
+    bad = [(d, r) for d, r in int8 if r["outcome"] not in ("agree", "refused", "no decision")]
+    assert not bad, "\n".join(f"{r}: {fuzz.describe(d)}" for d, r in bad)
+    for _, r in int8:
+        if r["outcome"] == "agree":
+            assert r["agreement"] >= fuzz.INT8_AGREEMENT and 0 < r["decided_fraction"] <= 1
+
+
+def test_int8_check_fails_when_the_int8_model_ranks_differently(monkeypatch):
+    """The int8 oracle can fail: a LiteRT model whose outputs are reversed along the class axis disagrees."""
+    from tfx_ext.lite.runtime import TFLiteModel
+
+    call = TFLiteModel.__call__
+
+    def reversed_outputs(self, *args, **kwargs):
+        outputs = call(self, *args, **kwargs)
+        return {k: v[..., ::-1] for k, v in outputs.items()}
+
+    description = {"input": [8, 4], "seed": 3, "ops": [{"op": "pool1d", "kernel": 2, "stride": 2, "dilation": 1,
+                                                         "pad": "causal", "kind": "avg"}]}
+    model = fuzz.build_model(description)
+    honest = fuzz.check_int8(model, description)
+    assert honest["outcome"] == "agree", honest
+    monkeypatch.setattr(TFLiteModel, "__call__", reversed_outputs)
+    lying = fuzz.check_int8(model, description)
+    assert lying["outcome"] == "disagree" and lying["agreement"] < 0.5, lying
 
 
 # ----- the oracle can fail -------------------------------------------------------------------------------------------
@@ -133,7 +168,9 @@ def test_draw_descriptions_is_seeded_and_builds():
     assert first == again and first != other and len(first) == 15
     assert any(fuzz.expects_refusal(d) for d in first + other)
     for description in first[:5]:
-        assert fuzz.build_model(description).count_params() >= 0
+        model = fuzz.build_model(description)
+        out = np.asarray(model(fuzz.model_input(description), training=False))
+        assert out.shape[0] == fuzz.BATCH and np.isfinite(out).all()
 
 
 # ----- shrunk failing models (regression tests; the streaming fixes of issue 17 turn them green) ---------------------

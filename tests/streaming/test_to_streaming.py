@@ -95,7 +95,7 @@ def test_plain_time_mixing_layers_are_made_streamable_or_refused_by_name():
     assert isinstance(runner.model.get_layer("conv"), Stream) and runner.output_delays == {"conv": 1}
     inputs = keras.Input((8, 4))
     model = keras.Model(inputs, L.Bidirectional(L.LSTM(2), name="bi")(inputs))
-    with pytest.raises(NotStreamableError, match=r"layer 'bi' \(Bidirectional\) reads the sequence backwards"):
+    with pytest.raises(NotStreamableError, match=r"layer 'bi' \(Bidirectional\) runs a recurrence backwards"):
         to_streaming(model, Mode.STREAM_EXTERNAL_STATE)
 
 

@@ -37,7 +37,7 @@ from tfx_ext.streaming.semantics import (
     refusal,
     reshape_refusal,
 )
-from tfx_ext.streaming.streamable import make_streamable, needs_streamable
+from tfx_ext.streaming.streamable import needs_streamable, streamable_rewrite
 
 # ----- per-tensor bookkeeping: time axis, frames per step, streaming delay -----------------------------------------
 class _Info:
@@ -58,7 +58,8 @@ def _describe(layer) -> str:
 def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | None:
     """A layer with look-ahead upstream emits `delay` warm-up frames before its first real one. A layer whose
     whole-sequence form starts from zero padding or a zero state (a causal conv, a recurrence, a window) would take
-    them in and never equal the trained model; only a pure shift (`Delay`) and a stateless layer pass them on."""
+    them in and never equal the trained model; only a pure shift (`Delay`), a stateless layer and a layer whose
+    `warmup_frames` equals the lag (it skips them: Stream, GRU, LSTM) pass them on."""
     if info.delay <= 0 or isinstance(layer, Delay):
         return None
     try:
@@ -67,7 +68,18 @@ def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | No
         return None  # the layer's own error follows when it is called
     if not stateful:
         return None
+    if getattr(layer, "pad_time_dim", None) == "valid" and not layer.drops_time_axis:
+        return None  # no padding to stand for: its outputs over warm-up frames are warm-up outputs (its delay grows)
+    lag = info.delay // info.rate if info.delay % info.rate == 0 else None  # in this layer's input frames
+    warmup = getattr(layer, "warmup_frames", 0)
+    if warmup and warmup == lag:
+        return None  # it skips exactly the warm-up frames (make_streamable sets this for plain models)
     sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
+    if warmup:
+        wanted = f"warmup_frames={lag}" if lag is not None else "causal padding (the lag is not whole input frames)"
+        return (f"{_describe(layer)} has warmup_frames={warmup}, but its input lags the whole-sequence model by "
+                f"{info.delay} model-input frames ({info.rate} per frame of its input; look-ahead of {sources}). "
+                f"Use {wanted}, or causal padding on {sources}.")
     return (f"{_describe(layer)} carries state, and its input lags the whole-sequence model by {info.delay} frames "
             f"(look-ahead of {sources}): a layer with look-ahead feeds a stateful layer, whose state would take in "
             f"the {info.delay} warm-up frames streamed before the first real one, so the stream would not equal the "
@@ -103,7 +115,7 @@ class _Rebuild:
     """
 
     def __init__(self, model: keras.Model, mode: Mode, batch_size: int | None, frames_per_step: int | None,
-                 extra_frame_local: tuple = ()):
+                 extra_frame_local: tuple = (), refused: dict[str, str] | None = None):
         self.graph = _graph_config(model)  # first: it refuses what is not a functional or Sequential model
         self.model = model
         self.mode = mode
@@ -120,6 +132,7 @@ class _Rebuild:
         self.state_outputs: dict[str, Any] = {}
         self.source_layers = {layer.name: layer for layer in model.layers}
         self.problems: list[str] = []  # streaming refusals met so far (raised together at the end)
+        self.refused = dict(refused or {})  # layer name -> make_streamable's reason (it knows plain layers best)
 
     def run(self) -> tuple[keras.Model, list[str]]:
         """The rebuilt model (weights copied, `output_delays` set) and its state names.
@@ -172,8 +185,8 @@ class _Rebuild:
         name = layer_config["name"]
         nodes = layer_config.get("inbound_nodes", [])
         reason = self._semantics_refusal(layer_config, nodes)
-        if reason is not None:
-            self.problems.append(f"{_describe(self.source_layers[name])} {reason}")
+        if name in self.refused or reason is not None:
+            self.problems.append(self.refused.get(name) or f"{_describe(self.source_layers[name])} {reason}")
             self._walk_past_refused(layer_config, nodes)
             return
         layer = self._recreate(layer_config, nodes)
@@ -380,9 +393,10 @@ def _check_aligned(layer, timed: list[_Info]) -> None:
 
 
 def _rebuild(model: keras.Model, mode: Mode, batch_size: int | None, frames_per_step: int | None,
-             extra_frame_local: tuple = ()) -> tuple[keras.Model, list[str]]:
-    """Rebuilds `model` with its streamable layers in `mode`; returns the model and its state names."""
-    return _Rebuild(model, mode, batch_size, frames_per_step, extra_frame_local).run()
+             extra_frame_local: tuple = (), refused: dict[str, str] | None = None) -> tuple[keras.Model, list[str]]:
+    """Rebuilds `model` with its streamable layers in `mode`; returns the model and its state names. `refused`:
+    layers `make_streamable` could not rewrite, refused with its reasons alongside every other problem."""
+    return _Rebuild(model, mode, batch_size, frames_per_step, extra_frame_local, refused).run()
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:
@@ -455,8 +469,9 @@ def to_streaming(
             frames, or a frames_per_step that is not a multiple of a time stride. Every offending layer of the
             model is named in one error.
     """
+    refused: dict[str, str] = {}
     if needs_streamable(model):  # a plain Keras model you trained: rewrite it with its weights first
-        model = make_streamable(model)
+        model, refused = streamable_rewrite(model)
     mode = Mode.of(mode)
     if not mode.is_streaming:
         raise ValueError(
@@ -466,7 +481,7 @@ def to_streaming(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     frames_per_step = check_int("frames_per_step", frames_per_step, minimum=1)
     try:
-        streaming_model, states = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local))
+        streaming_model, states = _rebuild(model, mode, batch_size, frames_per_step, tuple(extra_frame_local), refused)
     except NotStreamableError:
         raise
     except Exception as error:  # a layer refused the new shapes while being rebuilt: surface our own error

@@ -31,6 +31,7 @@ from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import StreamingLayer
 from tfx_ext.streaming.graph import _flat, _graph_config, _history, _refs, _resolve, output_names
+from tfx_ext.streaming.semantics import refusal
 
 L = keras.layers
 _CONVS = (L.Conv1D, L.Conv2D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D)
@@ -38,15 +39,8 @@ _POOLS = (L.AveragePooling1D, L.AveragePooling2D, L.MaxPooling1D, L.MaxPooling2D
 _WINDOWS = (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.Flatten)
 _RNNS = {L.GRU: GRU, L.LSTM: LSTM}
 # Plain layers that mix time and have no streamable form here: (why, fix).
-_REFUSED = (
-    (L.Bidirectional, "reads the sequence backwards too, so each output needs the future of the whole window",
-     "use a forward GRU/LSTM"),
-    (L.SimpleRNN, "has no streaming wrapper", "use keras.layers.GRU or LSTM"),
-    (L.ConvLSTM1D, "has no streaming wrapper", "use a Conv then a GRU/LSTM"),
-    (L.ConvLSTM2D, "has no streaming wrapper", "use a Conv then a GRU/LSTM"),
-    (L.RNN, "is a generic RNN around a custom cell, which has no streaming wrapper",
-     "use keras.layers.GRU or LSTM"),
-)
+# Plain layers that mix time and have no streamable form here: refused with the reason of the time-axis table.
+_REFUSED = (L.Bidirectional, L.SimpleRNN, L.ConvLSTM1D, L.ConvLSTM2D, L.RNN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +51,10 @@ class _Time:
     delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames
     rate: int = 1  # model-input frames per frame of this tensor
     lookahead: bool = False  # a 'same' layer upstream: its last frames need frames after the window
+
+
+def _describe(layer) -> str:
+    return f"layer {layer.name!r} ({type(layer).__name__})"
 
 
 class _Refusal(Exception):
@@ -77,7 +75,7 @@ def _plain_kind(layer) -> str | None:
         return "pool"
     if isinstance(layer, _WINDOWS):
         return "window"
-    if isinstance(layer, tuple(cls for cls, _, _ in _REFUSED)):
+    if isinstance(layer, _REFUSED):
         return "refused"
     return None
 
@@ -199,21 +197,19 @@ class _Rewrite:
         self.times: dict[tuple, _Time] = {}
         self.inputs: list = []
         self.copies: list[tuple] = []  # (new layer, weights to set once built)
-        self.refusals: list[str] = []
+        self.refusals: dict[str, str] = {}  # layer name -> why it cannot stream and the fix
 
-    def run(self) -> keras.Model:
+    def run(self) -> tuple[keras.Model, dict[str, str]]:
+        """The rewritten model and the refused layers (kept as they were, weights not copied, when any)."""
         for layer_config in self.graph["layers"]:
             if layer_config["class_name"] == "InputLayer":
                 self._input(layer_config)
             else:
                 self._layer(layer_config)
-        if self.refusals:
-            raise NotStreamableError(
-                f"make_streamable cannot convert {len(self.refusals)} layer(s) of model {self.model.name!r}:\n  "
-                + "\n  ".join(self.refusals))
-        for layer, weights in self.copies:
-            layer.set_weights(weights)
-        return self._assemble()
+        if not self.refusals:
+            for layer, weights in self.copies:
+                layer.set_weights(weights)
+        return self._assemble(), dict(self.refusals)
 
     def _input(self, layer_config: dict) -> None:
         config = layer_config["config"]
@@ -240,8 +236,8 @@ class _Rewrite:
             kwargs = _resolve(node["kwargs"], self.tensors)
             if new is not source and _plain_kind(source) is not None and type(new) is not type(source):
                 if kwargs.get("mask") is not None:
-                    self.refusals.append(f"layer {name!r} ({type(source).__name__}) is called with a mask; fix: "
-                                         "streaming has no masks, drop Masking / mask_zero.")
+                    self.refusals[name] = (f"{_describe(source)} is called with a mask; fix: streaming has no "
+                                           "masks, drop Masking / mask_zero.")
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
             outputs = new(*_resolve(node["args"], self.tensors), **kwargs)
             for index, tensor in enumerate(_flat(outputs)):
@@ -268,15 +264,16 @@ class _Rewrite:
             if kind == "rnn":
                 return (*_rnn_for(source, info), False)
             if kind == "refused":
-                why, fix = next((w, f) for cls, w, f in _REFUSED if isinstance(source, cls))
-                raise _Refusal(why, fix)
-        except _Refusal as refusal:
-            self.refusals.append(f"layer {source.name!r} ({type(source).__name__}) {refusal.why}; fix: "
-                                 f"{refusal.fix}.")
+                self.refusals[source.name] = f"{_describe(source)} {refusal(source, [3])}"
+        except _Refusal as refused:
+            self.refusals[source.name] = f"{_describe(source)} {refused.why}; fix: {refused.fix}."
         return (*self._keep(source, layer_config, info), False)
 
     def _keep(self, source, layer_config: dict, info: _Time):
         serialized = {k: v for k, v in layer_config.items() if k not in ("inbound_nodes", "build_config", "name")}
+        if isinstance(source, L.Lambda):  # the user's live layer, not a file: no safe-mode concern; refused anyway
+            self.refusals[source.name] = f"{_describe(source)} {refusal(source, [3])}"
+            return keras.saving.deserialize_keras_object(copy.deepcopy(serialized), safe_mode=False), info
         layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
         if isinstance(source, StreamingLayer) and info.has_time:
             warmed = _with_warmup(layer, info.delay // info.rate)
@@ -325,6 +322,17 @@ def make_streamable(model: keras.Model) -> keras.Model:
             grid, 'same' pooling, a summary behind a look-ahead layer, a shared time-mixing layer, ...); also
             subclassed and nested models.
     """
+    rewritten, refusals = streamable_rewrite(model)
+    if refusals:
+        listed = "\n".join(f"  - {why}" for why in refusals.values())
+        raise NotStreamableError(f"make_streamable cannot convert {len(refusals)} layer(s) of model "
+                                 f"{model.name!r}:\n{listed}")
+    return rewritten
+
+
+def streamable_rewrite(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:
+    """`make_streamable` without raising: the rewrite and `{layer name: why it is refused}` (`to_streaming` names
+    those together with every other layer it refuses)."""
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.Model):
             raise NotStreamableError(
