@@ -342,36 +342,85 @@ def _signature_tensors(model, key: str = SIGNATURE) -> tuple[int, dict[str, int]
     return None
 
 
-def tie_state_ranges(calibrated: bytes) -> bytes:
-    """Gives every external state's input and output tensor the union of their calibrated ranges.
+# TFLite int8 kernels that require their data input(s) and output to share one scale and zero point: the MLIR
+# quantizer gives the whole chain one range, and it takes one tensor's calibrated range, not their union, so a
+# wider tensor of the chain clips (a streamed causal AveragePooling: concat(buffer, x) -> AVERAGE_POOL_2D ->
+# concat(...) took the pooled output's [-1.9, 1.6] for inputs in [-3.5, 3.4]; found by the fuzzer's int8 check).
+SAME_SCALE_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE",
+                  "CONCATENATION", "TRANSPOSE", "GATHER", "PAD", "PADV2", "SPLIT", "SPLIT_V", "PACK", "UNPACK",
+                  "MAXIMUM", "MINIMUM", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "TILE", "BROADCAST_TO")
 
-    An external-state streaming signature has a state input and a state output of the same name (step t's output
-    is step t+1's input). Calibrated apart, their min/max differ slightly (the input never sees the last step's
-    state, the output never sees the zero start), so the quantizer gave them different scales and zero points and
-    an app could not feed the raw int8 output back. Widening a calibrated range is always safe (values stay
-    representable, the step grows by the ratio of the ranges); with one range both tensors quantize to one scale
-    and zero point. `calibrated` is the float flatbuffer with min/max the calibrator wrote (see
-    `tfx_ext._compat.edit_calibration`); models without external states are returned unchanged.
+
+def _calibrated(tensor) -> bool:
+    q = tensor.quantization
+    return q is not None and q.min is not None and q.max is not None and len(q.min) == 1
+
+
+def tie_state_ranges(calibrated: bytes) -> bytes:
+    """Gives every group of tensors that int8 quantizes with one scale the union of their calibrated ranges.
+
+    Two kinds of groups. An external-state streaming signature has a state input and a state output of the same
+    name (step t's output is step t+1's input); calibrated apart, their min/max differ slightly, so the quantizer
+    gave them different scales and an app could not feed the raw int8 output back. And the tensors chained by
+    ops whose int8 kernels need one scale in and out (`SAME_SCALE_OPS`: pooling, concatenation, reshapes, slices),
+    to which the quantizer gives one tensor's range, clipping the others. Widening a calibrated range is always
+    safe (values stay representable, the step grows by the ratio of the ranges). `calibrated` is the float
+    flatbuffer with min/max the calibrator wrote (see `tfx_ext._compat.edit_calibration`).
     """
     import flatbuffers
 
     schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
+    codes = _enum_names(schema.BuiltinOperator)
+    same_scale = {getattr(schema.BuiltinOperator, name) for name in SAME_SCALE_OPS
+                  if hasattr(schema.BuiltinOperator, name)}
     found = _signature_tensors(model)
-    if found is None:
-        return calibrated
-    subgraph, inputs, outputs = found
-    tensors = model.subgraphs[subgraph].tensors
     changed = False
-    for name in sorted(set(inputs) & set(outputs)):
-        pair = [tensors[inputs[name]].quantization, tensors[outputs[name]].quantization]
-        if any(q is None or q.min is None or q.max is None or len(q.min) != 1 for q in pair):
-            continue  # not calibrated per tensor (nothing to tie)
-        low = min(float(q.min[0]) for q in pair)
-        high = max(float(q.max[0]) for q in pair)
-        for q in pair:
-            q.min, q.max = [low], [high]
-        changed = True
+    for index, subgraph in enumerate(model.subgraphs or []):
+        tensors = subgraph.tensors or []
+        parent = list(range(len(tensors)))
+        padded: set[int] = set()  # PADV2 outputs: their range holds the pad constant (-3e38 for max pooling),
+        # which int8 clamps to the group's lowest value, as a max pool wants; it must not widen the group
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        def join(members):
+            members = [m for m in members if 0 <= m < len(tensors) and _calibrated(tensors[m])]
+            for m in members[1:]:
+                parent[root(m)] = root(members[0])
+
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin in same_scale:
+                if codes.get(builtin) == "PADV2":
+                    padded.update(op.outputs)
+                data = list(op.inputs[:1]) if codes.get(builtin) not in ("CONCATENATION", "PACK", "MAXIMUM",
+                                                                           "MINIMUM") else list(op.inputs)
+                join(data + list(op.outputs))
+        if found is not None and found[0] == index:
+            _, inputs, outputs = found
+            for name in set(inputs) & set(outputs):
+                join([inputs[name], outputs[name]])
+        groups: dict[int, list[int]] = {}
+        for i in range(len(tensors)):
+            if _calibrated(tensors[i]):
+                groups.setdefault(root(i), []).append(i)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            ranged = [m for m in members if m not in padded] or members
+            low = min(float(tensors[m].quantization.min[0]) for m in ranged)
+            high = max(float(tensors[m].quantization.max[0]) for m in ranged)
+            for m in members:
+                q = tensors[m].quantization
+                if (float(q.min[0]), float(q.max[0])) != (low, high):
+                    q.min, q.max = [low], [high]
+                    changed = True
     if not changed:
         return calibrated
     builder = flatbuffers.Builder(len(calibrated) + 1024)
