@@ -371,9 +371,7 @@ def tie_state_ranges(calibrated: bytes) -> bytes:
 
     schema = tflite_schema()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(calibrated, 0))
-    codes = _enum_names(schema.BuiltinOperator)
-    same_scale = {getattr(schema.BuiltinOperator, name) for name in SAME_SCALE_OPS
-                  if hasattr(schema.BuiltinOperator, name)}
+    same_scale = {code: name for code, name in _enum_names(schema.BuiltinOperator).items() if name in SAME_SCALE_OPS}
     found = _signature_tensors(model)
     changed = False
     for index, subgraph in enumerate(model.subgraphs or []):
@@ -396,11 +394,12 @@ def tie_state_ranges(calibrated: bytes) -> bytes:
         for op in subgraph.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            if builtin in same_scale:
-                if codes.get(builtin) == "PADV2":
+            kind = same_scale.get(builtin)
+            if kind is not None:
+                if kind == "PADV2":
                     padded.update(op.outputs)
-                data = list(op.inputs[:1]) if codes.get(builtin) not in ("CONCATENATION", "PACK", "MAXIMUM",
-                                                                           "MINIMUM") else list(op.inputs)
+                merges = kind in ("CONCATENATION", "PACK", "MAXIMUM", "MINIMUM")  # every input is data
+                data = list(op.inputs) if merges else list(op.inputs[:1])
                 join(data + list(op.outputs))
         if found is not None and found[0] == index:
             _, inputs, outputs = found

@@ -34,6 +34,7 @@ from tfx_ext.streaming.semantics import (
     TRAINING_ONLY_LAYERS,
     einsum_shape_refusal,
     einsum_streamed_output_shape,
+    layer_label,
     refusal,
     reshape_refusal,
 )
@@ -49,10 +50,6 @@ class _Info:
         self.delay = delay  # streamed outputs lag the whole-sequence ones by this many model-input frames
         self.rate = rate  # model-input frames per frame of this tensor
         self.ahead = ahead  # names of the look-ahead layers that make up `delay`
-
-
-def _describe(layer) -> str:
-    return f"layer {layer.name!r} ({type(layer).__name__})"
 
 
 def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | None:
@@ -77,10 +74,10 @@ def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | No
     sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
     if warmup:
         wanted = f"warmup_frames={lag}" if lag is not None else "causal padding (the lag is not whole input frames)"
-        return (f"{_describe(layer)} has warmup_frames={warmup}, but its input lags the whole-sequence model by "
+        return (f"{layer_label(layer)} has warmup_frames={warmup}, but its input lags the whole-sequence model by "
                 f"{info.delay} model-input frames ({info.rate} per frame of its input; look-ahead of {sources}). "
                 f"Use {wanted}, or causal padding on {sources}.")
-    return (f"{_describe(layer)} carries state, and its input lags the whole-sequence model by {info.delay} frames "
+    return (f"{layer_label(layer)} carries state, and its input lags the whole-sequence model by {info.delay} frames "
             f"(look-ahead of {sources}): a layer with look-ahead feeds a stateful layer, whose state would take in "
             f"the {info.delay} warm-up frames streamed before the first real one, so the stream would not equal the "
             f"model you trained. Use causal padding on {sources} (pad_time_dim='causal') or put the look-ahead "
@@ -94,7 +91,7 @@ def _phase_refusal(layer: StreamingLayer, info: _Info) -> str | None:
     if info.delay <= 0 or step <= info.rate or info.delay % step == 0:
         return None
     sources = ", ".join(repr(n) for n in info.ahead) or "a layer before it"
-    return (f"{_describe(layer)} has time stride {layer.time_stride}, and its input lags the whole-sequence model by "
+    return (f"{layer_label(layer)} has time stride {layer.time_stride}, and its input lags the whole-sequence model by "
             f"{info.delay} frames (look-ahead of {sources}), not a multiple of its {step} input frames per output "
             "frame: the stream would sample the other phase and equal none of the model's frames. Use causal "
             f"padding on {sources}, or make the look-ahead a multiple of {step} frames.")
@@ -186,7 +183,7 @@ class _Rebuild:
         nodes = layer_config.get("inbound_nodes", [])
         reason = self._semantics_refusal(layer_config, nodes)
         if name in self.refused or reason is not None:
-            self.problems.append(self.refused.get(name) or f"{_describe(self.source_layers[name])} {reason}")
+            self.problems.append(self.refused.get(name) or f"{layer_label(self.source_layers[name])} {reason}")
             self._walk_past_refused(layer_config, nodes)
             return
         layer = self._recreate(layer_config, nodes)
@@ -275,7 +272,7 @@ class _Rebuild:
             layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
             if self.streaming and len(nodes) > 1:
                 raise NotStreamableError(
-                    f"{_describe(layer)} is called {len(nodes)} times; a streamable layer keeps one state, so use "
+                    f"{layer_label(layer)} is called {len(nodes)} times; a streamable layer keeps one state, so use "
                     "one layer per call."
                 )
         elif isinstance(layer, keras.layers.EinsumDense) and self.streaming:  # frame-local: checked before
@@ -302,7 +299,7 @@ class _Rebuild:
         """Calls a streamable layer; with external state, its states become model inputs and outputs."""
         if self.streaming and info.frames is not None and info.frames % max(layer.block_size, 1):
             raise NotStreamableError(
-                f"{_describe(layer)} steps over multiples of {layer.block_size} frames (its time stride) "
+                f"{layer_label(layer)} steps over multiples of {layer.block_size} frames (its time stride) "
                 f"but receives {info.frames} frames per step (frames_per_step={self.frames_per_step} of the "
                 f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
             )
@@ -380,14 +377,14 @@ def _check_aligned(layer, timed: list[_Info]) -> None:
     lags = [i.delay for i in timed]
     if len(set(lags)) > 1:
         raise NotStreamableError(
-            f"{_describe(layer)} merges branches whose streamed values lag by {lags} frames: the "
+            f"{layer_label(layer)} merges branches whose streamed values lag by {lags} frames: the "
             f"model is not causal there (a look-ahead layer on one branch only). Put "
             f"tfx_ext.layers.Delay(d) on the branches that lag less so they all lag {max(lags)} "
             "frames (d in frames of that branch)."
         )
     if len({i.frames for i in timed}) > 1:
         raise NotStreamableError(
-            f"{_describe(layer)} merges branches with different time strides "
+            f"{layer_label(layer)} merges branches with different time strides "
             f"({[i.frames for i in timed]} frames per step); it cannot stream."
         )
 
@@ -413,13 +410,13 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
             variables = layer.weights
         if len(values) != len(variables):
             raise NotStreamableError(
-                f"{_describe(layer)} has {len(variables)} weights after conversion but {len(values)} before; "
+                f"{layer_label(layer)} has {len(variables)} weights after conversion but {len(values)} before; "
                 "its config does not rebuild the same layer."
             )
         for variable, value in zip(variables, values):
             if tuple(variable.shape) != value.shape:
                 raise NotStreamableError(
-                    f"{_describe(layer)}: weight {variable.path!r} has shape {tuple(variable.shape)} after conversion "
+                    f"{layer_label(layer)}: weight {variable.path!r} has shape {tuple(variable.shape)} after conversion "
                     f"but {value.shape} before."
                 )
             variable.assign(value)

@@ -59,6 +59,11 @@ _RNN_FIX = "use tfx_ext.layers.GRU / LSTM, which carry their state across steps"
 
 
 # ----- axis arithmetic -----------------------------------------------------------------------------------------------
+def layer_label(layer) -> str:
+    """How refusals name a layer: `layer 'name' (Type)` (one spelling for the converter and make_streamable)."""
+    return f"layer {layer.name!r} ({type(layer).__name__})"
+
+
 def normalize_axes(axis, rank: int) -> list[int]:
     """`axis` (an int, a list/tuple of ints, or None for all non-batch axes) as non-negative axes of `rank`."""
     if axis is None:

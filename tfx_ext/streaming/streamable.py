@@ -31,7 +31,7 @@ from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import StreamingLayer
 from tfx_ext.streaming.graph import _flat, _graph_config, _history, _refs, _resolve, output_names
-from tfx_ext.streaming.semantics import refusal
+from tfx_ext.streaming.semantics import layer_label, refusal
 
 L = keras.layers
 _CONVS = (L.Conv1D, L.Conv2D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D)
@@ -51,10 +51,6 @@ class _Time:
     delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames
     rate: int = 1  # model-input frames per frame of this tensor
     lookahead: bool = False  # a 'same' layer upstream: its last frames need frames after the window
-
-
-def _describe(layer) -> str:
-    return f"layer {layer.name!r} ({type(layer).__name__})"
 
 
 class _Refusal(Exception):
@@ -236,7 +232,7 @@ class _Rewrite:
             kwargs = _resolve(node["kwargs"], self.tensors)
             if new is not source and _plain_kind(source) is not None and type(new) is not type(source):
                 if kwargs.get("mask") is not None:
-                    self.refusals[name] = (f"{_describe(source)} is called with a mask; fix: streaming has no "
+                    self.refusals[name] = (f"{layer_label(source)} is called with a mask; fix: streaming has no "
                                            "masks, drop Masking / mask_zero.")
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
             outputs = new(*_resolve(node["args"], self.tensors), **kwargs)
@@ -264,15 +260,15 @@ class _Rewrite:
             if kind == "rnn":
                 return (*_rnn_for(source, info), False)
             if kind == "refused":
-                self.refusals[source.name] = f"{_describe(source)} {refusal(source, [3])}"
+                self.refusals[source.name] = f"{layer_label(source)} {refusal(source, [3])}"
         except _Refusal as refused:
-            self.refusals[source.name] = f"{_describe(source)} {refused.why}; fix: {refused.fix}."
+            self.refusals[source.name] = f"{layer_label(source)} {refused.why}; fix: {refused.fix}."
         return (*self._keep(source, layer_config, info), False)
 
     def _keep(self, source, layer_config: dict, info: _Time):
         serialized = {k: v for k, v in layer_config.items() if k not in ("inbound_nodes", "build_config", "name")}
         if isinstance(source, L.Lambda):  # the user's live layer, not a file: no safe-mode concern; refused anyway
-            self.refusals[source.name] = f"{_describe(source)} {refusal(source, [3])}"
+            self.refusals[source.name] = f"{layer_label(source)} {refusal(source, [3])}"
             return keras.saving.deserialize_keras_object(copy.deepcopy(serialized), safe_mode=False), info
         layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
         if isinstance(source, StreamingLayer) and info.has_time:
