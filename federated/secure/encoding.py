@@ -14,6 +14,11 @@ the modular sum decodes to the exact integer sum. An explicit `scale` that could
 Error bounds (per coordinate, after clipping): deterministic `|decode(encode(x)) - x| <= 1 / (2 scale)`;
 stochastic `< 1 / scale`, mean zero. A sum of n clients is off by at most n times that.
 
+The step `1 / scale ~ n * bound / 2^(bits-1)` is set by the worst case (every client at the clip bound), not by
+the data: 32 bits leave ~1e-5 relative error on a sum of 100 updates of scale 0.01 clipped at 1 (measured,
+`bench/secagg.py --bits 32`), and no scaling that keeps the sum from wrapping does better. `SecAgg` therefore
+defaults to 64 bits (twice the bytes of float32, error at float64's rounding); 32 bits remain for bandwidth.
+
 Weighted averaging (FedAvg's `[w, w*x]`) is `WeightedEncoder`: the weight is capped and normalised to
 `w' = min(w, max_weight) / max_weight` in `(0, 1]`, the client sends `[w' * clip(x), w']` (two segments, each
 with its own scale), and the server's `sum(w' x) / sum(w')` equals the example-weighted mean of the clipped

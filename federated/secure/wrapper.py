@@ -82,7 +82,10 @@ class SecAgg:
             derive it from the number of clients, `tolerated_dropout` and the security parameter
             (`graph.choose_parameters`).
         clip: per-coordinate clipping bound of the client update `x` (of `payload / w` when `weighted`).
-        bits: modulus exponent: the masked vectors are `bits`-bit words (32: the same bytes as float32).
+        bits: modulus exponent: the masked vectors are `bits`-bit words. 64 (default): 8 bytes a coordinate, twice
+            float32's, and a decoded sum off by ~1e-15 relative; 32: float32's bytes, but the step of a sum of n
+            clients is `n * clip / 2^31` (relative error ~1e-5 at n = 100, clip 1, updates of scale 0.01, and
+            growing with n). `error_bound` states the bound for given settings.
         variant: "secagg" (complete graph) or "secagg+" (neighbour graph of logarithmic degree).
         dropout_rate: probability that a client drops during the round (simulated, spread evenly over the
             protocol stages); `dropout_rates` overrides it per stage.
@@ -108,7 +111,7 @@ class SecAgg:
     (True, 6.0, 3)
     """
 
-    def __init__(self, *, threshold=None, clip: float = 1.0, bits: int = 32, variant: str = "secagg+",
+    def __init__(self, *, threshold=None, clip: float = 1.0, bits: int = 64, variant: str = "secagg+",
                  dropout_rate: float = 0.0, seed: int = 0, rounding: str = "stochastic", max_weight: float = 1000.0,
                  weighted: bool = True, tolerated_dropout: float | None = None, corrupt_fraction: float = 0.1,
                  degree: int | None = None, consistency_check: bool = False, dropout_rates=None):
@@ -160,6 +163,17 @@ class SecAgg:
         return choose_parameters(num_clients, variant=self.variant, dropout_rate=self.tolerated_dropout,
                                  corrupt_fraction=self.corrupt_fraction,
                                  threshold=self.threshold, degree=self.degree)
+
+    def error_bound(self, num_clients: int) -> tuple[float, float]:
+        """Largest absolute error per coordinate of a decoded sum of `num_clients` payloads, in the aggregator's
+        units: `(bound on each array/extra coordinate, bound on the weight)`, for payloads within `clip` (of
+        `payload / weight` when `weighted`) and weights up to `max_weight`."""
+        check_int("num_clients", num_clients, minimum=2)
+        encoder = self._encoder(num_clients)
+        if self.weighted:
+            return (self.max_weight * encoder.values.error_bound(num_clients),
+                    self.max_weight * encoder.weights.error_bound(num_clients))
+        return encoder.error_bound(num_clients), encoder.error_bound(num_clients)
 
     def _encoder(self, n):
         if self.weighted:
