@@ -13,6 +13,10 @@ server only needs their sum). `SecAgg`
    `aggregator.finalize` runs unchanged: FedAvg's `sum(w x) / sum(w)` is the example-weighted mean over the
    survivors (weights capped at `max_weight`), up to clipping and the quantization bound.
 
+Metrics named `sim_only_*` (relative error against the plaintext sum, fraction of coordinates clipped, weights
+capped) are computed by the simulator from the clients' plaintext: a real server, which learns only the masked sum,
+cannot compute them. Clipping or capping changes the sum silently, so `secure_sum` warns when either happened.
+
 Aggregators that need each client's weights (server-side FedMA: `needs_individual_updates = True`) are refused
 by `check_aggregator` with a `SecureAggregationError` pointing to client-side matching.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -72,6 +77,19 @@ def _unflatten(vector: np.ndarray, template: Payload, weight: float) -> Payload:
     names = sorted(template.extras)
     arrays = parts[:len(template.arrays)]
     return Payload(arrays, weight, dict(zip(names, parts[len(template.arrays):])))
+
+
+def _warn_if_distorted(clipped_fraction: float, capped: int, clip: float, max_weight: float, n: int) -> None:
+    """Warns that the secure sum is not the sum of the updates: clipping or weight capping changed it."""
+    parts = []
+    if clipped_fraction > 0:
+        parts.append(f"{clipped_fraction:.3g} of the update coordinates exceeded clip={clip} and were clipped "
+                     "(raise `clip` or clip the updates before aggregation)")
+    if capped > 0:
+        parts.append(f"{capped} of {n} client weights exceeded max_weight={max_weight} and count as max_weight "
+                     "(raise `max_weight`)")
+    if parts:
+        warnings.warn("Secure aggregation changed the sum: " + "; ".join(parts) + ".", UserWarning, stacklevel=3)
 
 
 class SecAgg:
@@ -200,7 +218,7 @@ class SecAgg:
         ids = list(range(1, n + 1))
         t0 = time.perf_counter()
         words, weights = {}, []
-        clipped = 0
+        clipped = coords = 0
         for pid, payload in zip(ids, payloads):
             problem = payload_problem(payload, template) if self.weighted else _layout_problem(payload, template)
             if problem is not None:
@@ -214,6 +232,7 @@ class SecAgg:
                 x = np.concatenate([x, [payload.weight]])
                 words[pid] = encoder.encode(x, gen)
             clipped += int(np.sum(np.abs(x) > self.clip))
+            coords += x.size
         encode_s = time.perf_counter() - t0
         length = len(next(iter(words.values())))
         public_seed = gen.bytes(32)
@@ -234,7 +253,7 @@ class SecAgg:
         out = _unflatten(total[:-1], template, float(total[-1]))
         decode_s = time.perf_counter() - t1
         plain = np.zeros_like(total)
-        for p in result.survivors:  # the plain sum over the same clients, for the error metric only
+        for p in result.survivors:  # simulation only: the plaintext sum over the same clients, for the error metric
             plain += np.concatenate([_flat(payloads[p - 1]), [payloads[p - 1].weight]])
         err = float(np.linalg.norm(total - plain) / max(np.linalg.norm(plain), 1e-300))
         m = result.metrics
@@ -244,9 +263,9 @@ class SecAgg:
             "rejected": len(result.rejections),
             "threshold": params.threshold,
             "degree": params.degree,
-            "relative_error": err,
-            "clipped_fraction": clipped / max(1, n * length),
-            "weights_capped": int(sum(w > self.max_weight for w in weights)),
+            "sim_only_relative_error": err,
+            "sim_only_clipped_fraction": clipped / max(1, coords),  # of the clipped coordinates, not the weight's
+            "sim_only_weights_capped": int(sum(w > self.max_weight for w in weights)),
             "bytes_up_per_client": m["bytes_up_per_client"],
             "bytes_down_per_client": m["bytes_down_per_client"],
             "server_bytes_in": m["server_bytes_in"],
@@ -257,6 +276,8 @@ class SecAgg:
             "time_clients_total_s": m["clients_time_total_s"],
             "time_critical_path_s": m["critical_path_s"],
         }
+        _warn_if_distorted(metrics["sim_only_clipped_fraction"], metrics["sim_only_weights_capped"], self.clip,
+                           self.max_weight, n)
         for stage, t in m["time_s"].items():
             metrics[f"time_{stage}_s"] = t["server_s"] + t["clients_max_s"]
         metrics["survivor_ids"] = [client_ids[p - 1] for p in result.survivors]
