@@ -5,11 +5,13 @@ environment with only Flower and NumPy (it imports nothing from tfx_ext):
 
     python -m venv /tmp/flwr-venv && /tmp/flwr-venv/bin/pip install "flwr[simulation]==1.41.0" numpy
     /tmp/flwr-venv/bin/python bench/secagg_flower.py --ns 10,100 --length 100000
+    .venv/bin/python -m bench.secagg --flower_python=/tmp/flwr-venv/bin/python   # side by side, same (k, t)
 
 Each client returns the same float32 vectors and example counts as `bench/secagg.py` (`make_payloads`, seeded the
 same way); one round of Flower's FedAvg runs with the default fit workflow (plain) and with `SecAggPlusWorkflow`
-(`num_shares`, `reconstruction_threshold` as given, Flower's default quantization: clipping range 8, quantization
-range 2^22, modulus 2^32). The time is measured inside the ServerApp around the workflow (Ray start-up excluded);
+(`num_shares`, `reconstruction_threshold` as given: Flower's `num_shares` counts the client itself, so
+`bench/secagg.py` passes our SecAgg+ degree + 1 and our threshold; Flower's default quantization: clipping range 8,
+quantization range 2^22, modulus 2^32). The time is measured inside the ServerApp around the workflow (Ray start-up excluded);
 the relative error compares the SecAgg+ aggregate with the plain one. Writes `bench/results/secagg_flower.json`.
 """
 
@@ -90,6 +92,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_shares", type=int, default=5)
     p.add_argument("--threshold", type=int, default=3)
+    p.add_argument("--out", default=str(RESULTS / "secagg_flower.json"))
     args = p.parse_args(argv)
     import flwr
 
@@ -103,9 +106,10 @@ def main(argv=None):
                          "time_x": t_sec / t_plain, "rel_error": err, "num_shares": args.num_shares,
                          "threshold": args.threshold})
             print(rows[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "secagg_flower", "flwr": flwr.__version__, "config": vars(args), "rows": rows}
-    (RESULTS / "secagg_flower.json").write_text(json.dumps(doc, indent=2))
+    out.write_text(json.dumps(doc, indent=2))
     return doc
 
 
