@@ -10,6 +10,7 @@ Keras `train_on_batch` step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import tempfile
@@ -68,28 +69,51 @@ def _trained_variables(model: keras.Model, trainable_layers) -> list:
     return [v for name in names for v in layers[name].trainable_variables]
 
 
+_RATES = ("rate", "dropout", "recurrent_dropout")
+
+
+def _rates(layer) -> dict:
+    return {name: getattr(layer, name) for name in _RATES if isinstance(getattr(layer, name, None), (int, float))}
+
+
 def _draws_random(layer) -> bool:
     """Whether `layer` draws random numbers in training: it has a seed generator and a rate above 0 (GRU and
     Dropout keep a generator even at rate 0; a random layer without a rate is taken to draw)."""
     if not seed_generators(layer):
         return False
-    rates = [getattr(layer, name) for name in ("rate", "dropout", "recurrent_dropout")
-             if isinstance(getattr(layer, name, None), (int, float))]
-    return not rates or any(rate > 0 for rate in rates)
+    rates = _rates(layer)
+    return not rates or any(rate > 0 for rate in rates.values())
 
 
-def _check_model(model: keras.Model) -> None:
+@contextlib.contextmanager
+def _dropout_off(model: keras.Model, enabled: bool):
+    """With `enabled`, every dropout rate of `model` is 0 inside the block (the `train` signature traced there
+    runs dropout layers as identities); restored afterwards."""
+    saved = [(layer, _rates(layer)) for layer in _all_layers(model) if enabled and seed_generators(layer)]
+    try:
+        for layer, rates in saved:
+            for name in rates:
+                setattr(layer, name, 0.0)
+        yield
+    finally:
+        for layer, rates in saved:
+            for name, rate in rates.items():
+                setattr(layer, name, rate)
+
+
+def _check_model(model: keras.Model, disable_dropout: bool) -> None:
     if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
         raise ValueError("`model` must be a built functional or Sequential Keras model with an Input. "
                          f"Received: {type(model).__name__}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(f"to_trainable_tflite exports models with one input and one output; {model.name!r} has "
                           f"{len(model.inputs)} and {len(model.outputs)}")
-    random = [f"{layer.name!r} ({type(layer).__name__})" for layer in _all_layers(model)
+    random = [] if disable_dropout else [f"{layer.name!r} ({type(layer).__name__})" for layer in _all_layers(model)
               if _draws_random(layer)]
     if random:
         raise ExportError(f"layers that draw random numbers in training cannot train in LiteRT (no builtin random "
-                          f"ops with Keras's seeds): {', '.join(random)}; remove them or set their rate to 0")
+                          f"ops with Keras's seeds): {', '.join(random)}; pass disable_dropout=True to train "
+                          "without dropout, or remove them")
 
 
 def flex_ops(flatbuffer: bytes) -> list[str]:
@@ -166,7 +190,8 @@ def _convert(module: _Signatures, y_spec, workdir: str) -> bytes:
 
 def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = None, *, loss=None,
                         optimizer="sgd", learning_rate: float | None = None, batch_size: int = 32,
-                        trainable_layers=None, y_shape: tuple = (), y_dtype=tf.int32) -> bytes:
+                        trainable_layers=None, disable_dropout: bool = False, y_shape: tuple = (),
+                        y_dtype=tf.int32) -> bytes:
     """Exports `model` with training signatures that run in LiteRT on builtin ops.
 
     Signatures: `train(x, y) -> {"loss", <output>}` (one optimizer step on the batch, the output of the forward
@@ -181,13 +206,15 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
         learning_rate: replaces the optimizer's learning rate.
         batch_size: the static batch of `train` and `infer` (TFLite signatures have static shapes).
         trainable_layers: names of the layers to train (e.g. a head); the rest stay frozen and need no gradient.
+        disable_dropout: train with every dropout rate at 0 (LiteRT has no builtin random ops that reproduce
+            Keras's seeded dropout); without it a model with active dropout is refused.
         y_shape, y_dtype: a label's shape and dtype (default integer class labels).
 
     Raises:
         ExportError: unsupported optimizer or layer, or an op whose gradient needs Flex (each listed by name).
         ValueError: bad arguments (the argument and what is allowed).
     """
-    _check_model(model)
+    _check_model(model, disable_dropout)
     check_int("batch_size", batch_size, minimum=1)
     loss = getattr(model, "loss", None) if loss is None else loss
     if loss is None:
@@ -197,7 +224,7 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
                          batch_size)
     if not module.trained:
         raise ValueError(f"`model` has no trainable variables to train (trainable_layers={trainable_layers!r})")
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, _dropout_off(model, disable_dropout):
         flatbuffer = _convert(module, module.y_spec(tuple(y_shape), tf.as_dtype(y_dtype)), workdir)
     flex = flex_ops(flatbuffer)
     if flex:
