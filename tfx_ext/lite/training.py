@@ -128,7 +128,8 @@ class _Signatures(tf.Module):
     def __init__(self, model, loss, optimizer, trained, batch_size):
         super().__init__()
         self.model, self.loss, self.optimizer, self.trained = model, loss, optimizer, trained
-        self.weights = list(model.trainable_variables) + list(model.non_trainable_variables)
+        # `*_weights`, not `*_variables`: RNG seed states are not weights (they stay on the device, untouched).
+        self.weights = list(model.trainable_weights) + list(model.non_trainable_weights)
         self.paths = [v.path for v in self.weights]
         if len(set(self.paths)) != len(self.paths):
             raise ExportError(f"variable paths are not unique: {self.paths}")
@@ -162,6 +163,8 @@ class _Signatures(tf.Module):
         for path, v in zip(self.paths, self.weights):
             v.assign(weights[path])
         for slot in self.slots:
+            if slot.name == "learning_rate":  # a Keras optimizer keeps its learning rate as a variable too
+                continue
             slot.assign(tf.zeros_like(slot.value))
         return {"num_weights": tf.constant(len(self.weights), tf.int32)}
 
