@@ -49,6 +49,7 @@ from tfx_ext.streaming.runner import StreamingRunner  # noqa: E402
 from tfx_ext.streaming.streamable import make_streamable  # noqa: E402
 from tfx_ext.lite.convert import to_tflite  # noqa: E402
 from tfx_ext.lite.runtime import TFLiteModel  # noqa: E402
+from tfx_ext.lite.training import TrainableTFLiteModel, to_trainable_tflite  # noqa: E402
 from tfx_ext.lite.int8 import check_full_integer, non_integer_ops, streaming_calibration_data  # noqa: E402
 from tfx_ext.lite.verification import Verification, verify  # noqa: E402
 from tfx_ext.transforms.qat import FakeQuant, is_quantize_aware, quantize_aware  # noqa: E402
@@ -102,6 +103,8 @@ __all__ = [
     "StreamingRunner",
     "to_tflite",
     "TFLiteModel",
+    "to_trainable_tflite",
+    "TrainableTFLiteModel",
     "verify",
     "Verification",
     "streaming_calibration_data",

@@ -101,6 +101,21 @@ def tflite_schema():
     return schema_py_generated
 
 
+# ----- TensorFlow gradients ----------------------------------------------------------------------------------------
+__all__ += ["default_gradient"]
+
+
+def default_gradient(op_type: str):
+    """TensorFlow's registered gradient function of `op_type` (`ops._gradient_registry`).
+
+    `tfx_ext.lite.gradients` overrides some gradients with builtin-op versions and falls back to TensorFlow's own
+    where a case is not covered; `tf.RegisterGradient` registers but offers no public lookup.
+    """
+    from tensorflow.python.framework import ops
+
+    return ops._gradient_registry.lookup(op_type)
+
+
 # ----- Keras internals ----------------------------------------------------------------------------------------------
 def seed_generators(layer) -> list:
     """The `keras.random.SeedGenerator`s a layer tracks (`Layer._seed_generators`).

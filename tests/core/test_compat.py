@@ -109,3 +109,18 @@ def test_edit_calibration_sees_the_calibrated_min_max_and_its_edit_is_quantized(
 
     detail = Interpreter(model_content=flatbuffer).get_input_details()[0]
     assert detail["dtype"] == np.int8 and detail["quantization"][0] == pytest.approx(3.0 / 255, rel=1e-6)
+
+
+# ----- TensorFlow gradients -----------------------------------------------------------------------------------------
+def test_default_gradient_is_tensorflows_relu_gradient():
+    import tensorflow as tf
+
+    grad = compat.default_gradient("Relu")
+    x = tf.constant([-1.0, 2.0])
+
+    @tf.function
+    def check():
+        y = tf.nn.relu(x)
+        return grad(y.op, tf.ones_like(y))
+
+    assert check().numpy().tolist() == [0.0, 1.0]
