@@ -53,6 +53,7 @@ def test_layer_contract(layer_cls, kwargs, input_shape, output_shape, distribute
         expected_output_shape=output_shape,
         expected_num_trainable_weights=2,  # embeddings + bias; the generator is its own layer in the graph
         expected_num_non_trainable_weights=0,
+        sequential="refused",  # Sequential does not track the generator a consumer inserts
         tflite=True,
         distribute=distribute,
     )

@@ -19,6 +19,7 @@ def test_layer_contract_and_streaming(layer_cls, num_weights, return_sequences):
         expected_output_shape=(2, 6, 4) if return_sequences else (2, 4),
         expected_num_trainable_weights=num_weights,
         expected_num_non_trainable_weights=0,
+        dynamic_axes=(0, 1),
         streaming=True,
     )
 
