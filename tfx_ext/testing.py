@@ -7,8 +7,10 @@
     assert_all_close, assert_tflite_parity, assert_distribute_parity, save_and_load, tflite_outputs
 
 `run_layer_test` is modelled on Keras's own: config and serialization round trips, symbolic shapes and dtypes,
-weight and seed-generator counts, eager == functional, a `.keras` round trip and one `fit` step. Three switches are
-ours: `tflite=True` (export, run in LiteRT, compare), `distribute=True` (one training step under MirroredStrategy
+weight and seed-generator counts, eager == functional, a `.keras` round trip, one `fit` step and the mixed_float16
+check. It adds the conventions Keras applies to its built-in layers: None dims, `compute_output_spec` ==
+call, float16 accuracy, unique names, `clone_model`, `keras.Sequential`, `tf.saved_model.save`, `trainable=False`
+and a `jit_compile=True` fit. Three switches are ours: `tflite=True` (export, run in LiteRT, compare), `distribute=True` (one training step under MirroredStrategy
 over two logical CPUs equals the same step on one device) and `streaming=True` (`verify_layer_streaming`).
 
 `verify_streaming` converts with `tfx_ext.to_streaming` and checks, for each mode and `frames_per_step`, against an
