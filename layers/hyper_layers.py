@@ -195,8 +195,22 @@ class _HyperLayer(keras.layers.Layer):
         """The generator this layer inserts into the graph when called without `generator=` (None after load:
         the loaded graph passes the generator explicitly)."""
         if self._hypernetwork_ref.value is None and self._hypernetwork_spec is not None:
-            self._hypernetwork_ref = _Untracked(HyperNetwork.from_config(self._hypernetwork_spec))
+            private = HyperNetwork.from_config(self._hypernetwork_spec)
+            private.trainable = private.trainable and self.trainable
+            self._hypernetwork_ref = _Untracked(private)
         return self._hypernetwork_ref.value
+
+    @property
+    def trainable(self):
+        return keras.layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        """Freezing a consumer freezes its private generator too, as freezing a layer freezes its sublayers (a
+        shared `HyperNetwork` is frozen on its own; after loading, the generator is a layer of the model)."""
+        keras.layers.Layer.trainable.fset(self, value)
+        if getattr(self, "_hypernetwork_spec", None) is not None and self._hypernetwork_ref.value is not None:
+            self._hypernetwork_ref.value.trainable = value
 
     def _check_context(self, context) -> None:
         if self.conditional is None and context is not None:

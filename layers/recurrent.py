@@ -63,6 +63,25 @@ class _StreamingRNN(StreamingLayer):
             dtype=self.dtype_policy,  # as Keras's GRU/LSTM pass theirs to their cell: float16 in, float16 out
             **(_rnn_kwargs or {}),
         )
+        self.supports_masking = True  # the whole-sequence modes hand a mask to the inner RNN, as Keras's own do
+
+    def call(self, inputs, training=None, mask=None):
+        if all(m is None for m in keras.tree.flatten(mask)):
+            return super().call(inputs, training=training)
+        if self.mode.is_streaming:
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}) received a mask in {self.mode.value} mode; streaming "
+                "steps take every frame. Stream the model without its Masking layer (or mask_zero embedding), "
+                "or call it in a whole-sequence mode."
+            )
+        sequence, *_ = self.rnn(inputs, mask=mask, training=training if self.mode == Mode.TRAINING else False)
+        return self._output(sequence)
+
+    def compute_mask(self, inputs, mask=None):
+        """The input mask for per-frame outputs (as Keras's GRU/LSTM); none for the last output or states."""
+        if self.mode == Mode.STREAM_EXTERNAL_STATE or not self.return_sequences:
+            return None
+        return mask
 
     def build(self, input_shape):
         shape = self._data_shape(input_shape)
@@ -143,6 +162,8 @@ class GRU(_StreamingRNN):
     Call arguments:
         inputs: `(batch, time, features)`; `[inputs, h]` in `STREAM_EXTERNAL_STATE` mode.
         training: enables dropout in `TRAINING` mode.
+        mask: `(batch, time)` booleans (from `Masking` or `mask_zero`): masked frames keep the state, as in
+            Keras's layer; whole-sequence modes only (a streaming mode raises ValueError).
 
     Input shape:
         `(batch, time, features)`.
@@ -182,6 +203,8 @@ class LSTM(_StreamingRNN):
     Call arguments:
         inputs: `(batch, time, features)`; `[inputs, h, c]` in `STREAM_EXTERNAL_STATE` mode.
         training: enables dropout in `TRAINING` mode.
+        mask: `(batch, time)` booleans (from `Masking` or `mask_zero`): masked frames keep the state, as in
+            Keras's layer; whole-sequence modes only (a streaming mode raises ValueError).
 
     Input shape:
         `(batch, time, features)`.

@@ -7,8 +7,10 @@
     assert_all_close, assert_tflite_parity, assert_distribute_parity, save_and_load, tflite_outputs
 
 `run_layer_test` is modelled on Keras's own: config and serialization round trips, symbolic shapes and dtypes,
-weight and seed-generator counts, eager == functional, a `.keras` round trip and one `fit` step. Three switches are
-ours: `tflite=True` (export, run in LiteRT, compare), `distribute=True` (one training step under MirroredStrategy
+weight and seed-generator counts, eager == functional, a `.keras` round trip, one `fit` step and the mixed_float16
+check. It adds the conventions Keras applies to its built-in layers: None dims, `compute_output_spec` ==
+call, float16 accuracy, unique names, `clone_model`, `keras.Sequential`, `tf.saved_model.save`, `trainable=False`
+and a `jit_compile=True` fit. Three switches are ours: `tflite=True` (export, run in LiteRT, compare), `distribute=True` (one training step under MirroredStrategy
 over two logical CPUs equals the same step on one device) and `streaming=True` (`verify_layer_streaming`).
 
 `verify_streaming` converts with `tfx_ext.to_streaming` and checks, for each mode and `frames_per_step`, against an
@@ -36,6 +38,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import tempfile
+import warnings
 from typing import Any, Callable
 
 import keras
@@ -51,6 +54,7 @@ from tfx_ext.streaming.runner import StreamingRunner
 
 FLOAT_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
+FLOAT16_ATOL = 1e-3  # float16 resolution near 1
 BOTH_MODES = (Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE)
 
 
@@ -153,6 +157,163 @@ def assert_distribute_parity(model_fn, x, y, atol: float = 1e-5, loss="mse") -> 
     assert_all_close(mirrored, single, atol, what="weights after one mirrored step")
 
 
+# ----- Keras's layer conventions ------------------------------------------------------------------------------------
+def _flat(outputs) -> list:
+    return keras.tree.flatten(outputs)
+
+
+def _is_float(dtype) -> bool:
+    return keras.backend.standardize_dtype(dtype).startswith(("float", "bfloat"))
+
+
+def _overrides_output_shape(layer) -> bool:
+    return type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape
+
+
+def _check_output_spec(layer, input_data, eager) -> None:
+    """`compute_output_spec` (and `compute_output_shape` where the layer defines it) agree with the eager call."""
+    spec_dtype = layer.compute_dtype if layer.autocast and _is_float(input_data.dtype) else str(input_data.dtype)
+    specs = _flat(layer.compute_output_spec(keras.KerasTensor(input_data.shape, dtype=spec_dtype)))
+    outputs = _flat(eager)
+    _check(len(specs) == len(outputs), f"compute_output_spec gives {len(specs)} outputs, the call {len(outputs)}")
+    for spec, out in zip(specs, outputs):
+        _check(tuple(spec.shape) == tuple(out.shape), f"compute_output_spec shape {tuple(spec.shape)} != call "
+                                                      f"output shape {tuple(out.shape)}")
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        _check(spec.dtype == dtype, f"compute_output_spec dtype {spec.dtype} != call output dtype {dtype}")
+    if _overrides_output_shape(layer) and len(outputs) == 1:
+        shape = tuple(layer.compute_output_shape(tuple(input_data.shape)))
+        _check(shape == tuple(outputs[0].shape), f"compute_output_shape {shape} != call output shape "
+                                                 f"{tuple(outputs[0].shape)}")
+
+
+def _check_dynamic_shapes(layer_cls, init_kwargs, input_data, eager, dynamic_axes) -> None:
+    """A symbolic call with None at `dynamic_axes` keeps those dims None and the others as in the eager call."""
+    shape = tuple(None if i in dynamic_axes else d for i, d in enumerate(input_data.shape))
+    layer = layer_cls(**init_kwargs)
+    symbolic = _flat(layer(keras.Input(batch_shape=shape)))
+    for sym, out in zip(symbolic, _flat(eager)):
+        _check(len(sym.shape) == len(out.shape), f"symbolic rank {len(sym.shape)} != eager rank {len(out.shape)} "
+                                                 f"for input shape {shape}")
+        _check(0 not in dynamic_axes or sym.shape[0] is None, f"symbolic output {tuple(sym.shape)} lost the None "
+                                                              "batch dim")
+        _check(all(s is None or s == e for s, e in zip(sym.shape, out.shape)),
+               f"symbolic output shape {tuple(sym.shape)} (input {shape}) disagrees with eager {tuple(out.shape)}")
+    if _overrides_output_shape(layer) and len(symbolic) == 1:
+        computed = tuple(layer.compute_output_shape(shape))
+        _check(computed == tuple(symbolic[0].shape), f"compute_output_shape({shape}) = {computed} != symbolic "
+                                                     f"{tuple(symbolic[0].shape)}")
+
+
+def _check_mixed_precision(layer_cls, init_kwargs, input_data, model, outlier_fraction: float) -> None:
+    """As Keras's check: under `dtype="mixed_float16"` float outputs are float16 as `compute_output_spec` says,
+    float weights stay float32. Ours too: with the float32 model's weights, at most `outlier_fraction` of the
+    values are off by more than 2% of the largest float32 output plus FLOAT16_ATOL (float16 rounding, not a wrong
+    contraction; the absolute term covers outputs near zero, such as an untrained QAT layer's)."""
+    layer = layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})
+    outputs = _flat(layer(input_data))
+    _check_output_spec(layer, input_data, outputs)
+    for out in outputs:
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        _check(not _is_float(dtype) or dtype == "float16", f"mixed_float16 output dtype {dtype}, expected float16")
+    for weight in layer.weights:
+        _check(not _is_float(weight.dtype) or weight.dtype == "float32",
+               f"mixed_float16 weight {weight.path} is {weight.dtype}, expected float32 (the variable dtype)")
+    inputs = keras.Input(shape=input_data.shape[1:], batch_size=input_data.shape[0], name="x")
+    mixed = keras.Model(inputs, layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})(inputs))
+    mixed.set_weights(model.get_weights())
+    for got, want in zip(as_list(mixed(input_data)), as_list(model(input_data))):
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        off = float(np.mean(err > 0.02 * scale + FLOAT16_ATOL)) if want.size else 0.0
+        _check(off <= outlier_fraction, f"mixed_float16: {off:.1%} of the outputs are off by more than 2% of "
+                                        f"max|y| = {scale:.3g} (+{FLOAT16_ATOL:g}) from float32 with the same weights")
+
+
+def _check_names(layer_cls, init_kwargs, input_data) -> None:
+    """Two instances in one model get distinct layer names and distinct variable paths."""
+    inputs = keras.Input(shape=input_data.shape[1:], batch_size=input_data.shape[0])
+    first, second = layer_cls(**init_kwargs), layer_cls(**init_kwargs)
+    model = keras.Model(inputs, [first(inputs), second(inputs)])
+    _check(first.name != second.name, f"two {layer_cls.__name__} instances share the name {first.name!r}")
+    paths = [v.path for v in model.variables]
+    _check(len(set(paths)) == len(paths), f"variable paths repeat: {sorted(p for p in paths if paths.count(p) > 1)}")
+
+
+def _fit_once(model, input_data, targets, **compile_kwargs) -> float:
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", **compile_kwargs)
+    history = model.fit(input_data, targets[0] if len(targets) == 1 else targets, epochs=1, verbose=0)
+    loss = history.history["loss"][0]
+    _check(np.isfinite(loss), f"training step produced a non-finite loss ({compile_kwargs or 'default compile'})")
+    return loss
+
+
+def _check_frozen(model, layer, input_data, targets) -> None:
+    """`trainable=False` moves every weight to `non_trainable_weights` and a `fit` step changes none of them."""
+    trainable = list(model.trainable_weights)
+    total = len(layer.weights)
+    layer.trainable = False
+    try:
+        _check(not layer.trainable_weights and len(layer.non_trainable_weights) == total,
+               f"trainable=False left {len(layer.trainable_weights)} trainable weights")
+        before = [np.asarray(w) for w in trainable]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The model does not have any trainable weights")
+            _fit_once(model, input_data, targets)
+        changed = [w.path for w, b in zip(trainable, before) if not np.array_equal(np.asarray(w), b)]
+        _check(not changed, f"a fit step with trainable=False changed {changed}")
+    finally:
+        layer.trainable = True
+
+
+def _check_jit_fit(model_fn, input_data, targets) -> None:
+    """`jit_compile=True` trains, or a layer declares `supports_jit=False` and Keras compiles without XLA."""
+    model = model_fn()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*doesn't support `jit_compile=True`")
+        _fit_once(model, input_data, targets, jit_compile=True)
+    declared = all(getattr(layer, "supports_jit", True) for layer in model.layers)
+    _check(model.jit_compile == declared, f"jit_compile={model.jit_compile} but the layers declare "
+                                          f"supports_jit={declared}")
+
+
+def _check_same_model(other: keras.Model, model: keras.Model, input_data, atol: float, what: str) -> None:
+    """`other`, given `model`'s weights, has as many trainable weights and the same outputs."""
+    _check(len(other.trainable_weights) == len(model.trainable_weights),
+           f"{what}: {len(other.trainable_weights)} trainable weights, the functional model has "
+           f"{len(model.trainable_weights)}")
+    other.set_weights(model.get_weights())
+    assert_all_close(other(input_data), model(input_data), atol, what=what)
+
+
+def _check_sequential(layer_cls, init_kwargs, input_data, model, expected: str, atol: float) -> None:
+    """In `keras.Sequential` the layer works as in the functional model ("works") or raises at build ("refused")."""
+    _check(expected in ("works", "refused"), f"sequential must be 'works' or 'refused'. Received: {expected!r}")
+    try:
+        sequential = keras.Sequential([keras.Input(shape=input_data.shape[1:], batch_size=input_data.shape[0]),
+                                       layer_cls(**init_kwargs)])
+    except ValueError as error:
+        _check(expected == "refused", f"keras.Sequential refused the layer: {error}")
+        return
+    _check(expected == "works", "keras.Sequential accepted a layer declared sequential='refused'")
+    _check_same_model(sequential, model, input_data, atol, "Sequential vs functional")
+
+
+def _check_saved_model(model, input_data, atol: float) -> None:
+    """`tf.saved_model.save` and its `serving_default` signature give the model's outputs."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(model, tmp)
+        restored = tf.saved_model.load(tmp).signatures["serving_default"]
+        outputs = restored(tf.constant(input_data))
+    expected = model(input_data)
+    # The signature names dict outputs by their keys, others output_0, output_1, ...
+    names = list(expected) if isinstance(expected, dict) else [f"output_{i}" for i in range(len(as_list(expected)))]
+    _check(sorted(outputs) == sorted(names), f"saved_model outputs {sorted(outputs)}, expected {sorted(names)}")
+    assert_all_close([np.asarray(outputs[k]) for k in names], as_list(expected), atol, what="tf.saved_model round trip")
+
+
 # ----- the layer test ------------------------------------------------------------------------------------------------
 def _check_round_trips(layer_cls: type, init_kwargs: dict) -> None:
     """Config and serialization round trips reproduce the same config."""
@@ -186,19 +347,41 @@ def run_layer_test(
     expected_num_seed_generators: int | None = None,
     expected_num_losses: int | None = None,
     run_training_check: bool = True,
+    run_mixed_precision_check: bool = True,
+    mixed_precision_outliers: float = 0.01,
+    dynamic_axes: tuple[int, ...] = (0,),
+    supports_masking: bool | None = None,
+    sequential: str = "works",
+    saved_model: bool = True,
     tflite: bool = False,
     distribute: bool = False,
     streaming: bool = False,
     atol: float = FLOAT_ATOL,
     custom_objects: dict | None = None,
 ) -> keras.Model:
-    """Checks config/serialization round trips, shapes, weight counts, `.keras` save/load, a fit step and options.
+    """Checks a layer the way Keras checks its own, plus the conventions Keras applies to its built-in layers.
+
+    Always: config and serialization round trips; symbolic shapes and dtypes (also with None dims), agreeing with
+    `compute_output_spec` / `compute_output_shape` and the eager call; weight counts; eager == functional; two
+    instances in one model with unique names and variable paths; `.keras` save/load (safe_mode=True),
+    `clone_model` and `keras.Sequential` giving the same outputs. Switches below add or drop the rest.
 
     Args:
         layer_cls, init_kwargs: the layer under test, built as `layer_cls(**init_kwargs)`.
         input_shape: shape of random normal input data (or give `input_data`).
         expected_*: checked when given (symbolic output shape and dtype, weight / seed-generator / loss counts).
-        run_training_check: one `fit` step towards zeros must give a finite loss.
+        run_training_check: one `fit` step towards zeros gives a finite loss, by default and with
+            `jit_compile=True` (unless a layer declares `supports_jit=False`, which Keras must respect); with
+            `trainable=False` the step changes no weight.
+        run_mixed_precision_check: Keras's check under `dtype="mixed_float16"` (outputs float16 as
+            `compute_output_spec` says, float weights float32), plus ours: with the float32 weights, at most
+            `mixed_precision_outliers` of the outputs are off by more than 2% of max|y| + FLOAT16_ATOL.
+        dynamic_axes: input axes set to None in a symbolic call (0, the batch, by default; add 1 for layers that
+            take any number of frames): those output dims stay None, `compute_output_shape` agrees.
+        supports_masking: checked against the layer's `supports_masking` when given.
+        sequential: "works" (a `keras.Sequential` of the layer has the functional model's weights and outputs) or
+            "refused" (building it raises ValueError).
+        saved_model: `tf.saved_model.save` and its serving signature give the model's outputs.
         tflite: float TFLite outputs equal Keras outputs (`assert_tflite_parity`).
         distribute: one MirroredStrategy step equals one single-device step (`assert_distribute_parity`).
         streaming: streamed equals whole-sequence in both state modes (`verify_layer_streaming`).
@@ -243,14 +426,27 @@ def run_layer_test(
         _check(len(layer.losses) == expected_num_losses,
                f"losses: expected {expected_num_losses}, got {len(layer.losses)}")
 
-    # `.keras` round trip (safe_mode=True) gives identical outputs.
+    if supports_masking is not None:
+        _check(layer.supports_masking == supports_masking,
+               f"supports_masking is {layer.supports_masking}, expected {supports_masking}")
+    _check_output_spec(layer, input_data, eager)
+    _check_dynamic_shapes(layer_cls, init_kwargs, input_data, eager, dynamic_axes)
+    _check_names(layer_cls, init_kwargs, input_data)
+
+    # `.keras` round trip (safe_mode=True), clone_model and Sequential give identical outputs.
     assert_all_close(save_and_load(model, custom_objects)(input_data), functional, atol, what=".keras round trip")
+    _check_same_model(keras.models.clone_model(model), model, input_data, atol, "clone_model")
+    _check_sequential(layer_cls, init_kwargs, input_data, model, sequential, atol)
+    if saved_model:
+        _check_saved_model(model, input_data, atol)
+    if run_mixed_precision_check:
+        _check_mixed_precision(layer_cls, init_kwargs, input_data, model, mixed_precision_outliers)
 
     if run_training_check:
         targets = [np.zeros_like(o) for o in as_list(functional)]
-        model.compile(optimizer="sgd", loss="mse")
-        history = model.fit(input_data, targets[0] if len(targets) == 1 else targets, epochs=1, verbose=0)
-        _check(np.isfinite(history.history["loss"][0]), "training step produced a non-finite loss")
+        _fit_once(model, input_data, targets)
+        _check_frozen(model, layer, input_data, targets)
+        _check_jit_fit(model_fn, input_data, targets)
     if tflite:
         assert_tflite_parity(model, input_data)
     if distribute:
@@ -407,6 +603,7 @@ def verify_tflite_streaming(model: keras.Model, x: np.ndarray, mode, *, frames_p
 
 __all__ = [
     "BOTH_MODES",
+    "FLOAT16_ATOL",
     "FLOAT_ATOL",
     "TFLITE_ATOL",
     "as_list",

@@ -11,7 +11,7 @@ from tfx_ext.streaming.convert import to_streaming
 
 
 def test_layer_contract():
-    run_layer_test(Delay, {"delay": 2}, (2, 5, 3), expected_output_shape=(2, 5, 3),
+    run_layer_test(Delay, {"delay": 2}, (2, 5, 3), expected_output_shape=(2, 5, 3), dynamic_axes=(0, 1),
                    expected_num_trainable_weights=0, expected_num_non_trainable_weights=0, run_training_check=False)
 
 

@@ -20,6 +20,7 @@ def test_layer_contract(method):
         expected_output_shape=(2, 16, 8),
         expected_num_trainable_weights=1,
         expected_num_non_trainable_weights=0,
+        dynamic_axes=(0, 1),  # any number of frames (gated: the scan path, which declares supports_jit=False)
         tflite=True,
         distribute=True,
     )

@@ -53,8 +53,23 @@ def test_layer_contract(layer_cls, kwargs, input_shape, output_shape, distribute
         expected_output_shape=output_shape,
         expected_num_trainable_weights=2,  # embeddings + bias; the generator is its own layer in the graph
         expected_num_non_trainable_weights=0,
+        sequential="refused",  # Sequential does not track the generator a consumer inserts
+        dynamic_axes=(0, 1) if layer_cls is HyperConv1D else (0,),  # a Conv1D takes any number of frames
         tflite=True,
         distribute=distribute,
+    )
+
+
+@pytest.mark.parametrize("kwargs", [{"embedding_dim": 4, "chunk_shape": (3, 4, 4)},
+                                    {"embedding_dim": 4, "chunk_shape": (4, 4), "mlp_units": (8,)}],
+                         ids=["linear", "mlp"])
+def test_hypernetwork_layer_contract(kwargs):
+    run_layer_test(
+        HyperNetwork, kwargs, (2, 3),
+        expected_num_trainable_weights=4,
+        expected_num_non_trainable_weights=0,
+        dynamic_axes=(),  # its outputs are the generator's parameters: no batch axis
+        run_training_check=False,  # (for the same reason: it trains through its consumers, checked above)
     )
 
 

@@ -19,6 +19,8 @@ def test_layer_contract_and_streaming(layer_cls, num_weights, return_sequences):
         expected_output_shape=(2, 6, 4) if return_sequences else (2, 4),
         expected_num_trainable_weights=num_weights,
         expected_num_non_trainable_weights=0,
+        dynamic_axes=(0, 1),
+        supports_masking=True,
         streaming=True,
     )
 
@@ -63,3 +65,33 @@ def test_bad_arguments_raise():
         LSTM(2, dropout=1.5)
     with pytest.raises(ValueError, match=r"expects inputs \(batch, time, features\)"):
         GRU(2)(np.zeros((1, 2, 3, 4), "float32"))
+
+
+@pytest.mark.parametrize("ours,theirs", [(GRU, keras.layers.GRU), (LSTM, keras.layers.LSTM)])
+def test_masked_frames_as_in_keras(ours, theirs):
+    """Behind `Masking`, padded frames keep the state exactly as Keras's own layer does, and the mask reaches the
+    next recurrent layer (the last output is the one of the last unmasked frame)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 7, 3)).astype("float32")
+    x[0, 4:] = 0.0  # padded tails of different lengths
+    x[1, 2:] = 0.0
+
+    def stack(cls):
+        inputs = keras.Input((7, 3))
+        h = cls(4, return_sequences=True)(keras.layers.Masking(0.0)(inputs))
+        return keras.Model(inputs, [h, cls(5, return_sequences=False)(h)])
+
+    model, reference = stack(ours), stack(theirs)
+    reference.set_weights(model.get_weights())
+    assert model.layers[2].supports_masking
+    assert_all_close(model(x), reference(x))
+    unmasked = keras.Model(model.input, model.layers[3](model.layers[2](model.input)))
+    assert not np.allclose(np.asarray(unmasked(x))[0], np.asarray(model(x)[1])[0], atol=1e-4)  # the mask matters
+
+
+def test_a_mask_in_a_streaming_mode_is_refused():
+    layer = GRU(4, mode=Mode.STREAM_INTERNAL_STATE)
+    x = np.ones((2, 1, 3), "float32")
+    layer(x)
+    with pytest.raises(ValueError, match=r"received a mask in stream_internal_state mode"):
+        layer(x, mask=np.ones((2, 1), bool))

@@ -127,6 +127,12 @@ class FakeQuant(keras.layers.Identity):
         return {**super().get_config(), "momentum": self.momentum, "num_bits": self.num_bits}
 
 
+def _ranged(fake_quant, x, training=None):
+    """`fake_quant(x)` back in `x`'s dtype: a FakeQuant computes in float32 (TF's fake-quant op has no float16
+    kernel), and under a mixed policy the rest of the layer computes in float16."""
+    return ops.cast(fake_quant(x, training=training), x.dtype)
+
+
 class _KernelFakeQuant:
     """Mixin: the layer's own `call`, computed from its public weights with the kernel fake-quantized per output
     channel (the same maths as the Keras layer's `call`, which reads `self.kernel` itself)."""
@@ -227,7 +233,7 @@ class _SeparableFakeQuant(_RangeSublayer):
         pointwise = fake_quant_weights(self.pointwise_kernel, tuple(range(self.rank + 1)))
         x = ops.depthwise_conv(inputs, depthwise, strides=self.strides, padding=self.padding,
                                data_format=self.data_format, dilation_rate=self.dilation_rate)
-        x = self.mid(x, training=training)
+        x = _ranged(self.mid, x, training)
         x = ops.conv(x, pointwise, strides=1, padding="valid", data_format=self.data_format)
         if self.use_bias:
             shape = (1,) * (self.rank + 1) + (self.filters,) if self.data_format == "channels_last" else \
@@ -371,7 +377,7 @@ class _QuantizedGRUCell(_QuantizedCell, keras.layers.GRUCell):
         else:
             recurrent_h = ops.matmul(r * h_in, recurrent_kernel[:, 2 * units:])
         hh = self.activation(x_h + recurrent_h)
-        h = self.h_range(z * h_tm1 + (1 - z) * hh, training=training)  # the output is h
+        h = _ranged(self.h_range, z * h_tm1 + (1 - z) * hh, training)  # the output is h
         return h, [h] if nested else h
 
 
@@ -389,8 +395,8 @@ class _QuantizedLSTMCell(_QuantizedCell, keras.layers.LSTMCell):
             z = z + self.bias
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
         i, f, o = self.recurrent_activation(z_i), self.recurrent_activation(z_f), self.recurrent_activation(z_o)
-        c = self.c_range(f * c_tm1 + i * self.activation(z_c), training=training)
-        h = self.h_range(o * self.activation(c), training=training)
+        c = _ranged(self.c_range, f * c_tm1 + i * self.activation(z_c), training)
+        h = _ranged(self.h_range, o * self.activation(c), training)
         return h, [h, c]
 
 
