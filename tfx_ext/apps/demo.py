@@ -3,7 +3,8 @@
 Each stage is a function of the run's `DemoConfig`, a `DemoContext` (what earlier stages produced: the data root and
 label names, the trained model, the test split, the streamed recording) and the `Report`; it returns a report
 `Section`. The report is rewritten after every stage, so an interrupted run leaves a readable report of what
-finished. Nothing here downloads: the keyword data are synthesized (espeak-ng when installed, else numpy patterns)
+finished. Nothing here downloads: the keyword data are synthesized (espeak-ng, binary or pip wheel; numpy patterns only
+as a loudly reported last resort)
 into a cache directory reused across runs.
 """
 
@@ -27,7 +28,7 @@ from tfx_ext.apps.federated_experiments import (
 )
 from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix, plot_curves
 from tfx_ext.apps.report import Report, Section
-from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
+from tfx_ext.apps.synthesis import DEFAULT_WORDS, NUMPY_FALLBACK_WARNING, synthesize_keywords
 from tfx_ext.data import (
     LABEL_VIEWS,
     WORDS_35,
@@ -175,6 +176,8 @@ def stage_data(config: DemoConfig, context: DemoContext, report: Report) -> Sect
         f"{len(summary['words'])} words by {summary['num_speakers']} synthetic speakers, split by speaker "
         "like Speech Commands (validation/testing lists)."
     )
+    if summary["engine"] == "numpy":
+        text = f"**WARNING: {NUMPY_FALLBACK_WARNING}**\n\n{text}"
     split_counts = summary.get("split_counts", {})
     metrics = {"clips": summary["num_clips"], "engine": summary["engine"], "speakers": summary["num_speakers"]}
     metrics.update({f"clips ({split})": count for split, count in split_counts.items()})
