@@ -209,7 +209,11 @@ def stage_train(config: DemoConfig, context: DemoContext, report: Report) -> Sec
         f"Trained `{config.model}` ({metrics['params']:,} parameters) for {metrics['epochs']} epochs in "
         f"{metrics['seconds']:.0f} s; saved to `{metrics['model_path']}`."
     )
-    shown = {k: metrics[k] for k in ("params", "epochs", "train_accuracy", "val_accuracy", "test_accuracy")}
+    shown = {k: metrics[k] for k in ("params", "epochs", "train_accuracy", "val_accuracy", "test_accuracy",
+                                     "test_seen_voice_accuracy", "test_unseen_voice_accuracy")}
+    shown["test accuracy per word"] = ", ".join(f"{w} {a:.2f}" for w, a in metrics["test_per_word"].items())
+    text += (" The test split holds speakers whose voices (espeak variants; numpy: frequency shifts) no training "
+             "speaker has: `test_unseen_voice_accuracy` is the figure that says whether the model generalizes.")
     return Section("Train", text=text, metrics=shown, figures=["confusion_matrix.png"])
 
 
