@@ -273,13 +273,13 @@ def test_wrong_sample_rate_fails_when_read(tmp_path):
 def test_loader_reads_synthesized_data(numpy_root):
     root, summary = numpy_root
     info = speech_commands_info(root)
-    assert info["num_examples"] == summary["num_clips"] == 140
+    assert info["num_examples"] == summary["num_clips"] == 35 * 5 * 2
     assert info["split_totals"] == summary["split_counts"]
     x, y = _collect(load_speech_commands(root, "train", background_noise=0.1, time_shift_ms=50))
     assert x.shape[1:] == (49, 40) and np.isfinite(x).all()
     counts = np.bincount(y, minlength=12)
-    assert counts[2:].tolist() == [summary["split_counts"]["train"] // 14] * 10
-    assert counts[1] == 4 * summary["split_counts"]["train"] // 14  # house, tree, bird, dog -> _unknown_
+    assert counts[2:].tolist() == [summary["split_counts"]["train"] // 35] * 10
+    assert counts[1] == 25 * summary["split_counts"]["train"] // 35  # the 25 non-command words -> _unknown_
 
 
 def test_download_uses_keras_get_file(tmp_path, monkeypatch):

@@ -121,3 +121,47 @@ def test_export_int8_is_verified_against_keras(trained, tmp_path, mode):
 def test_export_int8_needs_calibration_data(trained, tmp_path):
     with pytest.raises(ValueError, match="int8 export calibrates on training clips: pass `data_root`"):
         kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize="int8")
+
+
+def test_breakdown_by_voice_and_word_counted_by_hand():
+    from tfx_ext.apps.kws_metrics import breakdown
+
+    names = ("_silence_", "_unknown_", "yes")
+    result = breakdown(labels=[2, 2, 1, 1, 0, 2], predictions=[2, 1, 1, 2, 0, 2],
+                       words=["yes", "yes", "cat", "dog", "_silence_", "yes"],
+                       unseen=[False, True, True, False, None, True], label_names=names)
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["seen_voice_accuracy"] == pytest.approx(1 / 2)  # examples 0, 3: right, wrong (4 is silence)
+    assert result["unseen_voice_accuracy"] == pytest.approx(2 / 3)  # examples 1, 2, 5: wrong, right, right
+    assert (result["num_seen"], result["num_unseen"]) == (2, 3)
+    assert result["per_word"] == {"_silence_": 1.0, "cat": 1.0, "dog": 0.0, "yes": pytest.approx(2 / 3)}
+    assert result["per_label"] == {"_silence_": 1.0, "_unknown_": 0.5, "yes": pytest.approx(2 / 3)}
+    assert result["confusion"] == [[1, 0, 0], [0, 1, 1], [0, 1, 2]]
+    empty = breakdown([1], [1], ["cat"], [False], names)
+    assert empty["unseen_voice_accuracy"] is None and empty["seen_voice_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="must have one entry per example. Received: 2, 2, 1 and 2"):
+        breakdown([1, 2], [1, 2], ["cat"], [False, True], names)
+
+
+def test_evaluate_breaks_accuracy_down_by_the_voices_in_speakers_json(trained):
+    """Recomputed apart: the model's own predictions on the unshuffled split, voices read from speakers.json."""
+    import json
+
+    from tfx_ext.data import list_examples, load_speech_commands
+
+    root, _, model, _ = trained
+    unseen_of = {sid: p["unseen"] for sid, p in json.loads((root / "speakers.json").read_text()).items()}
+    for split in ("train", "test"):
+        result = kws.evaluate(model, root, split=split, batch_size=4)
+        x, y = zip(*((a.numpy(), b.numpy()) for a, b in load_speech_commands(root, split, batch_size=4, shuffle=False)))
+        correct = np.argmax(model.predict(np.concatenate(x), verbose=0), -1) == np.concatenate(y)
+        examples = list_examples(root, split)
+        unseen = np.array([unseen_of.get(e.speaker, False) for e in examples])
+        seen = np.array([e.speaker != "" and not unseen_of[e.speaker] for e in examples])
+        assert result["accuracy"] == pytest.approx(correct.mean())
+        for key, mask in (("seen_voice_accuracy", seen), ("unseen_voice_accuracy", unseen)):
+            assert result[key] == (pytest.approx(correct[mask].mean()) if mask.any() else None)
+        yes = np.array([e.speaker != "" and os.path.basename(os.path.dirname(e.path)) == "yes" for e in examples])
+        assert result["per_word"]["yes"] == pytest.approx(correct[yes].mean())
+        assert np.sum(result["confusion"]) == len(examples) == result["num_examples"]
+    assert result["num_unseen"] > 0  # The test split's one speaker has a held-out voice.

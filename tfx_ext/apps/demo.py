@@ -3,7 +3,8 @@
 Each stage is a function of the run's `DemoConfig`, a `DemoContext` (what earlier stages produced: the data root and
 label names, the trained model, the test split, the streamed recording) and the `Report`; it returns a report
 `Section`. The report is rewritten after every stage, so an interrupted run leaves a readable report of what
-finished. Nothing here downloads: the keyword data are synthesized (espeak-ng when installed, else numpy patterns)
+finished. Nothing here downloads: the keyword data are synthesized (espeak-ng, binary or pip wheel; numpy patterns only
+as a loudly reported last resort)
 into a cache directory reused across runs.
 """
 
@@ -27,7 +28,7 @@ from tfx_ext.apps.federated_experiments import (
 )
 from tfx_ext.apps.plots import confusion_matrix, plot_confusion_matrix, plot_curves
 from tfx_ext.apps.report import Report, Section
-from tfx_ext.apps.synthesis import DEFAULT_WORDS, synthesize_keywords
+from tfx_ext.apps.synthesis import DEFAULT_WORDS, NUMPY_FALLBACK_WARNING, synthesize_keywords
 from tfx_ext.data import (
     LABEL_VIEWS,
     WORDS_35,
@@ -175,6 +176,8 @@ def stage_data(config: DemoConfig, context: DemoContext, report: Report) -> Sect
         f"{len(summary['words'])} words by {summary['num_speakers']} synthetic speakers, split by speaker "
         "like Speech Commands (validation/testing lists)."
     )
+    if summary["engine"] == "numpy":
+        text = f"**WARNING: {NUMPY_FALLBACK_WARNING}**\n\n{text}"
     split_counts = summary.get("split_counts", {})
     metrics = {"clips": summary["num_clips"], "engine": summary["engine"], "speakers": summary["num_speakers"]}
     metrics.update({f"clips ({split})": count for split, count in split_counts.items()})
@@ -206,7 +209,11 @@ def stage_train(config: DemoConfig, context: DemoContext, report: Report) -> Sec
         f"Trained `{config.model}` ({metrics['params']:,} parameters) for {metrics['epochs']} epochs in "
         f"{metrics['seconds']:.0f} s; saved to `{metrics['model_path']}`."
     )
-    shown = {k: metrics[k] for k in ("params", "epochs", "train_accuracy", "val_accuracy", "test_accuracy")}
+    shown = {k: metrics[k] for k in ("params", "epochs", "train_accuracy", "val_accuracy", "test_accuracy",
+                                     "test_seen_voice_accuracy", "test_unseen_voice_accuracy")}
+    shown["test accuracy per word"] = ", ".join(f"{w} {a:.2f}" for w, a in metrics["test_per_word"].items())
+    text += (" The test split holds speakers whose voices (espeak variants; numpy: frequency shifts) no training "
+             "speaker has: `test_unseen_voice_accuracy` is the figure that says whether the model generalizes.")
     return Section("Train", text=text, metrics=shown, figures=["confusion_matrix.png"])
 
 

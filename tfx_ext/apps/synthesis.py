@@ -1,21 +1,29 @@
 """Offline keyword data: writes a small data set in exactly the Speech Commands layout.
 
-Two engines:
+Three engines:
 
-* `"espeak"`: speaks each word with the `espeak-ng` binary. A *speaker* is a fixed (voice, variant, pitch, speed)
-  tuple, e.g. (`en-gb-scotland`, `f3`, pitch 62, 171 words/min); each clip of that speaker jitters speed and pitch
-  a little. espeak-ng writes 22.05 kHz audio, which is resampled to 16 kHz (`scipy.signal.resample_poly`), trimmed
-  of leading/trailing silence, scaled to a random peak level, placed at a random offset within the 1 s clip and
-  mixed with a little white/pink noise.
-* `"numpy"` (fallback when espeak-ng is missing): each word is a fixed sequence (derived from the word's text) of
-  formant-like segments: gliding tone chirps amplitude-modulated at a speaker's f0, or band-passed noise bursts.
-  A speaker shifts all frequencies by a factor and speaks faster or slower; clips get a random offset and noise.
-  Not speech, but the classes are distinct and learnable, so pipelines and models can be tested anywhere.
+* `"espeak"`: speaks each word with the `espeak-ng` binary (`apt-get install espeak-ng`).
+* `"libespeak"`: the same synthesizer loaded through ctypes from the `espeakng-loader` wheel (`tfx_ext.apps.libespeak`),
+  so pip alone gives speech; its wheel ships ~100 voice variants. espeak-ng is GPL-3: it is loaded at run time,
+  never vendored.
+* `"numpy"` (the last resort when neither loads; `"auto"` then warns loudly): each word is a fixed sequence (derived
+  from the word's text) of formant-like segments: gliding tone chirps amplitude-modulated at a speaker's f0, or
+  band-passed noise bursts. Not speech, but the classes are distinct and learnable, so pipelines can be tested.
+
+With espeak, a *speaker* is a fixed (accent, variant, pitch, pitch range, speed, amplitude, word gap), e.g.
+(`en-gb-scotland`, `f3`, pitch 62, 171 words/min); each clip jitters speed and pitch a little. The 22.05 kHz audio
+is resampled to 16 kHz (`scipy.signal.resample_poly`), trimmed of leading/trailing silence, scaled to a random peak
+level, placed at a random offset within the 1 s clip and mixed with a little white/pink noise. With numpy, a speaker
+shifts all frequencies by a factor, has an f0 and speaks faster or slower.
 
 Splits follow the real data set's rule that a speaker appears in exactly one split: speakers are ordered by the
 SHA-1 hash of their id, and the first `round(validation_fraction * speakers)` go to validation, the next
 `round(test_fraction * speakers)` to test (at least one each when there are 3 or more speakers and the fraction is
-positive), the rest to train.
+positive), the rest to train. The split is by *voice* too: a quarter of the variants and of the accents (ordered by
+SHA-1, at least one each) are held out of train and validation, and every other test speaker (in hash order, the
+first included) is an *unseen-voice* speaker with a held-out variant (numpy: a frequency shift outside the training
+range). `speakers.json` records each speaker's split, voice and whether it is unseen, so evaluation can report
+seen-voice and unseen-voice accuracy apart (`voice_groups`).
 
 `_background_noise_/` gets 10 s of white noise, pink noise, brown noise and a 50 Hz mains hum with harmonics.
 """
@@ -31,12 +39,14 @@ import re
 import shutil
 import subprocess
 import time
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from tfx_ext._validate import check_choice, check_int, check_number
+from tfx_ext.apps import libespeak
 from tfx_ext.data.speech_commands import (
     BACKGROUND_NOISE_DIR,
     COMMAND_WORDS,
@@ -44,15 +54,18 @@ from tfx_ext.data.speech_commands import (
     SPLITS,
     TESTING_LIST,
     VALIDATION_LIST,
+    WORDS_35,
     speaker_id,
 )
 from tfx_ext.errors import DataError
 
-UNKNOWN_WORDS = ("house", "tree", "bird", "dog")
+UNKNOWN_WORDS = tuple(w for w in WORDS_35 if w not in COMMAND_WORDS)  # The 25 non-command Speech Commands words.
 DEFAULT_WORDS = COMMAND_WORDS + UNKNOWN_WORDS
 MARKER_FILE = ".tfx_ext_synthesis.json"
-ENGINES = ("auto", "espeak", "numpy")
-_FORMAT_VERSION = 1
+SPEAKERS_FILE = "speakers.json"
+ENGINES = ("auto", "espeak", "libespeak", "numpy")
+HELD_OUT_FRACTION = 0.25  # Of the variants and accents, kept for unseen-voice test speakers.
+_FORMAT_VERSION = 2
 _ESPEAK_RATE = 22050
 _NOISE_SECONDS = 10
 # Candidate espeak-ng voices and variants; the ones this installation lacks are dropped at run time.
@@ -68,9 +81,32 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def _run_espeak(text: str, voice: str, speed: int = 160, pitch: int = 50, amplitude: int = 100) -> np.ndarray:
-    """Speaks `text`; returns float32 audio at 22.05 kHz (espeak-ng's rate)."""
-    command = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude), "--stdout", text]
+def resolve_engine(engine: str = "auto") -> str:
+    """The engine `"auto"` stands for: the espeak-ng binary, else the `espeakng-loader` library, else numpy patterns
+    (with a loud warning: they are not speech). Other names are returned as given."""
+    check_choice("engine", engine, ENGINES)
+    if engine != "auto":
+        return engine
+    if espeak_available():
+        return "espeak"
+    if libespeak.available():
+        return "libespeak"
+    warnings.warn(NUMPY_FALLBACK_WARNING, RuntimeWarning, stacklevel=2)
+    return "numpy"
+
+
+NUMPY_FALLBACK_WARNING = (
+    "NO SPEECH SYNTHESIZER: neither the espeak-ng binary nor the espeakng-loader wheel loads, so the keyword data "
+    "are numpy tone patterns, NOT SPEECH; accuracies on them say nothing about real speech. Fix: "
+    "`pip install espeakng-loader` (or `apt-get install espeak-ng`)."
+)
+
+
+def _run_espeak(text: str, voice: str, speed: int = 160, pitch: int = 50, amplitude: int = 100,
+                word_gap: int = 0) -> np.ndarray:
+    """Speaks `text` with the binary; returns float32 audio at 22.05 kHz (espeak-ng's rate)."""
+    command = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude), "-g",
+               str(word_gap), "--stdout", text]
     result = subprocess.run(command, capture_output=True, timeout=60, check=False)
     if result.returncode != 0 or len(result.stdout) < 44:
         message = result.stderr.decode(errors="replace").strip()
@@ -91,31 +127,51 @@ def _parse_stream_wav(data: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def _speak(engine: str, text: str, voice: str, speed: int, pitch: int, amplitude: int = 100,
+           pitch_range: int = 50, word_gap: int = 0) -> np.ndarray:
+    """Float32 audio at 22.05 kHz from the espeak-ng binary or library (the binary has no pitch-range flag)."""
+    if engine == "libespeak":
+        return libespeak.speak(text, voice, speed, pitch, amplitude, pitch_range, word_gap)
+    return _run_espeak(text, voice, speed, pitch, amplitude, word_gap)
+
+
 @functools.lru_cache(maxsize=None)
-def espeak_voices() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The (voices, variants) from the candidate lists that this espeak-ng installation can speak with.
+def espeak_voices(engine: str = "espeak") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (accents, variants) this espeak-ng installation can speak with: the candidate accents and, for the
+    binary, the candidate variants; for `"libespeak"`, every variant its wheel ships.
 
     Probes each candidate once (a few hundred milliseconds in all) and caches the answer for the process.
 
     Raises:
-        RuntimeError: espeak-ng is missing or none of the voices works.
+        RuntimeError: the engine is missing or none of the voices works.
     """
-    if not espeak_available():
+    check_choice("engine", engine, ("espeak", "libespeak"))
+    if engine == "espeak" and not espeak_available():
         raise RuntimeError("espeak-ng is not on PATH (install it with `apt-get install espeak-ng`).")
+    if engine == "libespeak" and not libespeak.available():
+        raise RuntimeError("libespeak-ng does not load: `pip install espeakng-loader` (a wheel for this platform).")
 
     def works(voice):
         try:
-            return _run_espeak("yes", voice).size > 0
+            return _speak(engine, "yes", voice, 160, 50).size > 0
         except (RuntimeError, subprocess.SubprocessError, OSError):
             return False
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         voices = tuple(v for v, ok in zip(_ESPEAK_VOICES, pool.map(works, _ESPEAK_VOICES)) if ok)
         if not voices:
-            raise RuntimeError(f"espeak-ng cannot speak with any of the voices {_ESPEAK_VOICES}.")
-        candidates = [f"{voices[0]}+{variant}" for variant in _ESPEAK_VARIANTS]
-        variants = tuple(v for v, ok in zip(_ESPEAK_VARIANTS, pool.map(works, candidates)) if ok)
+            raise RuntimeError(f"espeak-ng ({engine}) cannot speak with any of the voices {_ESPEAK_VOICES}.")
+        names = libespeak.variants() if engine == "libespeak" else _ESPEAK_VARIANTS
+        candidates = [f"{voices[0]}+{variant}" for variant in names]
+        variants = tuple(v for v, ok in zip(names, pool.map(works, candidates)) if ok)
     return voices, variants or ("",)
+
+
+def held_out(names, fraction: float = HELD_OUT_FRACTION) -> tuple[str, ...]:
+    """The names kept out of training: the first `round(fraction * n)` by SHA-1 (at least one of two or more)."""
+    order = sorted(names, key=lambda name: hashlib.sha1(name.encode()).hexdigest())
+    k = max(int(round(fraction * len(order))), 1) if len(order) >= 2 else 0
+    return tuple(sorted(order[:k]))
 
 
 def _speaker_ids(speakers: int, seed: int) -> list[str]:
@@ -291,7 +347,7 @@ def _prepare_root(root: Path, settings: dict):
         if (
             previous.get("complete")
             and previous.get("settings") == settings
-            and all((root / name).is_file() for name in (VALIDATION_LIST, TESTING_LIST))
+            and all((root / name).is_file() for name in (VALIDATION_LIST, TESTING_LIST, SPEAKERS_FILE))
             and all((root / word).is_dir() for word in settings["words"])
         ):
             return previous["summary"]
@@ -327,9 +383,10 @@ def synthesize_keywords(
     """Writes a keyword data set in the Speech Commands layout (see `tfx_ext.data.speech_commands`).
 
     Every word gets `speakers * clips_per_speaker` clips named `<speaker>_nohash_<k>.wav` (16 kHz mono 16-bit,
-    exactly 1 s); `validation_list.txt` and `testing_list.txt` split by speaker; `_background_noise_/` holds four
-    10 s noise recordings. The defaults (10 command words + 4 unknown words, 36 speakers x 3 clips) give
-    108 clips per word, 1512 clips in all.
+    exactly 1 s); `validation_list.txt` and `testing_list.txt` split by speaker (and by voice: see the module
+    docstring); `speakers.json` records each speaker's split and voice; `_background_noise_/` holds four 10 s noise
+    recordings. The defaults (10 command words + the 25 other Speech Commands words, 36 speakers x 3 clips) give
+    108 clips per word, 3780 clips in all.
 
     Idempotent: `root/.tfx_ext_synthesis.json` records the settings; when it says a complete data set with the
     same settings is there, the call returns at once (with `cached=True`). A data set from other settings (or an
@@ -342,7 +399,8 @@ def synthesize_keywords(
         speakers: number of synthetic speakers.
         clips_per_speaker: clips per speaker and word (each with its own offset, jitter and noise).
         seed: seeds speakers, offsets and noise; the same seed writes the same data set.
-        engine: `"espeak"`, `"numpy"`, or `"auto"` (espeak-ng when the binary is on PATH, else numpy).
+        engine: `"espeak"` (binary), `"libespeak"` (the espeakng-loader wheel), `"numpy"`, or `"auto"` (the first
+            of those three that works; numpy with a loud warning, see `resolve_engine`).
         noise: maximum standard deviation of the white/pink noise added to each clip.
         validation_fraction: fraction of speakers in the validation split.
         test_fraction: fraction of speakers in the test split.
@@ -351,17 +409,17 @@ def synthesize_keywords(
 
     Returns:
         A summary dict: `root`, `engine` (the one used), `words`, `num_speakers`, `num_clips`, `counts`
-        (word -> clips), `split_counts` (split -> clips), `speakers_per_split`, `seconds` (time spent writing)
-        and `cached` (True when an existing data set was reused).
+        (word -> clips), `split_counts` (split -> clips), `speakers_per_split`, `unseen_voice_speakers`,
+        `held_out` (the variants and accents no train/validation speaker has), `seconds` (time spent writing) and
+        `cached` (True when an existing data set was reused).
 
     Raises:
         ValueError: an argument is out of range.
         DataError: `root` is a non-empty directory not written by this function.
-        RuntimeError: `engine="espeak"` but espeak-ng is missing or fails.
+        RuntimeError: an espeak engine was asked for but is missing or fails.
     """
     words = _check_args(words, speakers, clips_per_speaker, engine, noise, validation_fraction, test_fraction)
-    if engine == "auto":
-        engine = "espeak" if espeak_available() else "numpy"
+    engine = resolve_engine(engine)
     root = Path(root).expanduser()
     settings = {
         "format": _FORMAT_VERSION,
@@ -375,18 +433,19 @@ def synthesize_keywords(
         "test_fraction": float(test_fraction),
         "sample_rate": SAMPLE_RATE,
     }
-    profiles = _speaker_profiles(engine, speakers, seed)  # Probes espeak-ng first: a missing binary fails early.
+    ids = _speaker_ids(speakers, seed)
+    split_of = assign_speaker_splits(ids, validation_fraction, test_fraction)
+    profiles, held = _speaker_profiles(engine, ids, split_of, seed)  # Probes espeak first: a missing one fails early.
     cached = _prepare_root(root, settings)
     if cached is not None:
         return dict(cached, cached=True)
 
     start = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
-    written = [*words, BACKGROUND_NOISE_DIR, VALIDATION_LIST, TESTING_LIST]
+    written = [*words, BACKGROUND_NOISE_DIR, VALIDATION_LIST, TESTING_LIST, SPEAKERS_FILE]
     (root / MARKER_FILE).write_text(json.dumps({"settings": settings, "complete": False, "written": written}))
     _write_background_noise(root / BACKGROUND_NOISE_DIR, seed)
-    ids = _speaker_ids(speakers, seed)
-    split_of = assign_speaker_splits(ids, validation_fraction, test_fraction)
+    (root / SPEAKERS_FILE).write_text(json.dumps({sid: p for sid, p in zip(ids, profiles)}, indent=1))
     jobs = [(word, s, k) for word in words for s in range(speakers) for k in range(clips_per_speaker)]
     write_clip = _clip_writer(root, engine, ids, profiles, seed, noise)
     lists = _write_clips(root, words, jobs, write_clip, split_of, workers, progress, engine)
@@ -404,6 +463,8 @@ def synthesize_keywords(
         "counts": {word: speakers * clips_per_speaker for word in words},
         "split_counts": {split: n * per_clip for split, n in speakers_per_split.items()},
         "speakers_per_split": speakers_per_split,
+        "unseen_voice_speakers": sum(p["unseen"] for p in profiles),
+        "held_out": held,
         "seconds": round(time.perf_counter() - start, 3),
     }
     (root / MARKER_FILE).write_text(
@@ -412,25 +473,44 @@ def synthesize_keywords(
     return dict(summary, cached=False)
 
 
-def _speaker_profiles(engine: str, speakers: int, seed: int) -> list[dict]:
-    """One voice per speaker: an espeak-ng (voice, variant, pitch, speed), or the numpy engine's frequency shift,
-    speed and f0. Drawn from `seed` alone, so a speaker sounds the same in every word."""
+def _speaker_profiles(engine: str, ids: list[str], split_of: dict[str, str], seed: int
+                      ) -> tuple[list[dict], dict[str, list[str]]]:
+    """One voice per speaker, drawn from `seed` alone (so a speaker sounds the same in every word), and the held-out
+    variants and accents.
+
+    Train and validation speakers get voices from the seen variants and accents; the unseen-voice test speakers
+    (every other test speaker in hash order) a held-out variant with any accent. Each profile has `split`,
+    `unseen` and the engine's knobs: espeak (accent, variant, pitch, pitch range, speed, amplitude, word gap), numpy
+    (frequency shift, speed, f0).
+    """
     rng = np.random.default_rng(seed)
-    if engine == "espeak":
-        voices, variants = espeak_voices()
-        return [
-            {
-                "voice": str(rng.choice(voices)),
-                "variant": str(rng.choice(variants)),
+    test = sorted((s for s in ids if split_of[s] == "test"), key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    unseen = set(test[::2])
+    if engine == "numpy":
+        held = {"variants": [], "accents": []}
+    else:
+        voices, variants = espeak_voices(engine)
+        held = {"variants": list(held_out(variants)), "accents": list(held_out(voices))}
+        seen_variants = [v for v in variants if v not in held["variants"]] or list(variants)
+        seen_voices = [v for v in voices if v not in held["accents"]] or list(voices)
+    profiles = []
+    for sid in ids:
+        new = sid in unseen and (engine == "numpy" or bool(held["variants"]))
+        if engine == "numpy":
+            shift = rng.uniform(0.9, 1.12) if not new else rng.choice([rng.uniform(0.85, 0.9), rng.uniform(1.12, 1.18)])
+            profile = {"shift": float(shift), "speed": rng.uniform(0.8, 1.25), "f0": rng.uniform(90, 250)}
+        else:
+            profile = {
+                "voice": str(rng.choice(voices if new else seen_voices)),
+                "variant": str(rng.choice(held["variants"] if new else seen_variants)),
                 "pitch": int(rng.integers(20, 81)),
+                "pitch_range": int(rng.integers(20, 91)),
                 "speed": int(rng.integers(130, 201)),
+                "amplitude": int(rng.integers(60, 161)),
+                "word_gap": int(rng.integers(0, 6)),
             }
-            for _ in range(speakers)
-        ]
-    return [
-        {"shift": rng.uniform(0.9, 1.12), "speed": rng.uniform(0.8, 1.25), "f0": rng.uniform(90, 250)}
-        for _ in range(speakers)
-    ]
+        profiles.append({"split": split_of[sid], "unseen": new, **profile})
+    return profiles, held
 
 
 def _write_background_noise(folder: Path, seed: int) -> None:
@@ -451,11 +531,13 @@ def _clip_writer(root: Path, engine: str, ids: list[str], profiles: list[dict], 
         word, s, k = job
         clip_rng = np.random.default_rng([seed, s, zlib.crc32(word.encode("utf-8")), k])
         profile = profiles[s]
-        if engine == "espeak":
+        if engine != "numpy":
             voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
             speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
             pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
-            speech = resample_poly(_run_espeak(word, voice, speed, pitch), 320, 441).astype(np.float32)
+            audio = _speak(engine, word, voice, speed, pitch, profile["amplitude"], profile["pitch_range"],
+                           profile["word_gap"])
+            speech = resample_poly(audio, 320, 441).astype(np.float32)
         else:
             speech = _numpy_word(word, profile, clip_rng)
         relative = f"{word}/{ids[s]}_nohash_{k}.wav"
@@ -485,13 +567,32 @@ def _write_clips(root: Path, words, jobs, write_clip, split_of: dict[str, str], 
     return lists
 
 
+def voice_groups(root) -> dict[str, bool]:
+    """Speaker id -> whether its voice is unseen in training, from `speakers.json`; `{}` for data sets without one
+    (real Speech Commands, or synthesized before voice splits)."""
+    path = Path(root) / SPEAKERS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {sid: bool(profile["unseen"]) for sid, profile in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"{str(path)!r} is not a speakers file written by synthesize_keywords ({error}); "
+                        "delete the data set and synthesize it again.") from error
+
+
 __all__ = [
     "DEFAULT_WORDS",
     "ENGINES",
+    "HELD_OUT_FRACTION",
     "MARKER_FILE",
+    "NUMPY_FALLBACK_WARNING",
+    "SPEAKERS_FILE",
     "UNKNOWN_WORDS",
     "assign_speaker_splits",
     "espeak_available",
     "espeak_voices",
+    "held_out",
+    "resolve_engine",
     "synthesize_keywords",
+    "voice_groups",
 ]

@@ -1,7 +1,8 @@
 """`tfx-ext data`: the offline keyword data set.
 
     tfx-ext data synthesize --root=DIR [--speakers=36 --clips_per_speaker=3 --engine=auto --seed=0 --words=...]
-        Writes a keyword data set in the Speech Commands layout (espeak-ng, or the numpy fallback) into DIR.
+        Writes a keyword data set in the Speech Commands layout (espeak-ng binary, the espeakng-loader
+        library, or, loudly, the numpy fallback) into DIR.
         Returns at once when DIR already holds one made with the same settings.
     tfx-ext data info --root=DIR
         Prints the number of clips per word and split, speakers and background-noise files of a Speech Commands
@@ -15,7 +16,7 @@ import sys
 from absl import flags
 
 from tfx_ext.apps.cli import parse_subcommand
-from tfx_ext.apps.synthesis import DEFAULT_WORDS, ENGINES, synthesize_keywords
+from tfx_ext.apps.synthesis import DEFAULT_WORDS, ENGINES, NUMPY_FALLBACK_WARNING, synthesize_keywords
 from tfx_ext.data import SPLITS, speech_commands_info
 from tfx_ext.errors import DataError
 
@@ -29,7 +30,7 @@ SUBCOMMANDS = {
 flags.DEFINE_string("root", None, "Speech Commands directory (written by `synthesize`, read by `info`).")
 flags.DEFINE_integer("speakers", 36, "synthesize: number of synthetic speakers.", lower_bound=1)
 flags.DEFINE_integer("clips_per_speaker", 3, "synthesize: clips per speaker and word.", lower_bound=1)
-flags.DEFINE_enum("engine", "auto", list(ENGINES), "synthesize: espeak-ng, numpy, or auto.")
+flags.DEFINE_enum("engine", "auto", list(ENGINES), "synthesize: espeak (binary), libespeak (pip wheel), numpy, or auto.")
 flags.DEFINE_integer("seed", 0, "synthesize: random seed.")
 flags.DEFINE_list("words", None, "synthesize: comma-separated words (default: 10 command words + 4 unknown words).")
 flags.DEFINE_float("noise", 0.02, "synthesize: maximum standard deviation of the noise added to each clip.")
@@ -79,6 +80,8 @@ def main(argv):
                 f"{summary['num_clips']} clips of {len(summary['words'])} words by {summary['num_speakers']} speakers "
                 f"(engine {summary['engine']}, {state}) in {summary['root']}\nsplits: {splits}"
             )
+            if summary["engine"] == "numpy":
+                print(f"WARNING: {NUMPY_FALLBACK_WARNING}", file=sys.stderr)
         else:
             print(format_info(speech_commands_info(FLAGS.root)))
     except (DataError, ValueError, RuntimeError) as error:

@@ -3,13 +3,14 @@
 from absl import flags
 
 from tfx_ext.apps.demo import DemoConfig, run_demo
+from tfx_ext.apps.synthesis import ENGINES
 
 _DEFAULTS = DemoConfig()
 
 flags.DEFINE_string("output_dir", _DEFAULTS.output_dir, "Where the report, figures and models are written.")
 flags.DEFINE_string("cache_dir", None, "Where the synthesized data set is cached (default: <output_dir>/../.cache).")
 flags.DEFINE_enum("size", "default", ["default", "tiny"], "'tiny' runs in seconds with toy settings (for tests).")
-flags.DEFINE_enum("engine", _DEFAULTS.engine, ["auto", "espeak", "numpy"], "Keyword synthesis engine.")
+flags.DEFINE_enum("engine", _DEFAULTS.engine, list(ENGINES), "Keyword synthesis engine.")
 flags.DEFINE_string("model", _DEFAULTS.model, "Reference KWS model: ds_cnn, crnn, gru or tc_resnet.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default: per --size).")
 flags.DEFINE_integer("federated_rounds", None, "Rounds of the federated stage; 0 skips it (default: per --size).")
