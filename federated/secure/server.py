@@ -283,9 +283,11 @@ class SecAggServer:
             return secret if digest(secret) == expected else None
 
         holders = sorted(got)
-        good, secret = holders[:t], attempt(holders[:t])
+        secret = attempt(holders[:t])
+        if secret is not None:
+            return secret
         search = random.Random(target)
-        for _ in range(256 if secret is None and len(holders) > t else 0):
+        for _ in range(256 if len(holders) > t else 0):
             good = sorted(search.sample(holders, t))
             secret = attempt(good)
             if secret is not None:
