@@ -9,6 +9,7 @@ import pytest
 from tfx_ext.federated import CentralDP, ClientData, DPAccountant, Payload, SecAgg, simulate
 from tfx_ext.federated.aggregators import RoundContext
 from tfx_ext.federated.privacy import clip_to_norm
+from tests.federated.test_simulation import population, tiny_model
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -111,24 +112,12 @@ def test_constructor_errors_are_named():
         CentralDP(clip_norm=1.0, population_size=10, cohort_size=20, noise_multiplier=1.0)
 
 
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-
-
-def population(n_clients=10, n=200, seed=0):
-    r = np.random.default_rng(seed)
-    x = r.normal(size=(n, 6)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)
-    return ClientData.dirichlet(x, y, n_clients, alpha=1.0, seed=seed)
-
-
 KW = dict(clients_per_round=5, batch_size=8, loss=LOSS, client_optimizer=keras.optimizers.SGD(0.1), progress=False)
 
 
 @pytest.mark.parametrize("secure", [None, "secagg+"])
 def test_simulate_reports_epsilon_every_round_and_composes_with_secure_aggregation(secure, tmp_path):
-    cd = population()
+    cd, _ = population(n_clients=10)
     dpp = CentralDP(clip_norm=0.5, population_size=len(cd), cohort_size=5, noise_multiplier=0.8,
                     adaptive_clip_quantile=0.5)
     kw = {} if secure is None else {"secure": SecAgg(variant=secure, seed=0)}
