@@ -110,3 +110,36 @@ def test_cli_defaults_learn_digits(tmp_path, kw, floor):
     summary = run_experiment(tmp_path, dataset="digits", partition="dirichlet", alpha=0.5, clients=16,
                              clients_per_round=8, rounds=8, progress=False, **kw)
     assert summary["final_eval_accuracy"] >= floor and summary["failed_rounds"] == 0
+
+
+@pytest.mark.slow  # a fresh Python process importing TensorFlow
+def test_cli_central_dp_with_active_secagg_prints_the_epsilon_spent(tmp_path):
+    from tfx_ext.federated import DPAccountant
+
+    out = tmp_path / "dp"
+    cmd = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--clients=12", "--clients_per_round=6",
+           "--rounds=2", "--secure=secagg", "--threat_model=active", "--dp=central", "--noise_multiplier=0.7",
+           "--clip_norm=0.5", "--adaptive_clip_quantile=0.5", f"--output_dir={out}", "--progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    want = DPAccountant(population_size=12, cohort_size=6, noise_multiplier=0.7,
+                        clipped_count_stddev=6 / 20).epsilon(2, 1 / 12**1.1)
+    assert summary["epsilon"] == want and summary["dp"] == "central" and summary["threat_model"] == "active"
+    assert f"privacy               epsilon {want:.3f} at delta" in proc.stdout
+    assert summary["failed_rounds"] == 0
+
+
+def test_privacy_settings_are_named_and_calibrated():
+    from tfx_ext.apps.federated_experiments import make_privacy
+
+    assert make_privacy("none", population_size=10, cohort_size=5, rounds=3) == []
+    with pytest.raises(ValueError, match=r"need `dp='central'`"):
+        make_privacy("none", population_size=10, cohort_size=5, rounds=3, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=r"`dp='central'` needs `noise_multiplier` or `target_epsilon`"):
+        make_privacy("central", population_size=10, cohort_size=5, rounds=3)
+    with pytest.raises(ValueError, match=r"`dp` must be one of"):
+        make_privacy("distributed", population_size=10, cohort_size=5, rounds=3)
+    (dp,) = make_privacy("central", population_size=100, cohort_size=10, rounds=5, target_epsilon=3.0)
+    assert 2.9 < dp.epsilon(5) <= 3.0 + 1e-6

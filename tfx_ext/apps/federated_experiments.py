@@ -130,21 +130,44 @@ def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = No
 
 
 def make_secure(secure: str = "none", *, threshold=None, dropout_rate: float = 0.0, consistency_check: bool = False,
-                seed: int = 0):
+                seed: int = 0, threat_model: str = "semi-malicious"):
     """`SecAgg` for `secure="secagg"|"secagg+"` (threshold sized for `dropout_rate` unless given), None for "none"."""
     if secure not in SECURE:
         raise ValueError(f"`secure` must be one of {SECURE}. Received: secure={secure!r}")
     if secure == "none":
-        if threshold is not None or dropout_rate or consistency_check:
-            raise ValueError("`secure_threshold`, `dropout_rate` and `consistency_check` need `secure=secagg` or "
-                             f"`secagg+`. Received: secure={secure!r}")
+        if threshold is not None or dropout_rate or consistency_check or threat_model != "semi-malicious":
+            raise ValueError("`secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` need "
+                             f"`secure=secagg` or `secagg+`. Received: secure={secure!r}")
         return None
     from tfx_ext.federated.secure.wrapper import SecAgg
 
     if threshold is not None and float(threshold).is_integer() and threshold >= 1:
         threshold = int(threshold)
     return SecAgg(variant=secure, threshold=threshold, dropout_rate=dropout_rate,
-                  consistency_check=consistency_check, seed=seed)
+                  consistency_check=consistency_check, seed=seed, threat_model=threat_model)
+
+
+DP_MODES = ("none", "central")
+
+
+def make_privacy(dp: str = "none", *, population_size: int, cohort_size: int, rounds: int,
+                 noise_multiplier=None, clip_norm: float = 1.0, adaptive_clip_quantile=None, target_delta=None,
+                 target_epsilon=None):
+    """`[CentralDP(...)]` for `dp="central"` (noise from `noise_multiplier`, or calibrated to `target_epsilon` over
+    `rounds`), `[]` for "none". ("distributed", DP inside secure aggregation, is not built yet.)"""
+    check_choice("dp", dp, DP_MODES)
+    if dp == "none":
+        if noise_multiplier is not None or target_epsilon is not None or adaptive_clip_quantile is not None:
+            raise ValueError("`noise_multiplier`, `target_epsilon` and `adaptive_clip_quantile` need `dp='central'`. "
+                             f"Received: dp={dp!r}")
+        return []
+    from tfx_ext.federated.privacy import CentralDP
+
+    if noise_multiplier is None and target_epsilon is None:
+        raise ValueError("`dp='central'` needs `noise_multiplier` or `target_epsilon`.")
+    return [CentralDP(clip_norm=clip_norm, population_size=population_size, cohort_size=cohort_size,
+                      noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, rounds=rounds,
+                      target_delta=target_delta, adaptive_clip_quantile=adaptive_clip_quantile)]
 
 
 def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="dirichlet", alpha=0.5,
@@ -152,21 +175,25 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    local_epochs=DEFAULT_LOCAL_EPOCHS, batch_size=16, client_optimizer="sgd",
                    client_lr=DEFAULT_CLIENT_LR, aggregator="fedavg", mu=0.01, server_lr=None, eval_every=1, seed=0,
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
-                   secure_threshold=None, dropout_rate=0.0, consistency_check=False) -> dict:
+                   secure_threshold=None, dropout_rate=0.0, consistency_check=False, threat_model="semi-malicious",
+                   dp="none", dp_options=None) -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
-    `secure`, `secure_threshold`, `dropout_rate` and `consistency_check` configure secure aggregation
-    (`make_secure`); `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`).
+    `secure`, `secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` configure secure
+    aggregation (`make_secure`); `dp` and `dp_options` (keyword arguments of `make_privacy`) differential
+    privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`).
     """
     import keras
 
     secure_sum = make_secure(secure, threshold=secure_threshold, dropout_rate=dropout_rate,
-                             consistency_check=consistency_check, seed=seed)
+                             consistency_check=consistency_check, seed=seed, threat_model=threat_model)
 
     os.makedirs(output_dir, exist_ok=True)
     x_tr, y_tr, ids, x_te, y_te, num_classes = load_dataset(dataset, data_dir=data_dir, seed=seed)
     cd = make_client_data(x_tr, y_tr, ids, partition=partition, clients=clients, alpha=alpha,
                           shards_per_client=shards_per_client, seed=seed)
+    privacy = make_privacy(dp, population_size=len(cd), cohort_size=min(clients_per_round, len(cd)), rounds=rounds,
+                           **(dp_options or {}))
     if dataset == "digits":
         def model_fn():
             return digits_cnn(num_classes, seed=seed)
@@ -185,7 +212,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         secure=secure_sum, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), eval_data=(x_te, y_te),
         eval_every=eval_every, strategy=strategy, seed=seed, log_dir=output_dir,
         checkpoint_dir=os.path.join(output_dir, "checkpoint") if (checkpoint or resume) else None, resume=resume,
-        progress=progress,
+        progress=progress, postprocessors=privacy,
     )
     wall = time.perf_counter() - t0
     curve = plot_history(history, os.path.join(output_dir, "learning_curve.png"),
@@ -198,6 +225,11 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         "alpha": alpha if partition == "dirichlet" else None,
         "aggregator": aggregator,
         "secure": secure,
+        "threat_model": threat_model if secure != "none" else None,
+        "dp": dp,
+        "epsilon": privacy[0].epsilon() if privacy else None,
+        "delta": privacy[0].target_delta if privacy else None,
+        "noise_multiplier": privacy[0].noise_multiplier if privacy else None,
         "failed_rounds": int(sum(r.get("round_failed", 0) for r in history)),
         "clients": len(cd),
         "clients_per_round": min(clients_per_round, len(cd)),
@@ -233,5 +265,5 @@ def run_federated_demo(output_dir, *, rounds: int = 30, clients: int = 100, clie
                           client_lr=0.1, batch_size=16, seed=seed, eval_every=max(1, rounds // 10), progress=progress)
 
 
-__all__ = ["AGGREGATOR_NAMES", "SECURE", "digits_cnn", "keyword_cnn", "load_dataset", "make_client_data",
-           "make_aggregator", "make_secure", "run_experiment", "run_federated_demo"]
+__all__ = ["AGGREGATOR_NAMES", "DP_MODES", "SECURE", "digits_cnn", "keyword_cnn", "load_dataset", "make_client_data",
+           "make_aggregator", "make_privacy", "make_secure", "run_experiment", "run_federated_demo"]

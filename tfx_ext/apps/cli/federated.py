@@ -7,7 +7,10 @@
         timestamped folder under out/, printed).
         --aggregator=fedma is server-side matched averaging, --aggregator=matched client-side matching;
         --secure=secagg|secagg+ sums the updates with secure aggregation (--secure_threshold, --dropout_rate,
-        --consistency_check); a failed secure round is skipped and counted (summary: failed_rounds).
+        --consistency_check, --threat_model=semi-malicious|active); a failed secure round is skipped and
+        counted (summary: failed_rounds).
+        --dp=central adds DP-FedAvg (--clip_norm, --noise_multiplier or --target_epsilon, --target_delta,
+        --adaptive_clip_quantile) and prints the epsilon spent.
         --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
         synthesize`); --partition=natural splits it by speaker.
 """
@@ -51,6 +54,16 @@ flags.DEFINE_float("secure_threshold", None, "Shamir threshold: a count (>= 1) o
                    "(0, 1) (default: sized for --dropout_rate).")
 flags.DEFINE_float("dropout_rate", 0.0, "Simulated client dropout rate during secure aggregation, in [0, 1).")
 flags.DEFINE_bool("consistency_check", False, "Run SecAgg's consistency-check round (active-adversary variant).")
+flags.DEFINE_enum("threat_model", "semi-malicious", ["semi-malicious", "active"],
+                  "Secure aggregation's threat model (README's table); active signs every message and sizes (k, t) "
+                  "against forked views.")
+flags.DEFINE_enum("dp", "none", ["none", "central"], "Differential privacy: central DP-FedAvg (server noise).")
+flags.DEFINE_float("clip_norm", 1.0, "DP: L2 clip norm of each client update (start value when adaptive).",
+                   lower_bound=0.0)
+flags.DEFINE_float("noise_multiplier", None, "DP: noise standard deviation over the clip norm.")
+flags.DEFINE_float("target_epsilon", None, "DP: calibrate the noise so the run spends at most this epsilon.")
+flags.DEFINE_float("target_delta", None, "DP: delta at which epsilon is reported (default 1 / clients^1.1).")
+flags.DEFINE_float("adaptive_clip_quantile", None, "DP: adapt the clip norm towards this quantile of update norms.")
 flags.DEFINE_float("mu", 0.01, "FedProx proximal coefficient.")
 flags.DEFINE_float("server_lr", None, "Server learning rate (default: 1.0 for fedavg/fedavgm, 0.01 for adam/yogi).")
 flags.DEFINE_integer("eval_every", 1, "Evaluate every k rounds.", lower_bound=1)
@@ -70,6 +83,8 @@ def format_summary(summary: dict) -> str:
         f"  final eval accuracy   {acc:.4f}" if acc is not None else "  final eval accuracy   n/a",
         f"  client updates / s    {summary['client_updates_per_s']:.1f}",
         *([f"  failed rounds         {summary['failed_rounds']}"] if secure else []),
+        *([f"  privacy               epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2g} "
+           f"(noise multiplier {summary['noise_multiplier']:.3f})"] if summary.get("epsilon") is not None else []),
         f"  wall time             {summary['wall_time_s']:.1f} s",
         f"  bytes down / up       {summary['bytes_down']:,} / {summary['bytes_up']:,}",
         f"  history               {summary['history_json']}",
@@ -115,7 +130,11 @@ def _simulate():
         aggregator=FLAGS.aggregator, mu=FLAGS.mu, server_lr=FLAGS.server_lr, eval_every=FLAGS.eval_every,
         seed=FLAGS.seed, checkpoint=FLAGS.checkpoint, resume=FLAGS.resume, progress=FLAGS.progress,
         strategy=strategy, secure=FLAGS.secure, secure_threshold=FLAGS.secure_threshold,
-        dropout_rate=FLAGS.dropout_rate, consistency_check=FLAGS.consistency_check,
+        dropout_rate=FLAGS.dropout_rate, consistency_check=FLAGS.consistency_check, threat_model=FLAGS.threat_model,
+        dp=FLAGS.dp, dp_options={k: getattr(FLAGS, k) for k in ("noise_multiplier", "target_epsilon", "target_delta",
+                                                                 "adaptive_clip_quantile")
+                                 if getattr(FLAGS, k) is not None} | ({"clip_norm": FLAGS.clip_norm}
+                                                                      if FLAGS.dp != "none" else {}),
     )
     if strategy is not None:
         if not is_chief(strategy):
