@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any, Mapping
 
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfx_ext._compat import seed_generators
+from tfx_ext._compat import seed_generators, tflite_schema
 from tfx_ext._validate import check_int
 from tfx_ext.errors import ExportError
 from tfx_ext.lite.gradients import builtin_gradients
@@ -32,7 +33,7 @@ SIGNATURES = (TRAIN, INFER, GET_WEIGHTS, SET_WEIGHTS)
 LOSS = "loss"
 SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
 
-__all__ = ["to_trainable_tflite", "TrainableTFLiteModel", "flex_ops", "SIGNATURES"]
+__all__ = ["to_trainable_tflite", "TrainableTFLiteModel", "flex_layers", "flex_ops", "SIGNATURES"]
 
 
 # ----- checks at the boundary -----------------------------------------------------------------------------------
@@ -119,6 +120,30 @@ def _check_model(model: keras.Model, disable_dropout: bool) -> None:
 def flex_ops(flatbuffer: bytes) -> list[str]:
     """Select-TF (Flex) ops in a flatbuffer: what LiteRT's builtin-only interpreter cannot run."""
     return sorted({op["op"] for op in model_ops(flatbuffer) if op["op"].startswith("Flex")})
+
+
+def flex_layers(flatbuffer: bytes, model: keras.Model) -> dict[str, list[str]]:
+    """`{layer name: [Flex ops]}`: the layers whose ops (or gradients) lowered to Flex, read from the Flex ops'
+    output tensor names (`gradients/<model>/<layer>_1/...`; TensorFlow's name scopes add `_<n>` suffixes)."""
+    schema = tflite_schema()
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    names = {layer.name for layer in _all_layers(model)}
+    found: dict[str, set] = {}
+    for subgraph in flat.subgraphs:
+        for op in subgraph.operators or []:
+            code = flat.operatorCodes[op.opcodeIndex].customCode
+            code = code.decode() if isinstance(code, bytes) else str(code or "")
+            if not code.startswith("Flex"):
+                continue
+            for t in np.atleast_1d(op.outputs).tolist():
+                tensor = subgraph.tensors[t].name
+                parts = (tensor.decode() if isinstance(tensor, bytes) else str(tensor)).split("/")
+                for part in parts:
+                    layer = part if part in names else re.sub(r"_\d+$", "", part)
+                    if layer in names and layer != model.name:
+                        found.setdefault(layer, set()).add(code)
+                        break
+    return {layer: sorted(ops) for layer, ops in sorted(found.items())}
 
 
 # ----- the module of signatures --------------------------------------------------------------------------------
@@ -231,9 +256,15 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
         flatbuffer = _convert(module, module.y_spec(tuple(y_shape), tf.as_dtype(y_dtype)), workdir)
     flex = flex_ops(flatbuffer)
     if flex:
-        raise ExportError(
+        layers = flex_layers(flatbuffer, model)
+        kinds = {layer.name: type(layer).__name__ for layer in _all_layers(model)}
+        where = "; ".join(f"layer {name!r} ({kinds[name]}): {', '.join(ops)}" for name, ops in layers.items())
+        error = ExportError(
             f"training {model.name!r} needs Select-TF (Flex) ops that LiteRT's builtin interpreter does not have: "
-            f"{', '.join(flex)}. Train fewer layers (trainable_layers=[...], e.g. the head) or replace the layer")
+            f"{', '.join(flex)}{f' ({where})' if where else ''}. Train fewer layers (trainable_layers=[...], e.g. "
+            "the head) or replace the layer")
+        error.layers = layers
+        raise error
     if path is not None:
         pathlib.Path(path).write_bytes(flatbuffer)
     return flatbuffer

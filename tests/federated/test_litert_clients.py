@@ -1,0 +1,173 @@
+"""LiteRT clients in the simulator: each client's update, trained through the exported signatures, equals a Keras
+client computed apart (`model.train_on_batch` on the same batches in the same order); aggregators and SecAgg
+compose unchanged; what LiteRT cannot do is refused by name."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tfx_ext.errors import ExportError
+from tfx_ext.federated import ClientData, FedAdam, FedAvg, FedAvgM, FedProx, SecAgg, simulate
+from tfx_ext.federated.litert import LiteRTTrainer
+
+L = keras.layers
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+BATCH, LR, EPOCHS = 4, 0.1, 2
+
+
+def tiny_model():
+    return keras.Sequential([keras.Input((6, 2)), L.Conv1D(4, 3, activation="relu", name="conv"),
+                             L.GlobalAveragePooling1D(name="pool"), L.Dense(8, activation="relu", name="hidden"),
+                             L.Dense(3, name="head")], name="tiny")
+
+
+def population(sizes=(8, 12, 9, 5), seed=0):
+    """Clients of uneven sizes (9 and 5 are not whole batches of 4), deterministic labels."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    x = rng.normal(size=(n, 6, 2)).astype(np.float32)
+    y = ((x[:, :, 0].mean(1) > 0).astype(np.int32) + (x[:, 0, 1] > 0.5)).astype(np.int32)
+    bounds = np.cumsum([0, *sizes])
+    return ClientData.from_partition(x, y, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def keras_client(start, x, y):
+    """The oracle: a fresh Keras model from `start`, `train_on_batch` over whole batches, `EPOCHS` times."""
+    model = tiny_model()
+    model.set_weights(start)
+    model.compile(keras.optimizers.SGD(LR), LOSS)
+    for _ in range(EPOCHS):
+        for b in range(len(x) // BATCH):
+            model.train_on_batch(x[b * BATCH:(b + 1) * BATCH], y[b * BATCH:(b + 1) * BATCH])
+    return model.get_weights()
+
+
+def fedavg_oracle(start, cd):
+    """One FedAvg round (server learning rate 1) over every client, each client trained by `keras_client`."""
+    clients = [(keras_client(start, *cd[c]), cd.num_examples(c)) for c in cd.client_ids]
+    total = sum(n for _, n in clients)
+    return [sum(w[i] * n for w, n in clients) / total for i in range(len(start))]
+
+
+KW = dict(local_epochs=EPOCHS, batch_size=BATCH, loss=LOSS, client_optimizer=keras.optimizers.SGD(LR), shuffle=False,
+          progress=False, seed=3)
+
+
+def start_weights():
+    keras.utils.set_random_seed(KW["seed"])  # what simulate does before model_fn()
+    return tiny_model().get_weights()
+
+
+def assert_close(actual, expected, rtol=1e-5, atol=1e-6):
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def test_each_litert_client_update_equals_keras_train_on_batch():
+    cd = population().whole_batches(BATCH)
+    model = tiny_model()
+    start = model.get_weights()
+    trainer = LiteRTTrainer(model, label_spec=cd.element_spec[1], loss=LOSS, client_optimizer=keras.optimizers.SGD(LR),
+                            batch_size=BATCH, local_epochs=EPOCHS, shuffle=False)
+    x, y, offsets = cd.gather(list(cd.client_ids))
+    stacked, metrics = trainer.train_cohort(start, x, y, offsets, np.zeros((len(cd), 2), np.int32))
+    for k, cid in enumerate(cd.client_ids):
+        expected = keras_client(start, *cd[cid])
+        assert_close([s[k] for s in stacked], expected)
+        assert not np.allclose(stacked[0][k], start[0])  # it trained
+        assert metrics[k, 2] == cd.num_examples(cid)
+
+
+def test_litert_simulation_equals_a_fedavg_of_keras_clients_and_reports_throughput():
+    cd = population().whole_batches(BATCH)
+    history, model = simulate(tiny_model, cd, rounds=1, clients_per_round=len(cd), client_runtime="litert", **KW)
+    assert_close(model.get_weights(), fedavg_oracle(start_weights(), cd))
+    assert history["client_updates_per_s"][0] > 0 and history["graph_traces"] == [1]  # exported once
+
+
+def test_litert_and_keras_runtimes_agree_with_shuffling_and_fedadam():
+    cd = population().whole_batches(BATCH)
+    kw = dict(KW, shuffle=True, rounds=2, clients_per_round=2)
+    _, litert = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="litert", **kw)
+    _, ref = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="keras", **kw)
+    assert_close(litert.get_weights(), ref.get_weights(), rtol=1e-4, atol=1e-5)
+
+
+def test_secagg_composes_with_litert_clients():
+    cd = population().whole_batches(BATCH)
+    _, model = simulate(tiny_model, cd, rounds=1, clients_per_round=len(cd), client_runtime="litert",
+                        aggregator=FedAvg(), secure=SecAgg(variant="secagg", seed=0), **KW)
+    assert_close(model.get_weights(), fedavg_oracle(start_weights(), cd), rtol=1e-4, atol=1e-5)
+    _, momentum = simulate(tiny_model, cd, rounds=1, clients_per_round=len(cd), client_runtime="litert",
+                           aggregator=FedAvgM(learning_rate=1.0), secure=SecAgg(seed=0), **KW)
+    assert_close(momentum.get_weights(), fedavg_oracle(start_weights(), cd), rtol=1e-4, atol=1e-5)
+
+
+def test_a_remainder_is_dropped_with_a_warning_and_small_clients_send_nothing():
+    raw = population(sizes=(8, 12, 9, 3))
+    with pytest.warns(RuntimeWarning, match=r"whole_batches\(4\)"):
+        history, model = simulate(tiny_model, raw, rounds=1, clients_per_round=len(raw), client_runtime="litert",
+                                  **KW)
+    assert history["examples"] == [8 + 12 + 8] and history["clients_rejected"] == [1]  # the 3-example client
+    assert_close(model.get_weights(), fedavg_oracle(start_weights(), raw.whole_batches(BATCH)))
+
+
+def flex_model():
+    """An overlapping max pool: its gradient is `MaxPoolGrad`, a Flex op."""
+    return keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(2, 3, activation="relu", name="body"),
+                             L.MaxPooling2D(3, strides=1, name="overlap"), L.Flatten(), L.Dense(3, name="head")])
+
+
+def images():
+    rng = np.random.default_rng(0)
+    return ClientData.iid(rng.normal(size=(16, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 16), 2)
+
+
+def test_a_model_that_needs_flex_is_refused_naming_the_layer_and_head_only_is_the_way_out():
+    kw = dict(KW, rounds=1, clients_per_round=2)
+    with pytest.raises(ExportError, match=r"(?s)\['overlap'\].*client_runtime='keras'.*trainable = False"):
+        simulate(flex_model, images(), client_runtime="litert", **kw)
+
+    def head_only():
+        model = flex_model()
+        model.get_layer("body").trainable = False
+        return model
+
+    _, model = simulate(head_only, images(), client_runtime="litert", **kw)
+    keras.utils.set_random_seed(KW["seed"])
+    start = head_only()
+    np.testing.assert_array_equal(model.get_layer("body").get_weights()[0], start.get_layer("body").get_weights()[0])
+    assert not np.allclose(model.get_layer("head").get_weights()[0], start.get_layer("head").get_weights()[0])
+
+
+def mixed_model():
+    return keras.Sequential([keras.Input((6, 2)), L.Flatten(), L.Dense(3, dtype="mixed_float16")])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(client_runtime="tflite"), "client_runtime"),
+    (dict(client_runtime="litert", aggregator=FedProx(mu=0.1)), "proximal"),
+    (dict(client_runtime="litert", strategy=object()), "strategy"),
+    (dict(client_runtime="litert", client_optimizer=keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))), "constant client learning rate"),
+    (dict(client_runtime="litert", model_fn=mixed_model), "mixed precision"),
+])
+def test_options_litert_cannot_honour_are_refused_by_name(kwargs, match):
+    kw = dict(KW, rounds=1, clients_per_round=2)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        simulate(kw.pop("model_fn", tiny_model), population(), **kw)
+
+
+def test_whole_batches_cuts_each_client_and_keeps_ids():
+    cd = ClientData.from_partition(np.arange(10.0), np.arange(10), [np.arange(0, 7), np.arange(7, 10)],
+                                   client_ids=["a", "b"])
+    cut = cd.whole_batches(3)
+    assert list(cut.client_ids) == ["a", "b"] and cut.num_examples("a") == 6 and cut.num_examples("b") == 3
+    np.testing.assert_array_equal(cut["a"][1], np.arange(6))
+    lazy = ClientData.from_fn(2, lambda c: (np.zeros((5 + c, 2)), np.zeros(5 + c))).whole_batches(4)
+    assert [lazy.num_examples(c) for c in range(2)] == [4, 4]
+    with pytest.raises(ValueError, match="batch_size"):
+        cd.whole_batches(0)
