@@ -152,11 +152,12 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    local_epochs=DEFAULT_LOCAL_EPOCHS, batch_size=16, client_optimizer="sgd",
                    client_lr=DEFAULT_CLIENT_LR, aggregator="fedavg", mu=0.01, server_lr=None, eval_every=1, seed=0,
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
-                   secure_threshold=None, dropout_rate=0.0, consistency_check=False) -> dict:
+                   secure_threshold=None, dropout_rate=0.0, consistency_check=False, client_runtime="keras") -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
     `secure`, `secure_threshold`, `dropout_rate` and `consistency_check` configure secure aggregation
-    (`make_secure`); `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`).
+    (`make_secure`); `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`); `client_runtime` is "keras"
+    or "litert" (`simulate`).
     """
     import keras
 
@@ -185,7 +186,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         secure=secure_sum, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), eval_data=(x_te, y_te),
         eval_every=eval_every, strategy=strategy, seed=seed, log_dir=output_dir,
         checkpoint_dir=os.path.join(output_dir, "checkpoint") if (checkpoint or resume) else None, resume=resume,
-        progress=progress,
+        progress=progress, client_runtime=client_runtime,
     )
     wall = time.perf_counter() - t0
     curve = plot_history(history, os.path.join(output_dir, "learning_curve.png"),
@@ -198,6 +199,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         "alpha": alpha if partition == "dirichlet" else None,
         "aggregator": aggregator,
         "secure": secure,
+        "client_runtime": client_runtime,
         "failed_rounds": int(sum(r.get("round_failed", 0) for r in history)),
         "clients": len(cd),
         "clients_per_round": min(clients_per_round, len(cd)),
