@@ -112,6 +112,25 @@ def test_head_only_training_keeps_the_body_frozen_and_equals_keras():
     np.testing.assert_array_equal(device.get_weights()[model.layers[0].kernel.path], body[0])
 
 
+def test_head_only_freezes_batchnorm_as_keras_does():
+    """A frozen body's BatchNormalization runs in inference mode (Keras `trainable = False`): its moving statistics
+    stay, and the head's steps equal `train_on_batch` with the body frozen."""
+    model = build("batchnorm")
+    start = {v.path: v.numpy() for v in model.weights}
+    head = model.layers[-1].name
+    device = TrainableTFLiteModel(to_trainable_tflite(model, loss=LOSS, batch_size=BATCH, learning_rate=0.1,
+                                                      trainable_layers=[head]))
+    assert all(layer.trainable for layer in model.layers)  # the caller's flags are restored
+    for layer in model.layers[:-1]:
+        layer.trainable = False
+    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    for x, y in zip(*batches(model)):
+        np.testing.assert_allclose(device.train(x, y)["loss"], model.train_on_batch(x, y), rtol=1e-5)
+    assert_weights_equal(device, model)
+    bn = model.layers[1]
+    np.testing.assert_array_equal(device.get_weights()[bn.moving_mean.path], start[bn.moving_mean.path])
+
+
 # ----- adversarial ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dense_device():

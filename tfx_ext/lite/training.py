@@ -102,6 +102,23 @@ def _dropout_off(model: keras.Model, enabled: bool):
                 setattr(layer, name, rate)
 
 
+@contextlib.contextmanager
+def _frozen(model: keras.Model, trained: list):
+    """Inside the block, the top-level layers holding none of the `trained` variables are `trainable = False`, as
+    Keras freezes a layer: a frozen BatchNormalization then runs in inference mode (moving statistics, which stay
+    unchanged), as in `train_on_batch` with the body frozen. Every layer's flag is restored afterwards."""
+    ids = {id(v) for v in trained}
+    saved = [(layer, layer.trainable) for layer in _all_layers(model)]
+    try:
+        for layer in model.layers:
+            if not any(id(v) in ids for v in layer.trainable_variables):
+                layer.trainable = False
+        yield
+    finally:
+        for layer, flag in saved:  # parents before their sublayers, so a sublayer's own flag wins
+            layer.trainable = flag
+
+
 def _check_model(model: keras.Model, disable_dropout: bool) -> None:
     if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
         raise ValueError("`model` must be a built functional or Sequential Keras model with an Input. "
@@ -233,7 +250,8 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
         optimizer: "sgd", "adam", or a Keras SGD/Adam instance (copied: the caller's is never changed).
         learning_rate: replaces the optimizer's learning rate.
         batch_size: the static batch of `train` and `infer` (TFLite signatures have static shapes).
-        trainable_layers: names of the layers to train (e.g. a head); the rest stay frozen and need no gradient.
+        trainable_layers: names of the layers to train (e.g. a head); the rest are frozen as Keras freezes a layer
+            (`trainable = False`: BatchNormalization in inference mode, its statistics kept) and need no gradient.
         disable_dropout: train with every dropout rate at 0 (LiteRT has no builtin random ops that reproduce
             Keras's seeded dropout); without it a model with active dropout is refused.
         y_shape, y_dtype: a label's shape and dtype (default integer class labels).
@@ -248,11 +266,11 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
     if loss is None:
         raise ValueError("`loss` must be given, or `model` compiled with one. Received: loss=None")
     loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
-    module = _Signatures(model, loss, _optimizer(optimizer, learning_rate), _trained_variables(model, trainable_layers),
-                         batch_size)
-    if not module.trained:
+    trained = _trained_variables(model, trainable_layers)
+    if not trained:
         raise ValueError(f"`model` has no trainable variables to train (trainable_layers={trainable_layers!r})")
-    with tempfile.TemporaryDirectory() as workdir, _dropout_off(model, disable_dropout):
+    with tempfile.TemporaryDirectory() as workdir, _dropout_off(model, disable_dropout), _frozen(model, trained):
+        module = _Signatures(model, loss, _optimizer(optimizer, learning_rate), trained, batch_size)
         flatbuffer = _convert(module, module.y_spec(tuple(y_shape), tf.as_dtype(y_dtype)), workdir)
     flex = flex_ops(flatbuffer)
     if flex:
