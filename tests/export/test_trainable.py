@@ -93,10 +93,11 @@ def test_head_only_training_keeps_the_body_frozen_and_equals_keras():
     """trainable_layers=[head] over a body whose gradient would need Flex (an overlapping max pool)."""
     def make():
         keras.utils.set_random_seed(0)
-        return keras.Sequential([keras.Input((9, 9, 1)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(3, 2),
-                                 L.Flatten(), L.Dense(CLASSES, name="head")])
-    with pytest.raises(ExportError, match="FlexMaxPoolGrad"):
+        return keras.Sequential([keras.Input((9, 9, 1)), L.Conv2D(3, 3, activation="relu"),
+                                 L.MaxPooling2D(3, 2, name="pool"), L.Flatten(), L.Dense(CLASSES, name="head")])
+    with pytest.raises(ExportError, match=r"FlexMaxPoolGrad \(layer 'pool' \(MaxPooling2D\)") as error:
         to_trainable_tflite(make(), loss=LOSS, batch_size=BATCH)
+    assert error.value.layers == {"pool": ["FlexMaxPoolGrad"]}
     model = make()
     body = model.layers[0].get_weights()
     device = TrainableTFLiteModel(to_trainable_tflite(model, loss=LOSS, batch_size=BATCH, learning_rate=0.1,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tfx_ext.errors import ExportError
-from tfx_ext.federated import ClientData, FedAdam, FedAvg, FedAvgM, FedProx, SecAgg, simulate
+from tfx_ext.federated import (ClientData, ClientSideMatching, FedAdam, FedAvg, FedAvgM, FedMA, FedProx, SecAgg,
+                               simulate)
 from tfx_ext.federated.litert import LiteRTTrainer
 
 L = keras.layers
@@ -103,6 +104,40 @@ def test_secagg_composes_with_litert_clients():
     _, momentum = simulate(tiny_model, cd, rounds=1, clients_per_round=len(cd), client_runtime="litert",
                            aggregator=FedAvgM(learning_rate=1.0), secure=SecAgg(seed=0), **KW)
     assert_close(momentum.get_weights(), fedavg_oracle(start_weights(), cd), rtol=1e-4, atol=1e-5)
+
+
+def conv_model():
+    return keras.Sequential([keras.Input((6, 2)), L.Conv1D(4, 3, activation="relu", name="conv"), L.Flatten(),
+                             L.Dense(3, name="head")], name="conv")
+
+
+@pytest.mark.parametrize("matching", ["fedma", "client-side+secagg"])
+def test_matched_averaging_composes_with_litert_clients(matching):
+    """FedMA (server-side, may rebuild the model: the LiteRT export follows) and client-side matching under
+    SecAgg give the same global model with LiteRT clients as with Keras clients."""
+    cd = population().whole_batches(BATCH)
+
+    def settings():
+        if matching == "fedma":
+            return dict(aggregator=FedMA(conv_model, class_counts=cd))
+        return dict(aggregator=ClientSideMatching(conv_model, class_counts=cd), secure=SecAgg(seed=0))
+
+    kw = dict(KW, rounds=2, clients_per_round=3)
+    _, litert = simulate(conv_model, cd, client_runtime="litert", **settings(), **kw)
+    _, ref = simulate(conv_model, cd, client_runtime="keras", **settings(), **kw)
+    assert [w.shape for w in litert.get_weights()] == [w.shape for w in ref.get_weights()]
+    assert_close(litert.get_weights(), ref.get_weights(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_resumed_litert_run_equals_an_uninterrupted_one(tmp_path):
+    cd = population().whole_batches(BATCH)
+    kw = dict(KW, clients_per_round=2, client_runtime="litert", shuffle=True)
+    full, m_full = simulate(tiny_model, cd, rounds=3, **kw)
+    simulate(tiny_model, cd, rounds=1, checkpoint_dir=tmp_path, **kw)
+    resumed, m_resumed = simulate(tiny_model, cd, rounds=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert resumed["train_loss"] == full["train_loss"]
+    for a, b in zip(m_full.get_weights(), m_resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_remainder_is_dropped_with_a_warning_and_small_clients_send_nothing():
