@@ -74,11 +74,11 @@ class LiteRTTrainer(LocalTrainer):
                                              y_shape=tuple(y_shape), y_dtype=self._y_dtype)
         except ExportError as error:
             layers = getattr(error, "layers", None)
-            what = f"layers {sorted(layers)} need" if layers else "the model needs"
+            what = f"layers {sorted(layers)} of {model.name!r}" if layers else repr(model.name)
             raise ExportError(
-                f"client_runtime='litert': {what} ops LiteRT cannot train on builtins ({error}). Way out: "
-                "client_runtime='keras', or train the head only (set `trainable = False` on the layers before the "
-                "head in `model_fn`).") from error
+                f"client_runtime='litert': {what} cannot train in LiteRT ({error}). Way out: client_runtime='keras'; "
+                "or, for a layer whose gradient needs Flex, train only the layers after it (set `trainable = False` "
+                "on the layers up to it in `model_fn`); for dropout, build the model with rate 0.") from error
         self.device = TrainableTFLiteModel(flatbuffer)
         self.size_bytes = self.device.size_bytes
         self.trace_count = 1  # one export: the LiteRT model is built once and reused by every client

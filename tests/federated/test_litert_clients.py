@@ -88,9 +88,12 @@ def test_litert_simulation_equals_a_fedavg_of_keras_clients_and_reports_throughp
     assert history["client_updates_per_s"][0] > 0 and history["graph_traces"] == [1]  # exported once
 
 
-def test_litert_and_keras_runtimes_agree_with_shuffling_and_fedadam():
+@pytest.mark.parametrize("optimizer", [lambda: keras.optimizers.SGD(LR),
+                                       lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                                       lambda: keras.optimizers.Adam(0.01)], ids=["sgd", "nesterov", "adam"])
+def test_litert_and_keras_runtimes_agree_with_shuffling_and_fedadam(optimizer):
     cd = population().whole_batches(BATCH)
-    kw = dict(KW, shuffle=True, rounds=2, clients_per_round=2)
+    kw = dict(KW, shuffle=True, rounds=2, clients_per_round=2, client_optimizer=optimizer)
     _, litert = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="litert", **kw)
     _, ref = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="keras", **kw)
     assert_close(litert.get_weights(), ref.get_weights(), rtol=1e-4, atol=1e-5)
@@ -175,6 +178,14 @@ def test_a_model_that_needs_flex_is_refused_naming_the_layer_and_head_only_is_th
     start = head_only()
     np.testing.assert_array_equal(model.get_layer("body").get_weights()[0], start.get_layer("body").get_weights()[0])
     assert not np.allclose(model.get_layer("head").get_weights()[0], start.get_layer("head").get_weights()[0])
+
+
+def test_a_model_with_dropout_is_refused_naming_the_layer():
+    def with_dropout():
+        return keras.Sequential([keras.Input((6, 2)), L.Flatten(), L.Dropout(0.5, name="drop"), L.Dense(3)])
+
+    with pytest.raises(ExportError, match=r"(?s)'drop' \(Dropout\).*client_runtime='keras'.*rate 0"):
+        simulate(with_dropout, population(), **dict(KW, rounds=1, clients_per_round=2), client_runtime="litert")
 
 
 def mixed_model():
