@@ -13,7 +13,8 @@ Rows (`baseline` is Keras's figure, `litert` the on-device one, `ratio` = litert
 - `client updates/s`, `eval accuracy`, `max weight gap`: FedAvg on digits (Dirichlet 0.5 clients cut to whole
   batches, `ClientData.whole_batches`), the same rounds, seed and clients, with Keras clients (one compiled
   cohort graph) and LiteRT clients (`client_runtime="litert"`); throughput is local training only (the
-  simulator's `client_updates_per_s`), averaged over rounds 2.. (round 1 traces / exports).
+  simulator's `client_updates_per_s`), averaged over rounds 2.. (round 1 traces / exports), the median of 3
+  runs per runtime in alternating order (`samples` in the JSON).
 
 Models: `mlp` (Dense 64 relu + Dense 10 on the flattened 8x8 digits), `digits_cnn` (the federated workload:
 Conv2D 16, Conv2D 32, Dense 10), `ds_cnn head` (the keyword DS-CNN, width 16, trained head only as in on-device
@@ -81,7 +82,7 @@ def _step_and_size_rows(bench: Benchmark, smoke: bool):
                        "ratio": len(trainable) / len(inference)})
 
 
-def _simulation_rows(bench: Benchmark, smoke: bool, rounds: int):
+def _simulation_rows(bench: Benchmark, smoke: bool, rounds: int, repeats: int):
     import keras
 
     from tfx_ext.apps.federated_experiments import digits_cnn
@@ -90,19 +91,23 @@ def _simulation_rows(bench: Benchmark, smoke: bool, rounds: int):
 
     (x, y), (x_test, y_test) = load_digits(seed=SEED)
     clients = ClientData.dirichlet(x, y, 6 if smoke else 20, alpha=0.5, seed=SEED).whole_batches(BATCH)
-    runs = {}
-    for runtime in ("keras", "litert"):
-        history, model = simulate(lambda: digits_cnn(10, seed=SEED), clients, rounds=rounds,
-                                  clients_per_round=3 if smoke else 5, local_epochs=1, batch_size=BATCH,
-                                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                  client_optimizer=keras.optimizers.SGD(LR), eval_data=(x_test, y_test), seed=SEED,
-                                  progress=False, client_runtime=runtime)
-        steady = history["client_updates_per_s"][1:] or history["client_updates_per_s"]
-        runs[runtime] = (float(np.mean(steady)), history.last("eval_accuracy"), model.get_weights())
-    (k_ups, k_acc, k_w), (l_ups, l_acc, l_w) = runs["keras"], runs["litert"]
+    runs, speeds = {}, {"keras": [], "litert": []}
+    for rep in range(repeats):  # alternating order, so drift in machine load hits both runtimes alike
+        for runtime in ("keras", "litert") if rep % 2 == 0 else ("litert", "keras"):
+            history, model = simulate(lambda: digits_cnn(10, seed=SEED), clients, rounds=rounds,
+                                      clients_per_round=3 if smoke else 5, local_epochs=1, batch_size=BATCH,
+                                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                      client_optimizer=keras.optimizers.SGD(LR), eval_data=(x_test, y_test),
+                                      seed=SEED, progress=False, client_runtime=runtime)
+            steady = history["client_updates_per_s"][1:] or history["client_updates_per_s"]
+            speeds[runtime].append(float(np.mean(steady)))
+            runs[runtime] = (history.last("eval_accuracy"), model.get_weights())  # the same every repeat
+    k_ups, l_ups = (float(np.median(speeds[k])) for k in ("keras", "litert"))
+    (k_acc, k_w), (l_acc, l_w) = runs["keras"], runs["litert"]
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(k_w, l_w))
-    bench.add_row({"model": "digits_cnn", "metric": "client updates/s (FedAvg)", "baseline": k_ups, "litert": l_ups,
-                   "ratio": l_ups / k_ups})
+    bench.add_row({"model": "digits_cnn", "metric": f"client updates/s (FedAvg, median of {repeats})",
+                   "baseline": k_ups, "litert": l_ups, "ratio": l_ups / k_ups,
+                   "samples": {k: [round(v, 1) for v in speeds[k]] for k in speeds}})
     bench.add_row({"model": "digits_cnn", "metric": f"eval accuracy after {rounds} rounds", "baseline": k_acc,
                    "litert": l_acc, "ratio": l_acc / k_acc if k_acc else None})
     bench.add_row({"model": "digits_cnn", "metric": "max |global weight gap|", "litert": gap})
@@ -114,7 +119,7 @@ def run(*, smoke: bool = False, rounds: int | None = None, name: str = "ondevice
     bench = Benchmark(name, config={"seed": SEED, "batch_size": BATCH, "learning_rate": LR, "rounds": rounds,
                                     "smoke": smoke}, **({} if results_dir is None else {"results_dir": results_dir}))
     _step_and_size_rows(bench, smoke)
-    k_acc, l_acc, gap = _simulation_rows(bench, smoke, rounds)
+    k_acc, l_acc, gap = _simulation_rows(bench, smoke, rounds, 1 if smoke else 3)
     steps = [r["ratio"] for r in bench.rows if r["metric"] == "train step ms"]
     bench.note(f"LiteRT train step / Keras train_on_batch: {min(steps):.2f}x to {max(steps):.2f}x the time.")
     same = abs(k_acc - l_acc) <= 0.01

@@ -63,7 +63,7 @@ class LiteRTTrainer(LocalTrainer):
     def __init__(self, model, *, label_spec, **kwargs):
         super().__init__(model, **kwargs)
         check_litert_options(proximal_mu=self.proximal_mu, model=model)
-        if self.optimizer._schedule is not None:
+        if self.optimizer.has_schedule:
             raise ValueError("client_runtime='litert' needs a constant client learning rate (a training signature "
                              "has no schedule). Received: a learning-rate schedule")
         y_shape, y_dtype = label_spec
@@ -103,20 +103,20 @@ class LiteRTTrainer(LocalTrainer):
     def _client(self, weights, xk, yk, seed):
         """One client through LiteRT: its new weights (`weight_paths` order) and (loss sum, correct, examples)."""
         self.device.set_weights(dict(zip(self.weight_paths, weights)))
-        loss_sum = correct = 0.0
-        batches = []
+        losses, outputs, batches = [], [], np.zeros((0, self.batch_size), np.int64)
         for epoch in range(self.local_epochs):
             batches = self._batches(len(xk), seed, epoch)
-            last = epoch == self.local_epochs - 1
+            losses, outputs = [], []  # metrics: the last epoch only, as in the Keras runtime
             for idx in batches:
-                yb = yk[idx]
-                result = self.device.train(xk[idx], yb)
-                if last:  # metrics: the last epoch only, as in the Keras runtime
-                    out = result.pop("loss"), next(iter(result.values()))
-                    loss_sum += float(out[0]) * len(idx)
-                    correct += float(self._correct(tf.constant(yb), tf.constant(out[1])))
+                result = self.device.train(xk[idx], yk[idx])
+                losses.append(float(result.pop("loss")))
+                outputs.append(next(iter(result.values())))
         new = self.device.get_weights()
-        return [new[path] for path in self.weight_paths], (loss_sum, correct, float(np.size(batches)))
+        new = [new[path] for path in self.weight_paths]
+        if not outputs:  # fewer examples than one batch: nothing trained (the round rejects zero examples)
+            return new, (0.0, 0.0, 0.0)
+        correct = self._correct(tf.constant(yk[batches.reshape(-1)]), tf.constant(np.concatenate(outputs)))
+        return new, (self.batch_size * sum(losses), float(correct), float(batches.size))
 
     def train_cohort(self, weights, x, y, offsets, seeds):
         """As `LocalTrainer.train_cohort`, client by client in LiteRT; a client's example count is the number of

@@ -94,9 +94,11 @@ def test_litert_simulation_equals_a_fedavg_of_keras_clients_and_reports_throughp
 def test_litert_and_keras_runtimes_agree_with_shuffling_and_fedadam(optimizer):
     cd = population().whole_batches(BATCH)
     kw = dict(KW, shuffle=True, rounds=2, clients_per_round=2, client_optimizer=optimizer)
-    _, litert = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="litert", **kw)
-    _, ref = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="keras", **kw)
+    h_litert, litert = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="litert", **kw)
+    h_ref, ref = simulate(tiny_model, cd, aggregator=FedAdam(learning_rate=0.05), client_runtime="keras", **kw)
     assert_close(litert.get_weights(), ref.get_weights(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h_litert["train_loss"], h_ref["train_loss"], rtol=1e-5)  # last-epoch metrics too
+    assert h_litert["train_accuracy"] == h_ref["train_accuracy"] and h_litert["examples"] == h_ref["examples"]
 
 
 def test_secagg_composes_with_litert_clients():
