@@ -219,3 +219,14 @@ def test_whole_batches_cuts_each_client_and_keeps_ids():
     assert [lazy.num_examples(c) for c in range(2)] == [4, 4]
     with pytest.raises(ValueError, match="batch_size"):
         cd.whole_batches(0)
+
+
+def test_the_model_is_exported_once_per_simulation(monkeypatch):
+    import tfx_ext.federated.litert as litert
+
+    exports = []
+    real = litert.to_trainable_tflite
+    monkeypatch.setattr(litert, "to_trainable_tflite", lambda *a, **k: exports.append(1) or real(*a, **k))
+    history, _ = simulate(tiny_model, population().whole_batches(BATCH), **dict(KW, rounds=3, clients_per_round=3),
+                          client_runtime="litert")
+    assert len(exports) == 1 and len(history) == 3 and history["clients_accepted"] == [3, 3, 3]
