@@ -54,6 +54,7 @@ setup(
         "tqdm",
         "matplotlib",
         "scikit-learn",
+        "dp-accounting",  # Google's privacy accountants (RDP, PLD) for DP-FedAvg.
         "espeakng-loader>=0.2",  # libespeak-ng (GPL-3) loaded at run time for pip-only speech synthesis.
     ],
     extras_require={

@@ -10,6 +10,8 @@ dropout 0.1, corrupt fraction 0.1, no simulated dropouts). One aggregation round
 - `secagg`, `secagg+`: `SecAgg.secure_sum` (semi-honest): fixed-point encoding, the full protocol in-process
   (X25519, HKDF, AES-GCM shares, Shamir, AES-CTR masks, every message serialized to bytes), unmasking, decoding;
 - `secagg+cc`: SecAgg+ with the Ed25519 consistency-check round (`consistency_check=True`);
+- `secagg+active`: SecAgg+ in the active threat model (signed adverts and masked inputs, consistency round, and
+  the larger `(k, t)` that forked views require);
 - `flower-plain`, `flower-secagg+` (with `--flower_python`): Flower's FedAvg without and with `SecAggPlusWorkflow`
   at the same n, vector length, seeds and (k, t) as our SecAgg+ (`bench/secagg_flower.py` in Flower's own venv,
   started from this run, right after our rows at that n).
@@ -77,7 +79,8 @@ def plain_round(payloads):
 
 
 VARIANTS = {"secagg": {"variant": "secagg"}, "secagg+": {"variant": "secagg+"},
-            "secagg+cc": {"variant": "secagg+", "consistency_check": True}}
+            "secagg+cc": {"variant": "secagg+", "consistency_check": True},
+            "secagg+active": {"variant": "secagg+", "threat_model": "active"}}
 COLUMNS = ["n", "method", "round_s", "critical_path_s", "client_s", "server_s", "up_B", "down_B", "server_in_B",
            "server_out_B", "time_x", "crit_x", "bytes_x", "rel_error", "degree", "threshold", "server_vs_nlogn",
            "flower_x", "flower_x_crit"]
@@ -170,7 +173,7 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=100_000)
     parser.add_argument("--bits", type=int, default=None, help="modulus exponent (default: SecAgg's, 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", default="secagg,secagg+,secagg+cc")
+    parser.add_argument("--variants", default="secagg,secagg+,secagg+cc,secagg+active")
     parser.add_argument("--full_max_n", type=int, default=1000, help="largest n for full SecAgg (n^2 masks)")
     parser.add_argument("--clip", type=float, default=1.0, help="SecAgg clip (default: SecAgg's default)")
     parser.add_argument("--max_weight", type=float, default=1000.0, help="SecAgg max_weight (default: SecAgg's)")

@@ -3,6 +3,7 @@
 - `ClientData` and the partitioners (`iid_partition`, `dirichlet_partition`, `shard_partition`,
   `natural_partition`), `plot_label_distribution`;
 - `Payload` (what a client sends in a round) and `sum_payloads`;
+- `CentralDP` (DP-FedAvg with fixed or adaptive clipping, a postprocessor) and `DPAccountant` (dp-accounting);
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
@@ -42,6 +43,7 @@ from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
+from tfx_ext.federated.privacy import CentralDP, DPAccountant
 from tfx_ext.federated.round import validate_client_result
 from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
 from tfx_ext.federated.simulation import simulate
@@ -51,6 +53,8 @@ __all__ = [
     "AGGREGATORS",
     "Aggregator",
     "Callback",
+    "CentralDP",
+    "DPAccountant",
     "ClientData",
     "ClientOptimizer",
     "ClientResult",

@@ -117,6 +117,8 @@ def _client_payloads(inputs: RoundInputs, valid, rejected, hook_metrics):
     """Each valid client's payload through the client hooks; the payloads and the results kept."""
     agg = inputs.aggregator
     template = agg.client_payload(inputs.weights, ClientResult(None, inputs.weights, 1))
+    for p in inputs.postprocessors:  # fields a postprocessor adds to every payload (e.g. CentralDP's clip count)
+        template = template.replace(extras={**template.extras, **getattr(p, "payload_extras", {})})
     payloads, kept = [], []
     for r in valid:
         ctx = _context(inputs, r.client_id)

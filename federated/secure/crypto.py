@@ -77,14 +77,27 @@ def agree(private: X25519PrivateKey, peer_public: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
+_PROBE = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"tfx-ext/secagg/low-order-probe").digest())
+
+
+def low_order_key(public: bytes) -> bool:
+    """True for a public key that is not 32 bytes or lies in the small subgroup: X25519 clamps every private key
+    to a multiple of 8, so such a key gives the all-zero shared secret with anyone (OpenSSL refuses it)."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+        return False
+    except ValueError:
+        return True
+
+
 def kdf_info(purpose: str, round_id: int) -> bytes:
     """Domain-separated HKDF `info`: protocol name, purpose and round."""
     return b"tfx-ext/secagg/" + purpose.encode() + struct.pack(">Q", round_id)
 
 
-def share_ad(sender: int, receiver: int, round_id: int) -> bytes:
-    """Associated data of an encrypted share: binds sender, receiver and round."""
-    return b"tfx-ext/secagg/share" + struct.pack(">QQQ", sender, receiver, round_id)
+def share_ad(sender: int, receiver: int, round_id: int, session: bytes = b"") -> bytes:
+    """Associated data of an encrypted share: binds sender, receiver, round and session."""
+    return b"tfx-ext/secagg/share" + struct.pack(">QQQ", sender, receiver, round_id) + session
 
 
 def encrypt(key: bytes, plaintext: bytes, ad: bytes, randbytes: RandBytes = os.urandom) -> bytes:
@@ -135,6 +148,7 @@ __all__ = [
     "decrypt",
     "encrypt",
     "kdf_info",
+    "low_order_key",
     "public_from_private",
     "seeded_randbytes",
     "share_ad",

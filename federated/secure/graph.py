@@ -5,10 +5,15 @@ Overhead", CCS 2020) replaces the complete graph of Bonawitz et al. (CCS 2017) b
 `k = O(log n)`: each client exchanges masks and Shamir shares with its `k` neighbours only, with a `t`-of-`k`
 threshold. We use a Harary graph `H(k, n)` (each client linked to the `k/2` nearest on each side of a ring) over a
 random permutation of the clients: a regular graph, so every client has exactly `k` neighbours (Bell et al. analyse
-random graphs of that degree; the conditions below are stated for this one). The permutation is drawn from
-a public per-round seed, `SHA-256(round, public round seed, every advertised public key in id order)`, so every
-client recomputes and checks the graph, and the server cannot choose it without knowing all the clients' fresh
-keys first.
+random graphs of that degree; the conditions below are stated for this one).
+
+The graph is fixed by the invitation, before any key exists, so dropping clients cannot choose it: the ring
+order sorts the invited ids by `SHA-256(seed || id)` (8-byte big-endian id), with
+`seed = SHA-256("tfx-ext/secagg/graph-v2" || round || public seed || every invited id in order)`. Clients that
+drop out keep their place on the ring (their neighbours just have fewer live peers). The public seed must be a
+value the server cannot choose after it knows whom it corrupts: a public randomness beacon (e.g. drand) read
+after the invitations are fixed. Hashing and sorting make the graph portable: it depends on SHA-256 only, not on a
+numpy random stream.
 
 Parameter formula (our union-bound instantiation of the conditions in Bell et al. 2020; not the paper's exact
 constants). With `n` clients, tolerated dropout rate `delta`, fraction of clients colluding with the server
@@ -34,6 +39,18 @@ bound at all (tens of clients), `t` balances the two failure probabilities: the 
 
 and both achieved bounds are reported (`correctness_failure`, `privacy_failure`).
 
+Active threat model (`threat_model="active"`). A server that forks the survivor view (tells some holders of
+client u's shares that u survived and others that u dropped) collects both u's self-mask share and its neighbours'
+mask-key shares when enough holders answer in each fork. Holders answer only with `t` signatures over their own
+view from their own neighbours, and an honest client signs one view, so two forks of one neighbourhood of `k` need
+`2t - k` corrupt signers. The active mode therefore needs, besides the privacy bound,
+
+  * SecAgg+: P[B(k, gamma) >= 2t - k] <= 2^-sigma / n;
+  * SecAgg (complete graph, Bonawitz et al. 2017): t >= floor(2n/3) + 1,
+
+and `choose_parameters(threat_model="active")` grows `t` (then `k`) until they hold; `RoundConfig` refuses weaker
+settings with the formula in the message (`active_problem`).
+
 Round-failure probability. A round fails when some client's secrets cannot be rebuilt, i.e. more than `k - t` of
 its `k` neighbours dropped out by the unmasking stage. With each client dropping (at some stage) independently with
 probability `delta`, the union bound over the `n` clients gives
@@ -49,16 +66,19 @@ threshold t = 10 tolerates 9 and bounds the failure at 20 * P[B(19, 0.1) >= 10] 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 from tfx_ext._validate import check_number, is_int
 
 VARIANTS = ("secagg", "secagg+")
+THREAT_MODELS = ("semi-malicious", "active")
 
 
 def _binom_tail_ge(k: int, p: float, t: int) -> float:
@@ -69,7 +89,7 @@ def _binom_tail_ge(k: int, p: float, t: int) -> float:
         return 0.0
     if p >= 1:
         return 1.0
-    return float(sum(math.comb(k, i) * p**i * (1 - p) ** (k - i) for i in range(t, k + 1)))
+    return float(stats.binom.sf(t - 1, k, p))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +109,35 @@ class GraphParameters:
 
 
 
+def _fork_bound(n: int, k: int, t: int, corrupt_fraction: float) -> float:
+    """Probability bound that corrupt signers let a server fork some neighbourhood: `n P[B(k, gamma) >= 2t - k]`."""
+    return min(1.0, n * _binom_tail_ge(k, corrupt_fraction, 2 * t - k))
+
+
+def active_problem(num_clients: int, degree: int, threshold: int, *, corrupt_fraction: float = 0.1,
+                   security: int = 40) -> str | None:
+    """Why `(degree, threshold)` is too weak for the active threat model (module docstring), or None."""
+    n, k, t = int(num_clients), int(degree), int(threshold)
+    if k >= n - 1:
+        need = 2 * n // 3 + 1
+        if t < need:
+            return (f"the active threat model on the complete graph needs t >= floor(2n/3) + 1 = {need} for n={n} "
+                    f"(Bonawitz et al. 2017); got t={t}" + ("" if need <= k else
+                                                           f", and t cannot exceed k={k}: invite at least 4 clients"))
+        return None
+    bound = 2.0**-security
+    fork = _fork_bound(n, k, t, corrupt_fraction)
+    if fork > bound:
+        return (f"the active threat model needs n * P[Binomial(k, gamma) >= 2t - k] <= 2^-sigma (no forked "
+                f"survivor views); got {fork:.3g} > {bound:.3g} for n={n}, k={k}, t={t}, gamma={corrupt_fraction}, "
+                f"sigma={security}: raise t or k (choose_parameters(..., threat_model='active') picks them)")
+    return None
+
+
 def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rate: float = 0.1,
                       corrupt_fraction: float = 0.1, security: int = 40, correctness: int = 20,
-                      threshold: int | float | None = None, degree: int | None = None) -> GraphParameters:
+                      threshold: int | float | None = None, degree: int | None = None,
+                      threat_model: str = "semi-malicious") -> GraphParameters:
     """Degree and threshold from `n`, the tolerated dropout rate and the security parameter (module docstring).
 
     Args:
@@ -103,9 +149,12 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
         correctness: `eta`, bits of correctness (failure probability <= 2^-eta).
         threshold: override `t`: an integer, or a fraction of the degree in (0, 1] (rounded up); must exceed k/2.
         degree: override `k` (SecAgg+ only; rounded up to even, capped at n - 1).
+        threat_model: "semi-malicious" or "active": the active model also sizes `(k, t)` against forked views
+            (`active_problem`), growing `t`, then `k`.
 
     Raises:
-        ValueError: on bad arguments or an override threshold <= k/2 or > k.
+        ValueError: on bad arguments, an override threshold <= k/2 or > k, or overrides too weak for the active
+            model.
     """
     if not is_int(num_clients) or num_clients < 2:
         raise ValueError(f"`num_clients` must be an integer >= 2. Received: num_clients={num_clients!r}")
@@ -113,6 +162,9 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
         raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
     check_number("dropout_rate", dropout_rate, low=0, high=0.5, high_open=True)
     check_number("corrupt_fraction", corrupt_fraction, low=0, high=0.5, high_open=True)
+    if threat_model not in THREAT_MODELS:
+        raise ValueError(f"`threat_model` must be one of {THREAT_MODELS}. Received: threat_model={threat_model!r}")
+    active = threat_model == "active"
     n = int(num_clients)
     eps_c = 2.0**-correctness / n
     eps_s = 2.0**-security / n
@@ -120,9 +172,13 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
     def privacy(k, t):
         return _binom_tail_ge(k, corrupt_fraction, t) if corrupt_fraction > 0 else 0.0
 
+    def secure_enough(k, t):
+        return privacy(k, t) <= eps_s and not (active and active_problem(n, k, t, corrupt_fraction=corrupt_fraction,
+                                                                           security=security))
+
     def min_threshold(k):
         t = k // 2 + 1
-        while t < k and privacy(k, t) > eps_s:
+        while t < k and not secure_enough(k, t):
             t += 1
         return t
 
@@ -159,10 +215,15 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
         for cand in range(2, full, 2):
             t = min_threshold(cand)
             connected = n * (dropout_rate + corrupt_fraction) ** (cand / 2) <= 2.0**-security
-            if connected and privacy(cand, t) <= eps_s and _binom_tail_ge(cand, dropout_rate, cand - t + 1) <= eps_c:
+            if connected and secure_enough(cand, t) and _binom_tail_ge(cand, dropout_rate, cand - t + 1) <= eps_c:
                 k = cand
                 break
     t = resolve_threshold(k)
+    if active:
+        t = max(t, min_threshold(k)) if threshold is None else t
+        problem = active_problem(n, k, t, corrupt_fraction=corrupt_fraction, security=security)
+        if problem:
+            raise ValueError(f"No secure parameters for n={n}: {problem}.")
     return GraphParameters(
         num_clients=n, degree=k, threshold=t,
         correctness_failure=min(1.0, n * _binom_tail_ge(k, dropout_rate, k - t + 1)),
@@ -170,19 +231,18 @@ def choose_parameters(num_clients: int, *, variant: str = "secagg+", dropout_rat
     )
 
 
-def graph_seed(round_id: int, public_seed: bytes, public_keys: Mapping[int, tuple[bytes, bytes]]) -> bytes:
-    """`SHA-256(round, public seed, (id, c_pk, s_pk) for every advertised client in id order)`."""
-    h = hashlib.sha256(b"tfx-ext/secagg/graph" + struct.pack(">Q", round_id) + public_seed)
-    for cid in sorted(public_keys):
-        c_pk, s_pk = public_keys[cid]
-        h.update(struct.pack(">Q", cid) + c_pk + s_pk)
+def graph_seed(round_id: int, public_seed: bytes, client_ids: Sequence[int]) -> bytes:
+    """`SHA-256(domain, round, public seed, every invited id in order)`: fixed before any key is advertised."""
+    ids = sorted(int(i) for i in client_ids)
+    h = hashlib.sha256(b"tfx-ext/secagg/graph-v2" + struct.pack(">QI", round_id, len(public_seed)) + public_seed)
+    h.update(struct.pack(f">Q{len(ids)}Q", len(ids), *ids))
     return h.digest()
 
 
-def _ring(ids, degree, seed):
-    ids = np.asarray(sorted(int(i) for i in ids), np.int64)
-    perm = np.random.Generator(np.random.PCG64(int.from_bytes(seed, "little"))).permutation(ids)
-    return perm, degree // 2
+@functools.lru_cache(maxsize=16)
+def _ring(ids: tuple, seed: bytes) -> tuple:
+    """The invited ids sorted by `SHA-256(seed || id)`: every client derives the same ring from public values."""
+    return tuple(sorted(ids, key=lambda i: hashlib.sha256(seed + struct.pack(">Q", i)).digest()))
 
 
 def neighbours(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, tuple[int, ...]]:
@@ -192,7 +252,7 @@ def neighbours(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, tuple[
     n = len(ids)
     if degree >= n - 1:
         return {u: tuple(v for v in ids if v != u) for u in ids}
-    perm, half = _ring(ids, degree, seed)
+    perm, half = np.asarray(_ring(tuple(ids), seed), np.int64), degree // 2
     offsets = [d for d in range(1, half + 1)] + [-d for d in range(1, half + 1)]
     table = np.sort(np.stack([np.roll(perm, -d) for d in offsets], axis=1), axis=1)
     return {int(u): tuple(row) for u, row in zip(perm.tolist(), table.tolist())}
@@ -203,10 +263,11 @@ def neighbours_of(client: int, ids: Sequence[int], degree: int, seed: bytes) -> 
     n = len(ids)
     if degree >= n - 1:
         return tuple(sorted(int(v) for v in ids if int(v) != client))
-    perm, half = _ring(ids, degree, seed)
-    pos = int(np.flatnonzero(perm == client)[0])
+    perm, half = _ring(tuple(sorted(int(i) for i in ids)), seed), degree // 2
+    pos = perm.index(client)
     picks = [(pos + d) % n for d in range(1, half + 1)] + [(pos - d) % n for d in range(1, half + 1)]
     return tuple(sorted(int(perm[i]) for i in picks))
 
 
-__all__ = ["GraphParameters", "VARIANTS", "choose_parameters", "graph_seed", "neighbours", "neighbours_of"]
+__all__ = ["GraphParameters", "THREAT_MODELS", "VARIANTS", "active_problem", "choose_parameters", "graph_seed",
+           "neighbours", "neighbours_of"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import struct
 from typing import ClassVar
@@ -63,6 +64,8 @@ _KINDS = {
     "id_kind_bytes": (lambda v: [[int(i), str(k), _b64(b)] for i, k, b in v],
                       lambda v: tuple((_int(_list(e)[0]), _kind(e[1]), _unb64(e[2]))
                                       for e in _list(v) if len(e) == 3 or _bad(e))),
+    "pairs": (lambda v: [[int(a), int(b)] for a, b in v],
+              lambda v: tuple((_int(_list(e)[0]), _int(e[1])) for e in _list(v) if len(e) == 2 or _bad(e))),
     "keys": (lambda v: _b64(b"".join(_key_record(*e) for e in v)), lambda v: _key_records(_unb64(v))),
 }
 
@@ -70,24 +73,25 @@ _KINDS = {
 _KEY_HEAD = struct.Struct(">QH")
 
 
-def _key_record(cid, c_pk, s_pk, sig) -> bytes:
-    """One key-directory entry as bytes: id (u64), signature length (u16), c_pk (32), s_pk (32), signature."""
-    if len(c_pk) != 32 or len(s_pk) != 32:
-        raise MessageError(f"Public keys are 32 bytes. Received: {len(c_pk)} and {len(s_pk)} for client {cid}")
-    return _KEY_HEAD.pack(int(cid), len(sig)) + bytes(c_pk) + bytes(s_pk) + bytes(sig)
+def _key_record(cid, c_pk, s_pk, b_commit, sig) -> bytes:
+    """One key-directory entry as bytes: id (u64), signature length (u16), c_pk, s_pk, b_commit (32 each), signature."""
+    if len(c_pk) != 32 or len(s_pk) != 32 or len(b_commit) != 32:
+        raise MessageError(f"Keys and commitments are 32 bytes. Received: {len(c_pk)}, {len(s_pk)} and "
+                           f"{len(b_commit)} for client {cid}")
+    return _KEY_HEAD.pack(int(cid), len(sig)) + bytes(c_pk) + bytes(s_pk) + bytes(b_commit) + bytes(sig)
 
 
 def _key_records(blob: bytes) -> tuple:
     out, pos = [], 0
     while pos < len(blob):
-        if pos + _KEY_HEAD.size + 64 > len(blob):
+        if pos + _KEY_HEAD.size + 96 > len(blob):
             raise MessageError("Truncated key-directory entry.")
         cid, siglen = _KEY_HEAD.unpack_from(blob, pos)
         pos += _KEY_HEAD.size
-        end = pos + 64 + siglen
+        end = pos + 96 + siglen
         if end > len(blob):
             raise MessageError("Truncated key-directory signature.")
-        out.append((cid, blob[pos:pos + 32], blob[pos + 32:pos + 64], blob[pos + 64:end]))
+        out.append((cid, blob[pos:pos + 32], blob[pos + 32:pos + 64], blob[pos + 64:pos + 96], blob[pos + 96:end]))
         pos = end
     return tuple(out)
 
@@ -97,8 +101,8 @@ def _bad(e):
 
 
 def _kind(k):
-    if k not in ("b", "s"):
-        raise MessageError(f"Share kind must be 'b' or 's'. Received: {k!r}")
+    if k not in ("b", "s", "p"):
+        raise MessageError(f"Share kind must be 'b', 's' or 'p'. Received: {k!r}")
     return k
 
 
@@ -161,21 +165,24 @@ class Message:
 
 @dataclasses.dataclass(frozen=True)
 class AdvertiseKeys(Message):
-    """Round 0, client -> server: two X25519 public keys (`c_pk` encrypts shares, `s_pk` derives masks), and
-    an Ed25519 signature over them when the deployment has a PKI (empty otherwise)."""
+    """Round 0, client -> server: two X25519 public keys (`c_pk` encrypts shares, `s_pk` derives masks), the
+    commitment `b_commit = H(b)` to its self-mask seed (checked after reconstruction), and an Ed25519 signature
+    over all three when the deployment has a PKI (empty otherwise)."""
 
     TYPE: ClassVar[int] = 1
-    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "c_pk": "bytes", "s_pk": "bytes", "signature": "bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "c_pk": "bytes", "s_pk": "bytes",
+                              "b_commit": "bytes", "signature": "bytes"}
     round: int
     sender: int
     c_pk: bytes
     s_pk: bytes
+    b_commit: bytes
     signature: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
 class KeyDirectory(Message):
-    """Server -> every client: the advertised keys `(id, c_pk, s_pk, signature)` of U1 and the public round seed."""
+    """Server -> every client: the adverts `(id, c_pk, s_pk, b_commit, signature)` of U1 and the public round seed."""
 
     TYPE: ClassVar[int] = 2
     FIELDS: ClassVar[dict] = {"round": "int", "entries": "keys", "public_seed": "bytes"}
@@ -189,8 +196,9 @@ class EncryptedShares(Message):
     """Round 1, client -> server: one AES-GCM ciphertext per neighbour, `(receiver, ciphertext)`."""
 
     TYPE: ClassVar[int] = 3
-    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "shares": "id_bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "sender": "int", "shares": "id_bytes"}
     round: int
+    session: bytes
     sender: int
     shares: tuple
 
@@ -200,43 +208,52 @@ class ForwardedShares(Message):
     """Server -> client `receiver`: the ciphertexts addressed to it, `(sender, ciphertext)`."""
 
     TYPE: ClassVar[int] = 4
-    FIELDS: ClassVar[dict] = {"round": "int", "receiver": "int", "shares": "id_bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "receiver": "int", "shares": "id_bytes"}
     round: int
+    session: bytes
     receiver: int
     shares: tuple
 
 
 @dataclasses.dataclass(frozen=True)
 class MaskedInput(Message):
-    """Round 2, client -> server: the masked vector, the peers whose pairwise masks it holds, and the peers whose
-    shares it rejected (failed decryption or checks)."""
+    """Round 2, client -> server: the masked vector, the peers whose pairwise masks it holds, the peers whose
+    shares it rejected (failed decryption or checks: a dispute, not proof), and its signature over all of it when
+    the deployment has a PKI (empty otherwise)."""
 
     TYPE: ClassVar[int] = 5
-    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "masked_with": "ints", "rejected": "ints"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "sender": "int", "masked_with": "ints",
+                              "rejected": "ints", "signature": "bytes"}
     round: int
+    session: bytes
     sender: int
     masked_with: tuple
     rejected: tuple
+    signature: bytes
     vector: np.ndarray = dataclasses.field(compare=False, default=None)
 
 
 @dataclasses.dataclass(frozen=True)
 class SurvivorSet(Message):
-    """Server -> clients: U3, the clients whose masked inputs enter the sum."""
+    """Server -> clients: U3, the clients whose masked inputs enter the sum, and the disputes `(accuser, accused)`:
+    pairs whose shares failed, which leave the sum as a pair (the accused reveals the pair's mask seed)."""
 
     TYPE: ClassVar[int] = 6
-    FIELDS: ClassVar[dict] = {"round": "int", "survivors": "ints"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "survivors": "ints", "disputes": "pairs"}
     round: int
+    session: bytes
     survivors: tuple
+    disputes: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class ConsistencySignature(Message):
-    """Round 3 (active-adversary variant), client -> server: Ed25519 signature over (round, U3)."""
+    """Round 3 (active-adversary variant), client -> server: Ed25519 signature over (session, U3, disputes)."""
 
     TYPE: ClassVar[int] = 7
-    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "signature": "bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "sender": "int", "signature": "bytes"}
     round: int
+    session: bytes
     sender: int
     signature: bytes
 
@@ -246,42 +263,73 @@ class ConsistencyDirectory(Message):
     """Server -> clients: the signatures `(id, signature)` over U3 it collected."""
 
     TYPE: ClassVar[int] = 8
-    FIELDS: ClassVar[dict] = {"round": "int", "signatures": "id_bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "signatures": "id_bytes"}
     round: int
+    session: bytes
     signatures: tuple
 
 
 @dataclasses.dataclass(frozen=True)
 class UnmaskShares(Message):
-    """Round 4, client -> server: `(client id, kind, share)` with kind "b" (self-mask seed, for survivors) or "s"
-    (mask key, for clients that dropped after sharing)."""
+    """Round 4, client -> server: `(client id, kind, value)` with kind "b" (share of a survivor's self-mask seed),
+    "s" (share of the mask key of a client that dropped after sharing) or "p" (the sender's own pair mask seed with
+    a surviving client that disputed it)."""
 
     TYPE: ClassVar[int] = 9
-    FIELDS: ClassVar[dict] = {"round": "int", "sender": "int", "shares": "id_kind_bytes"}
+    FIELDS: ClassVar[dict] = {"round": "int", "session": "bytes", "sender": "int", "shares": "id_kind_bytes"}
     round: int
+    session: bytes
     sender: int
     shares: tuple
 
 
-def decode(data: bytes, expected: type, round_id: int) -> Message:
-    """Decodes `data` and checks it is an `expected` message of round `round_id` (else `MessageError`)."""
+def decode(data: bytes, expected: type, round_id: int, session: bytes | None = None) -> Message:
+    """Decodes `data` and checks it is an `expected` message of round `round_id` and, when given, of `session`
+    (else `MessageError`)."""
     msg = Message.from_bytes(data)
     if not isinstance(msg, expected):
         raise MessageError(f"Expected {expected.__name__}, got {type(msg).__name__}.")
     if msg.round != round_id:
         raise MessageError(f"{expected.__name__} belongs to round {msg.round}, not round {round_id}.")
+    if session is not None and msg.session != session:
+        raise MessageError(f"{expected.__name__} belongs to another session of round {round_id} (replayed?).")
     return msg
 
 
-def survivor_statement(round_id: int, survivors) -> bytes:
-    """What the consistency check signs: the round and the sorted survivor set U3."""
-    ids = sorted(int(i) for i in survivors)
-    return b"tfx-ext/secagg/survivors" + struct.pack(f">QQ{len(ids)}Q", round_id, len(ids), *ids)
+def session_id(round_id: int, graph_seed: bytes, entries) -> bytes:
+    """`H(round, graph seed, key directory)`: binds every later message of the round to this one key directory."""
+    h = hashlib.sha256(b"tfx-ext/secagg/session" + struct.pack(">Q", round_id) + graph_seed)
+    for entry in sorted(entries):
+        h.update(_key_record(*entry))
+    return h.digest()
 
 
-def advert_statement(round_id: int, sender: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    """What a signed key advert signs: round, sender and both public keys."""
-    return b"tfx-ext/secagg/advert" + struct.pack(">QQ", round_id, sender) + c_pk + s_pk
+def seed_commitment(b: bytes) -> bytes:
+    """`H(b)`: the commitment to a self-mask seed, published in the advert and checked after reconstruction."""
+    return hashlib.sha256(b"tfx-ext/secagg/self-mask" + b).digest()
+
+
+def _ids(values) -> bytes:
+    ids = [int(i) for i in values]
+    return struct.pack(f">Q{len(ids)}Q", len(ids), *ids)
+
+
+def survivor_statement(session: bytes, survivors, disputes=()) -> bytes:
+    """What the consistency check signs: the session, the sorted survivor set U3 and the sorted disputes."""
+    pairs = [int(i) for pair in sorted(tuple(p) for p in disputes) for i in pair]
+    return b"tfx-ext/secagg/survivors" + session + _ids(sorted(survivors)) + _ids(pairs)
+
+
+def advert_statement(round_id: int, sender: int, c_pk: bytes, s_pk: bytes, b_commit: bytes) -> bytes:
+    """What a signed key advert signs: round, sender, both public keys and the self-mask commitment."""
+    return b"tfx-ext/secagg/advert" + struct.pack(">QQ", round_id, sender) + c_pk + s_pk + b_commit
+
+
+def masked_statement(session: bytes, sender: int, masked_with, rejected, vector: np.ndarray) -> bytes:
+    """What a signed masked input signs: session, sender, both peer lists and the vector's SHA-256."""
+    digest = hashlib.sha256(np.ascontiguousarray(vector).astype(vector.dtype.newbyteorder("<")).tobytes()).digest()
+    return (b"tfx-ext/secagg/masked" + session + struct.pack(">Q", sender) + _ids(masked_with) + _ids(rejected)
+            + digest)
 
 
 __all__ = [
@@ -296,7 +344,10 @@ __all__ = [
     "MessageError",
     "SurvivorSet",
     "UnmaskShares",
-    "decode",
-    "survivor_statement",
     "advert_statement",
+    "decode",
+    "masked_statement",
+    "seed_commitment",
+    "session_id",
+    "survivor_statement",
 ]

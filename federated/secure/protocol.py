@@ -63,20 +63,57 @@ class RoundResult:
 def make_config(client_ids: Iterable[int], vector_length: int, *, bits: int = 32, variant: str = "secagg+",
                 threshold=None, degree=None, dropout_rate: float = 0.1, corrupt_fraction: float = 0.1,
                 round_id: int = 0, public_seed: bytes = b"", consistency_check: bool = False,
-                verify_keys: Mapping[int, bytes] | None = None) -> RoundConfig:
-    """A `RoundConfig` with degree and threshold from `graph.choose_parameters` (overridable)."""
+                verify_keys: Mapping[int, bytes] | None = None, threat_model: str = "semi-malicious",
+                security: int = 40) -> RoundConfig:
+    """A `RoundConfig` with degree and threshold from `graph.choose_parameters` (overridable); the active threat
+    model turns the consistency check on and needs `verify_keys` (`KeyStore(ids).verify_keys`)."""
     ids = tuple(sorted(int(i) for i in client_ids))
-    params = choose_parameters(len(ids), variant=variant, dropout_rate=dropout_rate,
-                               corrupt_fraction=corrupt_fraction, threshold=threshold, degree=degree)
+    params = choose_parameters(len(ids), variant=variant, dropout_rate=dropout_rate, security=security,
+                               corrupt_fraction=corrupt_fraction, threshold=threshold, degree=degree,
+                               threat_model=threat_model)
     return RoundConfig(round_id=round_id, client_ids=ids, vector_length=int(vector_length), bits=bits,
                        threshold=params.threshold, degree=params.degree, variant=variant, public_seed=public_seed,
-                       consistency_check=consistency_check, verify_keys=verify_keys)
+                       consistency_check=consistency_check or threat_model == "active", verify_keys=verify_keys,
+                       threat_model=threat_model, corrupt_fraction=corrupt_fraction, security=security)
+
+
+class KeyStore(Mapping):
+    """The clients' side of a PKI: each client's Ed25519 signing key, made where the client runs and kept there.
+
+    A `Mapping` `{client id: SigningKey}` for `run_round(signing_keys=...)`; the server only ever gets
+    `verify_keys` (the PKI's public directory), so it cannot sign on a client's behalf. `add` enrols new clients
+    (a long-lived client keeps its key across rounds).
+    """
+
+    def __init__(self, client_ids: Iterable = (), randbytes=os.urandom):
+        self._randbytes = randbytes
+        self._keys: dict = {}
+        self.add(client_ids)
+
+    def add(self, client_ids: Iterable) -> None:
+        for c in client_ids:
+            if c not in self._keys:
+                self._keys[c] = crypto.SigningKey.generate(self._randbytes)
+
+    def __getitem__(self, client_id) -> crypto.SigningKey:
+        return self._keys[client_id]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def verify_keys(self) -> dict:
+        """`{client id: 32-byte Ed25519 verify key}`: what the server and `RoundConfig(verify_keys=...)` get."""
+        return {c: k.verify_key for c, k in self._keys.items()}
 
 
 def make_pki(client_ids: Iterable[int], randbytes=os.urandom):
-    """Ed25519 keys for every client: `(signing_keys, verify_keys)` (what a PKI would provide)."""
-    signing = {int(c): crypto.SigningKey.generate(randbytes) for c in client_ids}
-    return signing, {c: k.verify_key for c, k in signing.items()}
+    """`(signing_keys, verify_keys)` of a fresh `KeyStore` over `client_ids`."""
+    store = KeyStore([int(c) for c in client_ids], randbytes)
+    return store, store.verify_keys
 
 
 def _sample_dropouts(ids, dropouts, dropout_rates, rng) -> dict[str, set]:
@@ -241,4 +278,4 @@ def run_round(inputs: Mapping[int, np.ndarray], config: RoundConfig, *,
     )
 
 
-__all__ = ["RoundResult", "STAGES", "make_config", "make_pki", "run_round"]
+__all__ = ["KeyStore", "RoundResult", "STAGES", "make_config", "make_pki", "run_round"]

@@ -141,19 +141,25 @@ def _pow_mod(base: np.ndarray, exponent: int) -> np.ndarray:
     return result
 
 
+def _row_products(a: np.ndarray) -> np.ndarray:
+    """Product mod P of each row of `a` (field elements), by pairwise halving: log2(columns) vector steps, and
+    every partial product of two elements below P fits int64."""
+    while a.shape[1] > 1:
+        if a.shape[1] % 2:
+            a = np.concatenate([a, np.ones((a.shape[0], 1), np.int64)], axis=1)
+        a = a[:, 0::2] * a[:, 1::2] % P
+    return a[:, 0]
+
+
 @functools.lru_cache(maxsize=256)
 def _lagrange(points: tuple[int, ...]) -> np.ndarray:
     """Cached per point set: a server rebuilds many secrets from the same survivors."""
     x = np.asarray(points, np.int64)
     diff = (x[None, :] - x[:, None]) % P  # diff[i, j] = x_j - x_i
     np.fill_diagonal(diff, 1)
-    num = np.ones(len(x), np.int64)
-    den = np.ones(len(x), np.int64)
-    for j in range(len(x)):  # running products mod P, one column at a time (no int64 overflow)
-        xj = np.where(np.arange(len(x)) == j, 1, x[j])
-        num = num * xj % P
-        den = den * diff[:, j] % P
-    out = num * _pow_mod(den, P - 2) % P
+    others = np.broadcast_to(x, (len(x), len(x))).copy()  # others[i, j] = x_j, with 1 at j == i
+    np.fill_diagonal(others, 1)
+    out = _row_products(others) * _pow_mod(_row_products(diff), P - 2) % P
     out.setflags(write=False)
     return out
 

@@ -33,8 +33,8 @@ from tfx_ext._validate import check_int, check_number, is_number
 from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
 from tfx_ext.federated.payload import Payload, payload_problem
 from tfx_ext.federated.secure.encoding import ROUNDINGS, FixedPointEncoder, WeightedEncoder
-from tfx_ext.federated.secure.graph import VARIANTS, choose_parameters
-from tfx_ext.federated.secure.protocol import STAGES, make_pki, run_round
+from tfx_ext.federated.secure.graph import THREAT_MODELS, VARIANTS, choose_parameters
+from tfx_ext.federated.secure.protocol import STAGES, KeyStore, run_round
 from tfx_ext.federated.secure.config import RoundConfig
 
 
@@ -115,8 +115,13 @@ class SecAgg:
         tolerated_dropout: dropout rate the threshold and degree are sized for (default `max(dropout_rate, 0.1)`).
         corrupt_fraction: fraction of clients assumed to collude with the server (sizes degree and threshold).
         degree: SecAgg+ degree override.
-        consistency_check: run the Ed25519 consistency round (active-adversary variant; a simulated PKI).
+        consistency_check: run the Ed25519 consistency round (signatures from a client-side `KeyStore`).
         dropout_rates: `{stage: probability}` for stages in `protocol.STAGES`.
+        threat_model: "semi-malicious" (default: the server may lie about dropouts, forge, replay and misroute,
+            but delivers the key directory unmodified and sends every client the same survivor set) or "active"
+            (any server behaviour: turns the consistency check on, signs adverts, masked inputs and views with
+            keys the clients hold, and sizes `(degree, threshold)` against forked views; weaker overrides are
+            refused). See README's threat-model table.
 
     Example:
 
@@ -132,7 +137,8 @@ class SecAgg:
     def __init__(self, *, threshold=None, clip: float = 1.0, bits: int = 64, variant: str = "secagg+",
                  dropout_rate: float = 0.0, seed: int = 0, rounding: str = "stochastic", max_weight: float = 1000.0,
                  weighted: bool = True, tolerated_dropout: float | None = None, corrupt_fraction: float = 0.1,
-                 degree: int | None = None, consistency_check: bool = False, dropout_rates=None):
+                 degree: int | None = None, consistency_check: bool = False, dropout_rates=None,
+                 threat_model: str = "semi-malicious"):
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
         if rounding not in ROUNDINGS:
@@ -147,6 +153,9 @@ class SecAgg:
                 raise ValueError("`threshold` must be a positive integer, a fraction in (0, 1] or None. "
                                  f"Received: threshold={threshold!r}")
         check_int("seed", seed, error=TypeError)
+        if threat_model not in THREAT_MODELS:
+            raise ValueError(f"`threat_model` must be one of {THREAT_MODELS}. Received: threat_model={threat_model!r}")
+        consistency_check = consistency_check or threat_model == "active"
         if dropout_rates is not None:
             bad = [s for s in dropout_rates if s not in STAGES]
             if bad:
@@ -157,7 +166,8 @@ class SecAgg:
         self.threshold, self.clip, self.bits, self.variant = threshold, float(clip), int(bits), variant
         self.dropout_rate, self.seed, self.rounding = float(dropout_rate), int(seed), rounding
         self.max_weight, self.weighted, self.corrupt_fraction = float(max_weight), bool(weighted), corrupt_fraction
-        self.degree, self.consistency_check = degree, bool(consistency_check)
+        self.degree, self.consistency_check, self.threat_model = degree, bool(consistency_check), threat_model
+        self.key_store = KeyStore()  # client side: signing keys made for (and kept by) each simulated client
         stages = [s for s in STAGES if s != "consistency" or consistency_check]
         per_stage = 1 - (1 - self.dropout_rate) ** (1 / len(stages))
         self.dropout_rates = dict(dropout_rates) if dropout_rates is not None else {s: per_stage for s in stages}
@@ -179,8 +189,8 @@ class SecAgg:
     def parameters(self, num_clients: int):
         """The `GraphParameters` (degree, threshold, failure bounds) used for `num_clients` clients."""
         return choose_parameters(num_clients, variant=self.variant, dropout_rate=self.tolerated_dropout,
-                                 corrupt_fraction=self.corrupt_fraction,
-                                 threshold=self.threshold, degree=self.degree)
+                                 corrupt_fraction=self.corrupt_fraction, threshold=self.threshold,
+                                 degree=self.degree, threat_model=self.threat_model)
 
     def error_bound(self, num_clients: int) -> tuple[float, float]:
         """Largest absolute error per coordinate of a decoded sum of `num_clients` payloads, in the aggregator's
@@ -236,11 +246,16 @@ class SecAgg:
         encode_s = time.perf_counter() - t0
         length = len(next(iter(words.values())))
         public_seed = gen.bytes(32)
-        signing, verify = make_pki(ids) if self.consistency_check else (None, None)
+        signing = verify = None
+        if self.consistency_check:  # each client's key comes from its own side; the server sees verify keys only
+            self.key_store.add(client_ids)
+            signing = {pid: self.key_store[client_ids[pid - 1]] for pid in ids}
+            verify = {pid: key.verify_key for pid, key in signing.items()}
         config = RoundConfig(round_id=self._round, client_ids=tuple(ids), vector_length=length, bits=self.bits,
                              threshold=params.threshold, degree=params.degree, variant=self.variant,
                              public_seed=public_seed, consistency_check=self.consistency_check,
-                             verify_keys=verify)
+                             verify_keys=verify, threat_model=self.threat_model,
+                             corrupt_fraction=self.corrupt_fraction)
         result = run_round(words, config, dropout_rates=self.dropout_rates, rng=gen, randbytes=os.urandom,
                            signing_keys=signing)
         self.last_result = result
@@ -298,7 +313,7 @@ class SecAgg:
 
     def __repr__(self):
         return (f"SecAgg(threshold={self.threshold!r}, clip={self.clip}, bits={self.bits}, variant={self.variant!r}, "
-                f"dropout_rate={self.dropout_rate}, seed={self.seed})")
+                f"dropout_rate={self.dropout_rate}, seed={self.seed}, threat_model={self.threat_model!r})")
 
 
 __all__ = ["SecAgg", "check_aggregator"]

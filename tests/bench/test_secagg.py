@@ -1,4 +1,5 @@
-"""Smoke run of bench/secagg.py: plain, SecAgg, SecAgg+ and SecAgg+ with the consistency check; exact aggregates,
+"""Smoke run of bench/secagg.py: plain, SecAgg, SecAgg+, SecAgg+ with the consistency check and in the active
+threat model; exact aggregates,
 table, JSON and PNG; the growth and Flower ratios."""
 
 import json
@@ -12,14 +13,15 @@ from bench import secagg
 def test_secagg_bench_smoke(tmp_path):
     doc = secagg.main(["--smoke", f"--results_dir={tmp_path}"])
     rows = {r["method"]: r for r in doc["rows"]}
-    assert set(rows) == {"plain", "secagg", "secagg+", "secagg+cc"}
+    assert set(rows) == {"plain", "secagg", "secagg+", "secagg+cc", "secagg+active"}
     assert 0 < rows["plain"]["rel_error"] < 1e-6  # float32 on the wire, against the exact float64 sum
-    for method in ("secagg", "secagg+", "secagg+cc"):
+    for method in ("secagg", "secagg+", "secagg+cc", "secagg+active"):
         assert rows[method]["rel_error"] < 1e-12  # 64-bit default modulus
         assert rows[method]["up_B"] > 2 * rows["plain"]["up_B"] * 0.99  # 8-byte words vs float32
         assert rows[method]["server_in_B"] >= 5 * rows[method]["up_B"] * 0.99
         assert rows[method]["critical_path_s"] < rows[method]["round_s"]
     assert rows["secagg+cc"]["up_B"] > rows["secagg+"]["up_B"]  # the signatures travel too
+    assert rows["secagg+active"]["threshold"] >= 2 * 5 // 3 + 1  # sized against forked views
     assert (tmp_path / "secagg_smoke.png").stat().st_size > 0
     saved = json.loads((tmp_path / "secagg_smoke.json").read_text())
     assert saved["config"]["smoke"] is True and saved["config"]["bits"] == 64

@@ -92,21 +92,25 @@ def test_agreement_aead_and_signatures():
 
 
 def test_messages_round_trip_and_reject_malformed():
-    m = messages.MaskedInput(3, 2, (1, 4), (5,), np.arange(6, dtype=np.uint64))
+    m = messages.MaskedInput(3, b"S" * 32, 2, (1, 4), (5,), b"", np.arange(6, dtype=np.uint64))
     back = messages.Message.from_bytes(m.to_bytes())
     assert back == m and np.array_equal(back.vector, m.vector) and back.vector.dtype == np.uint64
-    d = messages.KeyDirectory(1, ((1, b"a" * 32, b"b" * 32, b""),), b"seed")
+    d = messages.KeyDirectory(1, ((1, b"a" * 32, b"b" * 32, b"c" * 32, b""),), b"seed")
     assert messages.Message.from_bytes(d.to_bytes()) == d
-    u = messages.UnmaskShares(1, 2, ((3, "b", b"xx"), (4, "s", b"yy")))
+    s = messages.SurvivorSet(1, b"S" * 32, (1, 2, 4), ((1, 3), (4, 2)))
+    assert messages.Message.from_bytes(s.to_bytes()) == s
+    u = messages.UnmaskShares(1, b"S" * 32, 2, ((3, "b", b"xx"), (4, "s", b"yy"), (1, "p", b"zz")))
     assert messages.Message.from_bytes(u.to_bytes()) == u
     with pytest.raises(messages.MessageError, match=r"bad magic"):
         messages.Message.from_bytes(b"XXXX" + d.to_bytes()[4:])
     with pytest.raises(messages.MessageError, match=r"does not match its header"):
         messages.Message.from_bytes(m.to_bytes()[:-1])
-    with pytest.raises(messages.MessageError, match=r"Share kind must be 'b' or 's'"):
+    with pytest.raises(messages.MessageError, match=r"Share kind must be 'b', 's' or 'p'"):
         messages.Message.from_bytes(u.to_bytes().replace(b'"b"', b'"x"'))
     with pytest.raises(messages.MessageError, match=r"Expected KeyDirectory, got MaskedInput"):
         messages.decode(m.to_bytes(), messages.KeyDirectory, 3)
     with pytest.raises(messages.MessageError, match=r"belongs to round 3, not round 4"):
         messages.decode(m.to_bytes(), messages.MaskedInput, 4)
+    with pytest.raises(messages.MessageError, match=r"belongs to another session of round 3 \(replayed\?\)"):
+        messages.decode(m.to_bytes(), messages.MaskedInput, 3, b"T" * 32)
     assert isinstance(messages.MessageError("x"), SecureAggregationError)

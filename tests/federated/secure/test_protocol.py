@@ -12,6 +12,7 @@ from tfx_ext.federated.secure import (
     make_pki,
     run_round,
 )
+from tfx_ext.federated.secure import crypto
 from tfx_ext.federated.secure import messages as msgs
 from tfx_ext.federated.secure.crypto import seeded_randbytes
 
@@ -146,7 +147,7 @@ def _reencode(data, **changes):
     return dataclasses.replace(m, **changes).to_bytes()
 
 
-def test_modified_ciphertext_is_rejected_naming_the_sender_and_the_round_continues():
+def test_modified_ciphertext_is_a_dispute_that_evicts_nobody_and_the_round_continues():
     config = make_config(range(1, 9), 6, variant="secagg", threshold=5)
     inputs = random_inputs(config)
 
@@ -158,9 +159,11 @@ def test_modified_ciphertext_is_rejected_naming_the_sender_and_the_round_continu
         return [data]
 
     res = run_round(inputs, config, adversary=flip)
-    assert [r.client_id for r in res.rejections] == [5, 5]  # client 2 detected it; the server excluded 5
+    assert [r.client_id for r in res.rejections] == [5]  # client 2 detected it, blaming "sender or path"
     assert "failed authentication" in str(res.rejections[0]) and "client 2" in str(res.rejections[0])
-    assert res.survivors == (1, 2, 3, 4, 6, 7, 8)
+    assert "sender or path" in str(res.rejections[0])
+    assert res.server.disputes == ((2, 5),)  # the pair leaves the sum; 5 (maybe honest) stays in the round
+    assert res.survivors == config.client_ids
     assert np.array_equal(res.total, modular_sum(inputs, res.survivors, 32))
     with pytest.raises(ProtocolRejection, match=r"Client 5 rejected at share_keys"):
         run_round(inputs, config, adversary=flip, strict=True)
@@ -180,8 +183,8 @@ def test_share_replayed_to_another_recipient_or_round_is_rejected():
         return [data]
 
     res = run_round(inputs, config, adversary=replay_recipient)
-    assert {r.client_id for r in res.rejections} == {5} and 5 not in res.survivors
-    assert np.array_equal(res.total, modular_sum(inputs, res.survivors, 32))
+    assert {r.client_id for r in res.rejections} == {5} and res.server.disputes == ((2, 5),)
+    assert np.array_equal(res.total, modular_sum(inputs, res.survivors, 32)) and 5 in res.survivors
 
     old = dict(recorded)  # 5's ciphertexts of round 1, replayed in round 2
     config2 = make_config(range(1, 7), 4, variant="secagg", threshold=4, round_id=2)
@@ -193,8 +196,8 @@ def test_share_replayed_to_another_recipient_or_round_is_rejected():
         return [data]
 
     res2 = run_round(inputs, config2, adversary=replay_round)
-    assert {r.client_id for r in res2.rejections} == {5}
-    assert np.array_equal(res2.total, modular_sum(inputs, res2.survivors, 32)) and 5 not in res2.survivors
+    assert {r.client_id for r in res2.rejections} == {5} and res2.server.disputes == ((2, 5),)
+    assert np.array_equal(res2.total, modular_sum(inputs, res2.survivors, 32)) and res2.survivors == config2.client_ids
 
 
 def test_duplicate_message_and_id_spoofing_are_rejected_naming_the_client():
@@ -249,7 +252,8 @@ def test_consistency_check_and_signed_adverts_catch_an_active_server():
     def swap_key(stage, src, dst, data):  # man in the middle on client 4's view of client 5's keys
         if stage == "share_keys" and dst == 4:
             m = msgs.Message.from_bytes(data)
-            entries = tuple((c, bytes(32) if c == 5 else ck, sk, sig) for c, ck, sk, sig in m.entries)
+            entries = tuple((c, crypto.DHKeyPair.generate().public if c == 5 else ck, sk, bc, sig)
+                            for c, ck, sk, bc, sig in m.entries)
             return [_reencode(data, entries=entries)]
         return [data]
 
