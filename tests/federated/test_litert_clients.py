@@ -145,6 +145,21 @@ def test_a_resumed_litert_run_equals_an_uninterrupted_one(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_central_dp_with_secagg_composes_with_litert_clients():
+    """DP-FedAvg (clip, noise on the secure sum) draws the same noise from the round's Generator in both runtimes,
+    so LiteRT clients give the Keras clients' global model and the same privacy spent."""
+    from tfx_ext.federated.privacy import CentralDP
+
+    cd = population().whole_batches(BATCH)
+    kw = dict(KW, rounds=2, clients_per_round=3, secure=SecAgg(seed=0))
+    runs = {runtime: simulate(tiny_model, cd, client_runtime=runtime, postprocessors=[CentralDP(
+        clip_norm=0.5, population_size=len(cd), cohort_size=3, noise_multiplier=0.3)], **kw)
+        for runtime in ("litert", "keras")}
+    (h_litert, litert), (h_ref, ref) = runs["litert"], runs["keras"]
+    assert_close(litert.get_weights(), ref.get_weights(), rtol=1e-4, atol=1e-5)
+    assert h_litert["CentralDP/epsilon"] == h_ref["CentralDP/epsilon"] and h_litert["CentralDP/epsilon"][-1] > 0
+
+
 def test_a_remainder_is_dropped_with_a_warning_and_small_clients_send_nothing():
     raw = population(sizes=(8, 12, 9, 3))
     with pytest.warns(RuntimeWarning, match=r"whole_batches\(4\)"):
