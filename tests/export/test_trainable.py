@@ -71,6 +71,17 @@ def test_litert_training_equals_keras_train_on_batch(kind, optimizer):
     np.testing.assert_allclose(device.infer(xs[0]), model.predict_on_batch(xs[0]), rtol=1e-5, atol=1e-5)
 
 
+def test_a_loss_given_by_name_is_averaged_over_the_batch_as_keras_compile_does():
+    """"sparse_categorical_crossentropy" resolves to a per-example function; Keras averages it over the batch."""
+    model = keras.Sequential([keras.Input((6,)), L.Dense(CLASSES, activation="softmax")])
+    device = TrainableTFLiteModel(to_trainable_tflite(model, loss="sparse_categorical_crossentropy", batch_size=BATCH,
+                                                      learning_rate=0.1))
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    for x, y in zip(*batches(model)):
+        np.testing.assert_allclose(device.train(x, y)["loss"], model.train_on_batch(x, y), rtol=1e-5)
+    assert_weights_equal(device, model)
+
+
 def test_set_weights_restarts_training_from_the_given_weights():
     """After training, set_weights(start) and training again reproduce a fresh Keras run (Adam slots zeroed)."""
     model = build("dense")

@@ -101,6 +101,18 @@ def test_litert_and_keras_runtimes_agree_with_shuffling_and_fedadam(optimizer):
     assert h_litert["train_accuracy"] == h_ref["train_accuracy"] and h_litert["examples"] == h_ref["examples"]
 
 
+def test_a_loss_given_by_name_trains_the_same_in_both_runtimes():
+    def softmax_model():
+        return keras.Sequential([keras.Input((6, 2)), L.Flatten(), L.Dense(3, activation="softmax")])
+
+    cd = population().whole_batches(BATCH)
+    kw = dict(KW, rounds=1, clients_per_round=2, loss="sparse_categorical_crossentropy")
+    h_litert, litert = simulate(softmax_model, cd, client_runtime="litert", **kw)
+    h_ref, ref = simulate(softmax_model, cd, client_runtime="keras", **kw)
+    assert_close(litert.get_weights(), ref.get_weights())
+    np.testing.assert_allclose(h_litert["train_loss"], h_ref["train_loss"], rtol=1e-5)
+
+
 def test_secagg_composes_with_litert_clients():
     cd = population().whole_batches(BATCH)
     _, model = simulate(tiny_model, cd, rounds=1, clients_per_round=len(cd), client_runtime="litert",

@@ -187,7 +187,9 @@ class _Signatures(tf.Module):
     def train(self, x, y):
         with builtin_gradients():
             out = self.model(x, training=True)
-            loss = self.loss(y, out)
+            # A loss function (e.g. from a name) gives per-example values; Keras's compile averages them over the
+            # batch ("sum_over_batch_size"), and so does this (a Loss object is already reduced: the mean is a no-op).
+            loss = tf.reduce_mean(self.loss(y, out))
             if self.model.losses:
                 loss = loss + tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
         grads = tf.gradients(loss, [v.value for v in self.trained])
