@@ -252,6 +252,26 @@ class ClientData:
         cat = np.concatenate(idx)
         return self._x[cat], self._y[cat], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
 
+    def whole_batches(self, batch_size: int) -> ClientData:
+        """The same clients, each cut to its first `batch_size * (n // batch_size)` examples.
+
+        Why: a LiteRT training signature has a fixed batch, so `simulate(client_runtime="litert")` trains whole
+        batches only; on `whole_batches` data both runtimes (and an oracle) train exactly the same examples.
+        A client with fewer than `batch_size` examples keeps none.
+        """
+        if not is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+
+        def cut(x, y):
+            whole = (len(y) // batch_size) * batch_size
+            return x[:whole], y[:whole]
+
+        if self._fn is not None:
+            return ClientData.from_fn(self._ids if self._ids is not None else self._count,
+                                      lambda cid: cut(*self[cid]))
+        parts = [cut(self.indices(c), self.indices(c))[0] for c in self.client_ids]
+        return ClientData(self._x, self._y, parts, self._ids)
+
     @property
     def element_spec(self) -> tuple[tuple[tuple[int, ...], np.dtype], tuple[tuple[int, ...], np.dtype]]:
         """((per-example x shape, dtype), (per-example y shape, dtype))."""

@@ -5,7 +5,8 @@ One round:
 1. sample `clients_per_round` clients without replacement with a per-round `numpy.random.Generator` (derived from
    the run's master Generator, whose state is checkpointed), and draw each client's shuffle seed from it;
 2. train the whole cohort in one compiled graph (`LocalTrainer`), or shard it across a `tf.distribute`
-   strategy's replicas and all-reduce the weighted updates;
+   strategy's replicas and all-reduce the weighted updates, or (`client_runtime="litert"`) client by client
+   through the LiteRT training signatures a phone would run (`litert.LiteRTTrainer`, exported once);
 3. aggregate (`round.aggregate_round`): validate -> payload -> postprocessors -> plain or secure sum -> finalize;
 4. evaluate every `eval_every` rounds;
 5. emit the round to the callbacks (`callbacks.py`: checkpoint, history files, TensorBoard, progress bar, the
@@ -31,6 +32,7 @@ import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
 from tfx_ext.federated.history import History
+from tfx_ext.federated.litert import CLIENT_RUNTIMES, LiteRTTrainer, check_litert_options
 from tfx_ext.federated.payload import Payload
 from tfx_ext.federated.round import ROUND_FAILURE_POLICIES, RoundInputs, RoundOutcome, aggregate_round, validate_client_result
 from tfx_ext.federated.training import LocalTrainer, check_eval_data, make_evaluator, resolve_client_optimizer
@@ -70,10 +72,11 @@ def build_model(model_fn, seed: int):
 
 
 def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, min_clients, resume, checkpoint_dir,
-                        aggregator, server_optimizer, secure, postprocessors, strategy):
+                        aggregator, server_optimizer, secure, postprocessors, strategy, client_runtime):
     """Checks `simulate`'s arguments; returns the aggregator to use (a copy when `server_optimizer` replaces)."""
     if not isinstance(client_data, ClientData):
         raise TypeError(f"`client_data` must be a ClientData. Received: client_data={type(client_data).__name__}")
+    check_choice("client_runtime", client_runtime, CLIENT_RUNTIMES)
     check_int("rounds", rounds, minimum=0)
     check_int("clients_per_round", clients_per_round, minimum=1)
     check_int("eval_every", eval_every, minimum=1)
@@ -119,6 +122,8 @@ def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, m
             "`strategy` supports FedAvg-family aggregators without `secure` or `postprocessors`. "
             f"Received: aggregator={aggregator!r}, secure={secure!r}, postprocessors={postprocessors!r}"
         )
+    if client_runtime == "litert":
+        check_litert_options(strategy=strategy, proximal_mu=aggregator.proximal_mu)
     return aggregator
 
 
@@ -139,6 +144,7 @@ class _Plan:
     postprocessors: tuple = ()
     strategy: Any = None
     on_round_failure: str = "skip"
+    client_runtime: str = "keras"
 
 
 class _Models:
@@ -150,7 +156,11 @@ class _Models:
 
     def use(self, model):
         self.model = model
-        self.trainer = LocalTrainer(model, proximal_mu=self.plan.aggregator.proximal_mu, **self.plan.trainer_kwargs)
+        kwargs = dict(self.plan.trainer_kwargs, proximal_mu=self.plan.aggregator.proximal_mu)
+        if self.plan.client_runtime == "litert":  # exported here: once, and again only when the shape changes
+            self.trainer = LiteRTTrainer(model, label_spec=self.plan.client_data.element_spec[1], **kwargs)
+        else:
+            self.trainer = LocalTrainer(model, **kwargs)
         loss = self.plan.trainer_kwargs["loss"]
         if self.plan.eval_data is not None:
             check_eval_data(model, self.trainer.loss, self.plan.eval_data)
@@ -181,7 +191,9 @@ def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd
     x, y, off = plan.client_data.gather(cohort)
     replicas = plan.strategy.num_replicas_in_sync
     bounds = np.concatenate([[0], np.cumsum([len(p) for p in np.array_split(np.arange(len(cohort)), replicas)])])
+    t0 = time.perf_counter()
     sums, stats = models.trainer.train_cohort_distributed(plan.strategy, state.weights, x, y, off, seeds, bounds)
+    updates_per_s = len(cohort) / max(time.perf_counter() - t0, 1e-9)
     total_n, loss_sum, correct, rejected, _ = (float(s) for s in stats)
     accepted = len(cohort) - int(rejected)
     if rejected:
@@ -195,21 +207,26 @@ def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd
     model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
     metrics = dict(round_failed=0, clients_accepted=accepted, clients_rejected=int(rejected), rejected=[], examples=int(total_n),
                    train_loss=loss_sum / max(total_n, 1), train_accuracy=correct / max(total_n, 1),
-                   bytes_up=accepted * model_bytes)
+                   bytes_up=accepted * model_bytes, client_updates_per_s=updates_per_s)
     return RoundOutcome(weights, server_state, agg_metrics, metrics)
 
 
 def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, cohort, seeds, round_rng):
     """A round trained as one compiled cohort, aggregated on the host (`round.aggregate_round`)."""
     x, y, off = plan.client_data.gather(cohort)
+    t0 = time.perf_counter()
     stacked, client_metrics = models.trainer.train_cohort(state.weights, x, y, off, seeds)
+    updates_per_s = len(cohort) / max(time.perf_counter() - t0, 1e-9)
     results = [
         agg.ClientResult(cid, [s[k] for s in stacked], int(client_metrics[k, 2]),
                          {"loss_sum": float(client_metrics[k, 0]), "correct": float(client_metrics[k, 1])})
         for k, cid in enumerate(cohort)
     ]
-    return aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator, round_rng,
-                                       plan.secure, plan.postprocessors, plan.min_clients, plan.on_round_failure))
+    outcome = aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator,
+                                          round_rng, plan.secure, plan.postprocessors, plan.min_clients,
+                                          plan.on_round_failure))
+    outcome.metrics["client_updates_per_s"] = updates_per_s  # local training only (no aggregation)
+    return outcome
 
 
 def warn_if_diverged(metrics: dict, rnd: int) -> None:
@@ -252,7 +269,8 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
              batch_size: int = 32, client_optimizer=None, server_optimizer=None, aggregator="fedavg", loss=None,
              secure=None, eval_data=None, eval_every: int = 1, strategy=None, checkpoint_dir=None,
              resume: bool = False, log_dir=None, seed: int = 0, callbacks=(), min_clients: int = 1,
-             postprocessors=(), shuffle: bool = True, progress: bool = True, on_round_failure: str = "skip"):
+             postprocessors=(), shuffle: bool = True, progress: bool = True, on_round_failure: str = "skip",
+             client_runtime: str = "keras"):
     """Runs a federated simulation and returns `(history, model)`.
 
     Args:
@@ -289,6 +307,8 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
         on_round_failure: what a round whose secure sum fails (`SecureAggregationError`, e.g. too many dropouts)
             does: "skip" logs it with its reason, reports it (`round_failed=1`, `failure_reason`) and keeps the
             global model; "raise" ends the run. Too few valid clients (`min_clients`) always ends it.
+        client_runtime: "keras" (compiled cohort) or "litert": each client trains through the model's LiteRT
+            training signatures (whole batches only; see `tfx_ext.federated.litert`).
 
     Returns:
         `(History, keras.Model)`: the per-round metrics and the model holding the final global weights.
@@ -298,19 +318,21 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
         MalformedUpdateError: when fewer than `min_clients` valid results remain in a round.
         SecureAggregationError: a secure round failed and `on_round_failure="raise"`.
         FederatedError: on an incompatible checkpoint or an impossible configuration.
+        ExportError: with "litert", a model that cannot train in LiteRT (names the layers and the way out).
     """
     postprocessors = tuple(postprocessors)
     check_choice("on_round_failure", on_round_failure, ROUND_FAILURE_POLICIES)
     aggregator = _checked_aggregator(
         client_data, rounds=rounds, clients_per_round=clients_per_round, eval_every=eval_every,
         min_clients=min_clients, resume=resume, checkpoint_dir=checkpoint_dir, aggregator=aggregator,
-        server_optimizer=server_optimizer, secure=secure, postprocessors=postprocessors, strategy=strategy)
+        server_optimizer=server_optimizer, secure=secure, postprocessors=postprocessors, strategy=strategy,
+        client_runtime=client_runtime)
     model = build_model(model_fn, seed)
     trainer_kwargs = dict(loss=resolve_loss(model, loss),
                           client_optimizer=resolve_client_optimizer(model, client_optimizer),
                           batch_size=batch_size, local_epochs=local_epochs, shuffle=shuffle)
     plan = _Plan(model_fn, client_data, clients_per_round, aggregator, trainer_kwargs, eval_data, eval_every, rounds,
-                 min_clients, secure, postprocessors, strategy, on_round_failure)
+                 min_clients, secure, postprocessors, strategy, on_round_failure, client_runtime)
     models = _Models(plan, model)
     weights = models.trainer.get_weights()
     state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),

@@ -67,6 +67,11 @@ class ClientOptimizer:
         self._schedule = keras.optimizers.schedules.deserialize(lr) if isinstance(lr, dict) else None
         self._lr = None if self._schedule is not None else float(lr)
 
+    @property
+    def has_schedule(self) -> bool:
+        """Whether the learning rate follows a schedule (a LiteRT training signature needs a constant one)."""
+        return self._schedule is not None
+
     def learning_rate(self, step):
         if self._schedule is not None:
             return tf.cast(self._schedule(step), tf.float32)

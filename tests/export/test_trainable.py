@@ -71,6 +71,17 @@ def test_litert_training_equals_keras_train_on_batch(kind, optimizer):
     np.testing.assert_allclose(device.infer(xs[0]), model.predict_on_batch(xs[0]), rtol=1e-5, atol=1e-5)
 
 
+def test_a_loss_given_by_name_is_averaged_over_the_batch_as_keras_compile_does():
+    """"sparse_categorical_crossentropy" resolves to a per-example function; Keras averages it over the batch."""
+    model = keras.Sequential([keras.Input((6,)), L.Dense(CLASSES, activation="softmax")])
+    device = TrainableTFLiteModel(to_trainable_tflite(model, loss="sparse_categorical_crossentropy", batch_size=BATCH,
+                                                      learning_rate=0.1))
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    for x, y in zip(*batches(model)):
+        np.testing.assert_allclose(device.train(x, y)["loss"], model.train_on_batch(x, y), rtol=1e-5)
+    assert_weights_equal(device, model)
+
+
 def test_set_weights_restarts_training_from_the_given_weights():
     """After training, set_weights(start) and training again reproduce a fresh Keras run (Adam slots zeroed)."""
     model = build("dense")
@@ -93,10 +104,11 @@ def test_head_only_training_keeps_the_body_frozen_and_equals_keras():
     """trainable_layers=[head] over a body whose gradient would need Flex (an overlapping max pool)."""
     def make():
         keras.utils.set_random_seed(0)
-        return keras.Sequential([keras.Input((9, 9, 1)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(3, 2),
-                                 L.Flatten(), L.Dense(CLASSES, name="head")])
-    with pytest.raises(ExportError, match="FlexMaxPoolGrad"):
+        return keras.Sequential([keras.Input((9, 9, 1)), L.Conv2D(3, 3, activation="relu"),
+                                 L.MaxPooling2D(3, 2, name="pool"), L.Flatten(), L.Dense(CLASSES, name="head")])
+    with pytest.raises(ExportError, match=r"FlexMaxPoolGrad \(layer 'pool' \(MaxPooling2D\)") as error:
         to_trainable_tflite(make(), loss=LOSS, batch_size=BATCH)
+    assert error.value.layers == {"pool": ["FlexMaxPoolGrad"]}
     model = make()
     body = model.layers[0].get_weights()
     device = TrainableTFLiteModel(to_trainable_tflite(model, loss=LOSS, batch_size=BATCH, learning_rate=0.1,
@@ -110,6 +122,25 @@ def test_head_only_training_keeps_the_body_frozen_and_equals_keras():
         device.train(x, y)
     assert_weights_equal(device, model)
     np.testing.assert_array_equal(device.get_weights()[model.layers[0].kernel.path], body[0])
+
+
+def test_head_only_freezes_batchnorm_as_keras_does():
+    """A frozen body's BatchNormalization runs in inference mode (Keras `trainable = False`): its moving statistics
+    stay, and the head's steps equal `train_on_batch` with the body frozen."""
+    model = build("batchnorm")
+    start = {v.path: v.numpy() for v in model.weights}
+    head = model.layers[-1].name
+    device = TrainableTFLiteModel(to_trainable_tflite(model, loss=LOSS, batch_size=BATCH, learning_rate=0.1,
+                                                      trainable_layers=[head]))
+    assert all(layer.trainable for layer in model.layers)  # the caller's flags are restored
+    for layer in model.layers[:-1]:
+        layer.trainable = False
+    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    for x, y in zip(*batches(model)):
+        np.testing.assert_allclose(device.train(x, y)["loss"], model.train_on_batch(x, y), rtol=1e-5)
+    assert_weights_equal(device, model)
+    bn = model.layers[1]
+    np.testing.assert_array_equal(device.get_weights()[bn.moving_mean.path], start[bn.moving_mean.path])
 
 
 # ----- adversarial ----------------------------------------------------------------------------------------------

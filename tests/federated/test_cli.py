@@ -143,3 +143,31 @@ def test_privacy_settings_are_named_and_calibrated():
         make_privacy("distributed", population_size=10, cohort_size=5, rounds=3)
     (dp,) = make_privacy("central", population_size=100, cohort_size=10, rounds=5, target_epsilon=3.0)
     assert 2.9 < dp.epsilon(5) <= 3.0 + 1e-6
+
+
+# ----- LiteRT clients from the CLI (issue 23) ---------------------------------------------------------------------
+def test_run_experiment_with_litert_clients_learns_and_reports_its_runtime(tmp_path):
+    """Equality with Keras clients is tested in test_litert_clients.py on whole batches; here the digits CNN's
+    clients (uneven sizes: LiteRT drops each client's remainder batch) learn from the CLI's defaults."""
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    with pytest.warns(RuntimeWarning, match="whole batches"):
+        summary = run_experiment(tmp_path, clients=8, clients_per_round=4, rounds=2, progress=False, local_epochs=1,
+                                 client_runtime="litert")
+    assert summary["client_runtime"] == "litert" and summary["client_updates_per_s"] > 0
+    assert summary["final_eval_accuracy"] > 0.2  # 10 classes: chance is 0.1
+
+
+@pytest.mark.slow  # a fresh Python process importing TensorFlow
+def test_cli_simulate_with_litert_clients(tmp_path):
+    out = tmp_path / "fed"
+    cmd = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--clients=8", "--clients_per_round=4",
+           "--rounds=1", "--client_runtime=litert", "--local_epochs=1", f"--output_dir={out}", "--progress=false"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(litert clients)" in proc.stdout
+    assert json.loads((out / "summary.json").read_text())["client_runtime"] == "litert"
+    bad = subprocess.run(cmd[:-2] + [f"--output_dir={tmp_path / 'bad'}", "--aggregator=fedprox"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and "proximal term" in bad.stderr and "Traceback" not in bad.stderr

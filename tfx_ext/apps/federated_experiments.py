@@ -176,12 +176,13 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    client_lr=DEFAULT_CLIENT_LR, aggregator="fedavg", mu=0.01, server_lr=None, eval_every=1, seed=0,
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
                    secure_threshold=None, dropout_rate=0.0, consistency_check=False, threat_model="semi-malicious",
-                   dp="none", dp_options=None) -> dict:
+                   dp="none", dp_options=None, client_runtime="keras") -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
     `secure`, `secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` configure secure
     aggregation (`make_secure`); `dp` and `dp_options` (keyword arguments of `make_privacy`) differential
-    privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`).
+    privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`); `client_runtime` is "keras" or
+    "litert" (`simulate`).
     """
     import keras
 
@@ -212,7 +213,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         secure=secure_sum, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), eval_data=(x_te, y_te),
         eval_every=eval_every, strategy=strategy, seed=seed, log_dir=output_dir,
         checkpoint_dir=os.path.join(output_dir, "checkpoint") if (checkpoint or resume) else None, resume=resume,
-        progress=progress, postprocessors=privacy,
+        progress=progress, postprocessors=privacy, client_runtime=client_runtime,
     )
     wall = time.perf_counter() - t0
     curve = plot_history(history, os.path.join(output_dir, "learning_curve.png"),
@@ -230,6 +231,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         "epsilon": privacy[0].epsilon() if privacy else None,
         "delta": privacy[0].target_delta if privacy else None,
         "noise_multiplier": privacy[0].noise_multiplier if privacy else None,
+        "client_runtime": client_runtime,
         "failed_rounds": int(sum(r.get("round_failed", 0) for r in history)),
         "clients": len(cd),
         "clients_per_round": min(clients_per_round, len(cd)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any, Mapping
 
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfx_ext._compat import seed_generators
+from tfx_ext._compat import seed_generators, tflite_schema
 from tfx_ext._validate import check_int
 from tfx_ext.errors import ExportError
 from tfx_ext.lite.gradients import builtin_gradients
@@ -32,7 +33,7 @@ SIGNATURES = (TRAIN, INFER, GET_WEIGHTS, SET_WEIGHTS)
 LOSS = "loss"
 SUPPORTED_OPTIMIZERS = ("SGD", "Adam")
 
-__all__ = ["to_trainable_tflite", "TrainableTFLiteModel", "flex_ops", "SIGNATURES"]
+__all__ = ["to_trainable_tflite", "TrainableTFLiteModel", "flex_layers", "flex_ops", "SIGNATURES"]
 
 
 # ----- checks at the boundary -----------------------------------------------------------------------------------
@@ -101,6 +102,23 @@ def _dropout_off(model: keras.Model, enabled: bool):
                 setattr(layer, name, rate)
 
 
+@contextlib.contextmanager
+def _frozen(model: keras.Model, trained: list):
+    """Inside the block, the top-level layers holding none of the `trained` variables are `trainable = False`, as
+    Keras freezes a layer: a frozen BatchNormalization then runs in inference mode (moving statistics, which stay
+    unchanged), as in `train_on_batch` with the body frozen. Every layer's flag is restored afterwards."""
+    ids = {id(v) for v in trained}
+    saved = [(layer, layer.trainable) for layer in _all_layers(model)]
+    try:
+        for layer in model.layers:
+            if not any(id(v) in ids for v in layer.trainable_variables):
+                layer.trainable = False
+        yield
+    finally:
+        for layer, flag in saved:  # parents before their sublayers, so a sublayer's own flag wins
+            layer.trainable = flag
+
+
 def _check_model(model: keras.Model, disable_dropout: bool) -> None:
     if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
         raise ValueError("`model` must be a built functional or Sequential Keras model with an Input. "
@@ -119,6 +137,30 @@ def _check_model(model: keras.Model, disable_dropout: bool) -> None:
 def flex_ops(flatbuffer: bytes) -> list[str]:
     """Select-TF (Flex) ops in a flatbuffer: what LiteRT's builtin-only interpreter cannot run."""
     return sorted({op["op"] for op in model_ops(flatbuffer) if op["op"].startswith("Flex")})
+
+
+def flex_layers(flatbuffer: bytes, model: keras.Model) -> dict[str, list[str]]:
+    """`{layer name: [Flex ops]}`: the layers whose ops (or gradients) lowered to Flex, read from the Flex ops'
+    output tensor names (`gradients/<model>/<layer>_1/...`; TensorFlow's name scopes add `_<n>` suffixes)."""
+    schema = tflite_schema()
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    names = {layer.name for layer in _all_layers(model)}
+    found: dict[str, set] = {}
+    for subgraph in flat.subgraphs:
+        for op in subgraph.operators or []:
+            code = flat.operatorCodes[op.opcodeIndex].customCode
+            code = code.decode() if isinstance(code, bytes) else str(code or "")
+            if not code.startswith("Flex"):
+                continue
+            for t in np.atleast_1d(op.outputs).tolist():
+                tensor = subgraph.tensors[t].name
+                parts = (tensor.decode() if isinstance(tensor, bytes) else str(tensor)).split("/")
+                for part in parts:
+                    layer = part if part in names else re.sub(r"_\d+$", "", part)
+                    if layer in names and layer != model.name:
+                        found.setdefault(layer, set()).add(code)
+                        break
+    return {layer: sorted(ops) for layer, ops in sorted(found.items())}
 
 
 # ----- the module of signatures --------------------------------------------------------------------------------
@@ -145,7 +187,9 @@ class _Signatures(tf.Module):
     def train(self, x, y):
         with builtin_gradients():
             out = self.model(x, training=True)
-            loss = self.loss(y, out)
+            # A loss function (e.g. from a name) gives per-example values; Keras's compile averages them over the
+            # batch ("sum_over_batch_size"), and so does this (a Loss object is already reduced: the mean is a no-op).
+            loss = tf.reduce_mean(self.loss(y, out))
             if self.model.losses:
                 loss = loss + tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
         grads = tf.gradients(loss, [v.value for v in self.trained])
@@ -208,7 +252,8 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
         optimizer: "sgd", "adam", or a Keras SGD/Adam instance (copied: the caller's is never changed).
         learning_rate: replaces the optimizer's learning rate.
         batch_size: the static batch of `train` and `infer` (TFLite signatures have static shapes).
-        trainable_layers: names of the layers to train (e.g. a head); the rest stay frozen and need no gradient.
+        trainable_layers: names of the layers to train (e.g. a head); the rest are frozen as Keras freezes a layer
+            (`trainable = False`: BatchNormalization in inference mode, its statistics kept) and need no gradient.
         disable_dropout: train with every dropout rate at 0 (LiteRT has no builtin random ops that reproduce
             Keras's seeded dropout); without it a model with active dropout is refused.
         y_shape, y_dtype: a label's shape and dtype (default integer class labels).
@@ -223,17 +268,23 @@ def to_trainable_tflite(model: keras.Model, path: str | os.PathLike | None = Non
     if loss is None:
         raise ValueError("`loss` must be given, or `model` compiled with one. Received: loss=None")
     loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
-    module = _Signatures(model, loss, _optimizer(optimizer, learning_rate), _trained_variables(model, trainable_layers),
-                         batch_size)
-    if not module.trained:
+    trained = _trained_variables(model, trainable_layers)
+    if not trained:
         raise ValueError(f"`model` has no trainable variables to train (trainable_layers={trainable_layers!r})")
-    with tempfile.TemporaryDirectory() as workdir, _dropout_off(model, disable_dropout):
+    with tempfile.TemporaryDirectory() as workdir, _dropout_off(model, disable_dropout), _frozen(model, trained):
+        module = _Signatures(model, loss, _optimizer(optimizer, learning_rate), trained, batch_size)
         flatbuffer = _convert(module, module.y_spec(tuple(y_shape), tf.as_dtype(y_dtype)), workdir)
     flex = flex_ops(flatbuffer)
     if flex:
-        raise ExportError(
+        layers = flex_layers(flatbuffer, model)
+        kinds = {layer.name: type(layer).__name__ for layer in _all_layers(model)}
+        where = "; ".join(f"layer {name!r} ({kinds[name]}): {', '.join(ops)}" for name, ops in layers.items())
+        error = ExportError(
             f"training {model.name!r} needs Select-TF (Flex) ops that LiteRT's builtin interpreter does not have: "
-            f"{', '.join(flex)}. Train fewer layers (trainable_layers=[...], e.g. the head) or replace the layer")
+            f"{', '.join(flex)}{f' ({where})' if where else ''}. Train fewer layers (trainable_layers=[...], e.g. "
+            "the head) or replace the layer")
+        error.layers = layers
+        raise error
     if path is not None:
         pathlib.Path(path).write_bytes(flatbuffer)
     return flatbuffer

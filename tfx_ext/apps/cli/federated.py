@@ -13,6 +13,8 @@
         --adaptive_clip_quantile) and prints the epsilon spent.
         --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
         synthesize`); --partition=natural splits it by speaker.
+        --client_runtime=litert trains every client through the model's LiteRT training signatures (what a phone
+        runs; whole batches of --batch_size only), --client_runtime=keras (default) as one compiled Keras graph.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.
 flags.DEFINE_float("client_lr", DEFAULT_CLIENT_LR, "Client learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched"],
                   "Aggregator (fedma: server-side matched averaging; matched: client-side matching).")
+flags.DEFINE_enum("client_runtime", "keras", ["keras", "litert"],
+                  "How clients train: one compiled Keras graph, or LiteRT training signatures (on-device).")
 flags.DEFINE_enum("secure", "none", ["none", "secagg", "secagg+"], "Secure aggregation of the client updates.")
 flags.DEFINE_float("secure_threshold", None, "Shamir threshold: a count (>= 1) or a fraction of the neighbours in "
                    "(0, 1) (default: sized for --dropout_rate).")
@@ -81,7 +85,7 @@ def format_summary(summary: dict) -> str:
         f"{summary['aggregator']}{secure} on {summary['dataset']} ({summary['partition']}, {summary['clients']} clients, "
         f"{summary['clients_per_round']} per round, {summary['rounds']} rounds)",
         f"  final eval accuracy   {acc:.4f}" if acc is not None else "  final eval accuracy   n/a",
-        f"  client updates / s    {summary['client_updates_per_s']:.1f}",
+        f"  client updates / s    {summary['client_updates_per_s']:.1f} ({summary['client_runtime']} clients)",
         *([f"  failed rounds         {summary['failed_rounds']}"] if secure else []),
         *([f"  privacy               epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2g} "
            f"(noise multiplier {summary['noise_multiplier']:.3f})"] if summary.get("epsilon") is not None else []),
@@ -135,6 +139,7 @@ def _simulate():
                                                                  "adaptive_clip_quantile")
                                  if getattr(FLAGS, k) is not None} | ({"clip_norm": FLAGS.clip_norm}
                                                                       if FLAGS.dp != "none" else {}),
+        client_runtime=FLAGS.client_runtime,
     )
     if strategy is not None:
         if not is_chief(strategy):
