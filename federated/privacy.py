@@ -125,8 +125,8 @@ class CentralDP(Postprocessor):
 
     Composes with every sum-based aggregator and server optimizer (`simulate(postprocessors=[CentralDP(...)])`),
     with secure aggregation included (the server adds the noise to the securely computed sum). Clients are weighted
-    equally. Each round reports `dp/epsilon` (at `target_delta`, from `DPAccountant`), `dp/clip_norm`,
-    `dp/noise_stddev` and the fraction of clients clipped.
+    equally. Each round reports `CentralDP/epsilon` (at `target_delta`, from `DPAccountant`), `CentralDP/clip_norm`,
+    `CentralDP/noise_stddev` and the fraction of clients clipped (`CentralDP/clipped`).
 
     Args:
         clip_norm: `C` (the starting value with adaptive clipping).
