@@ -5,6 +5,7 @@
 - `Payload` (what a client sends in a round) and `sum_payloads`;
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
+- robust aggregators (`Median`, `TrimmedMean`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
   with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
 
@@ -42,6 +43,7 @@ from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
+from tfx_ext.federated.robust import Krum, Median, MultiKrum, NormBounding, TrimmedMean
 from tfx_ext.federated.round import validate_client_result
 from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
 from tfx_ext.federated.simulation import simulate
@@ -66,6 +68,11 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "History",
+    "Krum",
+    "Median",
+    "MultiKrum",
+    "NormBounding",
+    "TrimmedMean",
     "LocalTrainer",
     "Payload",
     "PlainSum",
