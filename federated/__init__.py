@@ -6,6 +6,8 @@
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
 - robust aggregators (`Median`, `TrimmedMean`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
+- attack simulation (`with_attack`, `UnderAttack`, `SignFlip`, `Scaling`, `GaussianNoise`, `LabelFlip`, in
+  `attacks`);
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
   with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
 
@@ -35,6 +37,7 @@ from tfx_ext.federated.aggregators import (
     ServerSGD,
     ServerYogi,
 )
+from tfx_ext.federated.attacks import GaussianNoise, LabelFlip, Scaling, SignFlip, UnderAttack, with_attack
 from tfx_ext.federated.aggregate import weighted_average, weighted_delta_sum
 from tfx_ext.federated.callbacks import Callback
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
@@ -53,6 +56,12 @@ __all__ = [
     "AGGREGATORS",
     "Aggregator",
     "Callback",
+    "GaussianNoise",
+    "LabelFlip",
+    "Scaling",
+    "SignFlip",
+    "UnderAttack",
+    "with_attack",
     "ClientData",
     "ClientOptimizer",
     "ClientResult",

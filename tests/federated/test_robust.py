@@ -165,3 +165,11 @@ def test_krum_never_picks_a_far_away_byzantine_update_when_n_exceeds_2f_plus_2(f
     ups = [[points[i]] for i in order]
     _, chosen = krum(ups, f, m=n - f)
     assert all(order[i] < n - f for i in chosen), "Krum picked a Byzantine update"
+
+
+def test_simulate_refuses_secagg_with_the_median_by_name():
+    from tfx_ext.federated import ClientData, simulate
+
+    cd = ClientData.iid(np.zeros((8, 2), np.float32), np.zeros(8, np.int64), num_clients=4, seed=0)
+    with pytest.raises(SecureAggregationError, match=r"cannot be used with Median: .*coordinate-wise median"):
+        simulate(lambda: None, cd, rounds=1, clients_per_round=2, aggregator="median", secure=SecAgg())
