@@ -8,6 +8,8 @@
 - robust aggregators (`Median`, `TrimmedMean`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
 - attack simulation (`with_attack`, `UnderAttack`, `SignFlip`, `Scaling`, `GaussianNoise`, `LabelFlip`, in
   `attacks`);
+- update compression postprocessors (`StochasticQuantizer`, `TopK`, `RandomK` with error feedback, in
+  `compression`);
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
   with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
 
@@ -41,6 +43,7 @@ from tfx_ext.federated.attacks import GaussianNoise, LabelFlip, Scaling, SignFli
 from tfx_ext.federated.aggregate import weighted_average, weighted_delta_sum
 from tfx_ext.federated.callbacks import Callback
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
+from tfx_ext.federated.compression import RandomK, StochasticQuantizer, TopK
 from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
 from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
@@ -86,12 +89,15 @@ __all__ = [
     "Payload",
     "PlainSum",
     "Postprocessor",
+    "RandomK",
     "RoundContext",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerSGD",
     "ServerYogi",
+    "StochasticQuantizer",
+    "TopK",
     "dirichlet_partition",
     "iid_partition",
     "natural_partition",
