@@ -43,6 +43,8 @@ class SimulationState:
         aggregator: the `Aggregator`.
         secure: the `secure=` object, or None (its `get_state()`/`set_state()`, when it has them, are
             checkpointed: SecAgg's round id).
+        postprocessors: the `postprocessors=`; those with `get_state()`/`set_state()` (JSON-safe) are checkpointed
+            too (error-feedback residuals).
     """
 
     model: Any
@@ -56,6 +58,7 @@ class SimulationState:
     weight_paths: list = dataclasses.field(default_factory=list)
     aggregator: Any = None
     secure: Any = None
+    postprocessors: tuple = ()
 
 
 class Callback:
@@ -119,6 +122,7 @@ class Checkpoint(Callback):
                 "weight_shapes": [list(np.shape(w)) for w in state.weights]}
         if hasattr(state.secure, "get_state"):
             meta["secure"] = state.secure.get_state()
+        meta["postprocessors"] = [p.get_state() if hasattr(p, "get_state") else None for p in state.postprocessors]
         save_checkpoint(self.directory, weights=state.weights, server_state=state.server_state, meta=meta)
 
     def restore(self, state: SimulationState) -> bool:
@@ -149,6 +153,9 @@ class Checkpoint(Callback):
         state.round = int(meta["round"])
         if "secure" in meta and hasattr(state.secure, "set_state"):
             state.secure.set_state(meta["secure"])
+        for p, saved in zip(state.postprocessors, meta.get("postprocessors", [])):
+            if saved is not None and hasattr(p, "set_state"):
+                p.set_state(saved)
         logger.info("Resuming from round %d (%s).", state.round, self.directory)
         return True
 

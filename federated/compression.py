@@ -15,8 +15,8 @@ the clients as `<Postprocessor class>/bytes_up`.
 - `TopK(fraction)` / `RandomK(fraction)`: keep the `ceil(fraction * d)` coordinates of largest magnitude (or a
   random set, drawn from the round's seeded Generator) over the whole update. With `error_feedback` (default) each
   client keeps what it did not send, `residual = (x + residual) - sent`, and adds it to its next update (Stich et
-  al. 2018, "Sparsified SGD with memory"); the residuals live in the postprocessor, keyed by client id, for the
-  run (they are not written to checkpoints). Top-k sends (int32 index, float32 value) pairs; random-k sends the
+  al. 2018, "Sparsified SGD with memory"); the residuals live in the postprocessor, keyed by client id, and
+  `simulate`'s checkpoints keep them (`get_state`/`set_state`), so a resumed run equals an uninterrupted one. Top-k sends (int32 index, float32 value) pairs; random-k sends the
   float32 values and an 8-byte seed from which the server redraws the indices.
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 from tfx_ext._validate import check_int, check_number
 from tfx_ext.federated.aggregators import Postprocessor, RoundContext
 from tfx_ext.federated.payload import Payload
+from tfx_ext.federated.round import jsonable_id
 
 WEIGHT_BYTES = 8  # the float64 weight every payload carries
 
@@ -94,6 +95,14 @@ class _Sparsifier(Postprocessor):
 
     def _indices(self, v: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def get_state(self) -> dict:
+        """The residuals as JSON (`simulate` checkpoints them, so a resumed run equals an uninterrupted one)."""
+        return {"residuals": [[jsonable_id(cid), r.tolist()] for cid, r in self.residuals.items()]}
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state()`."""
+        self.residuals = {cid: np.asarray(r, np.float64) for cid, r in state["residuals"]}
 
     def on_client(self, payload: Payload, ctx: RoundContext):
         w = payload.weight

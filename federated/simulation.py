@@ -315,7 +315,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     weights = models.trainer.get_weights()
     state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),
                             seed, rounds, weight_paths=models.trainer.weight_paths, aggregator=aggregator,
-                            secure=secure)
+                            secure=secure, postprocessors=postprocessors)
     checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and checkpoint.restore(state):
         models.adopt(state.weights, state)

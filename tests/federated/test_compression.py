@@ -163,3 +163,27 @@ def test_simulate_reports_bytes_up_per_client_and_still_learns():
     q, _ = simulate(model_fn, cd, postprocessors=[StochasticQuantizer(8)], **kw)
     assert q["StochasticQuantizer/bytes_up"][0] == (12 + 8) + (2 + 8) + 8  # kernel 6x2, bias 2, weight
     assert q["eval_accuracy"][-1] > 0.8  # the task is x0 > 0; majority class ~0.5
+
+
+def test_resume_keeps_the_error_feedback_residuals(tmp_path):
+    r = np.random.default_rng(1)
+    x = r.normal(size=(160, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    cd = ClientData.iid(x, y, 6, seed=0)
+
+    def model_fn():
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+
+    kw = dict(clients_per_round=3, batch_size=10, loss=LOSS, client_optimizer=keras.optimizers.SGD(0.3),
+              progress=False, seed=3)
+    full_topk = TopK(0.2)
+    _, full = simulate(model_fn, cd, rounds=4, postprocessors=[full_topk], **kw)
+    simulate(model_fn, cd, rounds=2, postprocessors=[TopK(0.2)], checkpoint_dir=tmp_path, **kw)
+    resumed_topk = TopK(0.2)  # a fresh process: empty residuals until the checkpoint restores them
+    _, resumed = simulate(model_fn, cd, rounds=4, postprocessors=[resumed_topk], checkpoint_dir=tmp_path,
+                          resume=True, **kw)
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_topk.residuals.keys() == full_topk.residuals.keys()
+    for cid, res in full_topk.residuals.items():
+        np.testing.assert_array_equal(resumed_topk.residuals[cid], res)
