@@ -237,7 +237,8 @@ class UnderAttack(Aggregator):
         return self.inner.rebuild_model(model_fn, weights)
 
     def __repr__(self):
-        return f"UnderAttack({self.inner!r}, {self.attack!r}, malicious={len(self.malicious)} clients, seed={self.seed})"
+        return (f"UnderAttack({self.inner!r}, {self.attack!r}, malicious={len(self.malicious)} clients, "
+                f"seed={self.seed})")
 
 
 def with_attack(client_data: ClientData, aggregator, attack, *, fraction: float, seed: int = 0):

@@ -16,8 +16,9 @@ the clients as `<Postprocessor class>/bytes_up`.
   random set, drawn from the round's seeded Generator) over the whole update. With `error_feedback` (default) each
   client keeps what it did not send, `residual = (x + residual) - sent`, and adds it to its next update (Stich et
   al. 2018, "Sparsified SGD with memory"); the residuals live in the postprocessor, keyed by client id, and
-  `simulate`'s checkpoints keep them (`get_state`/`set_state`), so a resumed run equals an uninterrupted one. Top-k sends (int32 index, float32 value) pairs; random-k sends the
-  float32 values and an 8-byte seed from which the server redraws the indices.
+  `simulate`'s checkpoints keep them (`get_state`/`set_state`), so a resumed run equals an uninterrupted one.
+  Top-k sends (int32 index, float32 value) pairs; random-k sends the float32 values and an 8-byte seed from which
+  the server redraws the indices.
 """
 
 from __future__ import annotations

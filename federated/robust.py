@@ -149,7 +149,8 @@ class Median(RobustAggregator):
     """Coordinate-wise median of the client updates (`coordinate_median`)."""
 
     name = "median"
-    individual_updates_reason = "it needs each client's individual update at the server to take the coordinate-wise median"
+    individual_updates_reason = ("it needs each client's individual update at the server to take the coordinate-wise "
+                                 "median")
 
     def combine(self, updates):
         return coordinate_median(updates), {}
@@ -159,7 +160,8 @@ class TrimmedMean(RobustAggregator):
     """Coordinate-wise trimmed mean (`trimmed_mean`): `beta` is the fraction trimmed on each side, in [0, 0.5)."""
 
     name = "trimmed_mean"
-    individual_updates_reason = "it needs each client's individual update at the server to sort and trim each coordinate"
+    individual_updates_reason = ("it needs each client's individual update at the server to sort and trim each "
+                                 "coordinate")
 
     def __init__(self, *, beta: float = 0.1, server_optimizer=None):
         self.beta = check_number("beta", beta, low=0, high=0.5, high_open=True)
