@@ -6,7 +6,8 @@ back `weight * decode(encode(x))`: decoding is linear, so the server's sum of de
 decode from the sum of the wire messages, and `on_server` is the identity. Extras (e.g. FedMA's class counts) and
 the weight pass unchanged. Every client reports `bytes_up` (its wire message: the encoded arrays, extras and the
 float64 weight) and `compression_ratio` (against the update in float32); the round's metrics hold their mean over
-the clients as `<Postprocessor class>/bytes_up`.
+the clients as `<Postprocessor class>/bytes_up`, and the round's `bytes_up` sums them (under `secure=`, the secure
+sum's own wire bytes replace them).
 
 - `StochasticQuantizer(bits)`: per array, `2^bits` levels evenly spaced over `[min, max]`, each value rounded up
   or down at random with the probability that makes it unbiased (`E[decode] = x`, Alistarh et al. 2017's QSGD

@@ -159,6 +159,7 @@ def test_simulate_reports_bytes_up_per_client_and_still_learns():
     h, _ = simulate(model_fn, cd, postprocessors=[topk], **kw)
     # 14 parameters: ceil(0.25 * 14) = 4 (index, value) pairs + the weight.
     assert h["TopK/bytes_up"] == [4 * 8 + 8] * 5 and h["TopK/compression_ratio"][0] == pytest.approx(64 / 40)
+    assert h["bytes_up"] == [4 * 40] * 5  # the round's total: 4 clients' compressed messages
     assert set(topk.residuals) <= set(range(8)) and len(topk.residuals) >= 4
     q, _ = simulate(model_fn, cd, postprocessors=[StochasticQuantizer(8)], **kw)
     assert q["StochasticQuantizer/bytes_up"][0] == (12 + 8) + (2 + 8) + 8  # kernel 6x2, bias 2, weight
