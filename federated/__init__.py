@@ -5,7 +5,7 @@
 - `Payload` (what a client sends in a round) and `sum_payloads`;
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
-- robust aggregators (`Median`, `TrimmedMean`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
+- robust aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
 - attack simulation (`with_attack`, `UnderAttack`, `SignFlip`, `Scaling`, `GaussianNoise`, `LabelFlip`, in
   `attacks`);
 - update compression postprocessors (`StochasticQuantizer`, `TopK`, `RandomK` with error feedback, in
@@ -49,7 +49,7 @@ from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
-from tfx_ext.federated.robust import Krum, Median, MultiKrum, NormBounding, TrimmedMean
+from tfx_ext.federated.robust import GeometricMedian, Krum, Median, MultiKrum, NormBounding, TrimmedMean
 from tfx_ext.federated.round import validate_client_result
 from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
 from tfx_ext.federated.simulation import simulate
@@ -60,6 +60,7 @@ __all__ = [
     "Aggregator",
     "Callback",
     "GaussianNoise",
+    "GeometricMedian",
     "LabelFlip",
     "Scaling",
     "SignFlip",

@@ -290,8 +290,8 @@ AGGREGATORS = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM, "fedada
 
 def get(identifier, **kwargs) -> Aggregator:
     """An aggregator from its name (`fedavg`, `fedprox`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`; the robust
-    `median`, `trimmed_mean`, `krum`, `multi_krum`, `norm_bounding` register from `tfx_ext.federated.robust`) or
-    instance."""
+    `median`, `trimmed_mean`, `geometric_median`, `krum`, `multi_krum`, `norm_bounding` register from
+    `tfx_ext.federated.robust`) or instance."""
     if isinstance(identifier, Aggregator):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in AGGREGATORS:

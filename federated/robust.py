@@ -6,10 +6,11 @@ inputs. Every client counts once (no example weighting): a Byzantine client coul
 
 - `coordinate_median`: the median of each coordinate over the clients (Yin et al. 2018).
 - `trimmed_mean`: per coordinate, drop the `floor(beta n)` smallest and largest values and average the rest.
+- `geometric_median`: `argmin_z sum_i ||z - u_i||` by smoothed Weiszfeld iterations (Pillutla et al. 2022, RFA).
 - `krum_scores` / `krum`: Blanchard et al. 2017. Client i's score is the sum of squared distances to its
   `n - f - 2` nearest other updates; Krum picks the lowest score, Multi-Krum averages the `m` lowest.
 
-The aggregators (`Median`, `TrimmedMean`, `Krum`, `MultiKrum`) need each client's update at the server
+The aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`) need each client's update at the server
 (`needs_individual_updates = True`), so secure aggregation refuses them by name. `NormBounding` (Sun et al. 2019,
 "Can you really backdoor federated learning?") is sum-based: each client clips its own update's L2 norm in
 `client_payload`, then FedAvg sums, so it composes with `SecAgg`.
@@ -88,6 +89,30 @@ def krum(updates: Sequence[Sequence[np.ndarray]], f: int, m: int = 1) -> tuple[l
     check_int("m", m, minimum=1, maximum=len(updates))
     chosen = np.argsort(scores, kind="stable")[:m]
     return [np.mean(s[chosen], axis=0) for s in _stacked(updates)], chosen
+
+
+def geometric_median(updates: Sequence[Sequence[np.ndarray]], *, eps: float = 1e-8, tol: float = 1e-10,
+                     max_iter: int = 200) -> tuple[list[np.ndarray], int]:
+    """The geometric median `argmin_z sum_i ||z - u_i||` of the updates (over all layers at once) by the smoothed
+    Weiszfeld iteration of Pillutla et al. 2022 (RFA): `z <- sum_i u_i / max(eps, ||u_i - z||)` normalised, from the
+    mean, until a step is below `tol * max(1, ||z||)`. Returns the median and the iterations used."""
+    check_number("eps", eps, low=0, low_open=True)
+    check_int("max_iter", max_iter, minimum=1)
+    x = _flat(updates)
+    z = x.mean(axis=0)
+    for it in range(1, max_iter + 1):
+        w = 1.0 / np.maximum(eps, np.linalg.norm(x - z, axis=1))
+        new = w @ x / np.sum(w)
+        done = np.linalg.norm(new - z) <= tol * max(1.0, float(np.linalg.norm(z)))
+        z = new
+        if done:
+            break
+    out, start = [], 0
+    for a in updates[0]:
+        size = np.size(a)
+        out.append(z[start:start + size].reshape(np.shape(a)))
+        start += size
+    return out, it
 
 
 def clip_update_norm(update: Sequence[np.ndarray], bound: float) -> tuple[list[np.ndarray], bool]:
@@ -210,6 +235,19 @@ class Krum(MultiKrum):
         return f"f={self.f}"
 
 
+class GeometricMedian(RobustAggregator):
+    """The geometric median of the client updates (`geometric_median`, RFA's smoothed Weiszfeld): robust to a
+    minority of arbitrary updates, like the coordinate-wise median, but rotation invariant."""
+
+    name = "geometric_median"
+    individual_updates_reason = ("it needs each client's individual update at the server for the Weiszfeld "
+                                 "iterations")
+
+    def combine(self, updates):
+        median, iterations = geometric_median(updates)
+        return median, {"weiszfeld_iterations": iterations}
+
+
 class NormBounding(FedAvg):
     """FedAvg over updates whose L2 norm each client clips to `bound` (`clip_update_norm`) before weighting.
 
@@ -238,8 +276,8 @@ class NormBounding(FedAvg):
 
 
 ROBUST_AGGREGATORS = {"median": Median, "trimmed_mean": TrimmedMean, "krum": Krum, "multi_krum": MultiKrum,
-                      "norm_bounding": NormBounding}
+                      "norm_bounding": NormBounding, "geometric_median": GeometricMedian}
 AGGREGATORS.update(ROBUST_AGGREGATORS)  # so `aggregators.get("median")` and `simulate(aggregator="krum")` resolve
 
-__all__ = ["Krum", "Median", "MultiKrum", "NormBounding", "ROBUST_AGGREGATORS", "RobustAggregator", "TrimmedMean",
-           "clip_update_norm", "coordinate_median", "krum", "krum_scores", "trimmed_mean"]
+__all__ = ["GeometricMedian", "Krum", "Median", "MultiKrum", "NormBounding", "ROBUST_AGGREGATORS", "RobustAggregator", "TrimmedMean",
+           "clip_update_norm", "coordinate_median", "geometric_median", "krum", "krum_scores", "trimmed_mean"]

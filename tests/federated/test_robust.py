@@ -8,11 +8,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tfx_ext.errors import FederatedError, SecureAggregationError
-from tfx_ext.federated import ClientResult, FedAvg, Krum, Median, MultiKrum, NormBounding, SecAgg, TrimmedMean
+from tfx_ext.federated import ClientResult, FedAvg, GeometricMedian, Krum, Median, MultiKrum, NormBounding, SecAgg, TrimmedMean
 from tfx_ext.federated import aggregators as agg
 from tfx_ext.federated.robust import (
     clip_update_norm,
     coordinate_median,
+    geometric_median,
     krum,
     krum_scores,
     trimmed_mean,
@@ -90,6 +91,34 @@ def test_norm_bounding_by_hand_and_under_secagg():
     assert not np.allclose(unbounded[0], plain[0], atol=0.1)
 
 
+def test_geometric_median_by_hand():
+    # Collinear 0, 1, 10: the point minimising the summed distances is the middle one.
+    med, _ = geometric_median(updates_of([0.0, 0.0], [1.0, 0.0], [10.0, 0.0]))
+    assert med[0] == pytest.approx(1.0, abs=1e-6) and med[1][0] == pytest.approx(0.0, abs=1e-9)
+    # Equilateral triangle: the Fermat point is the centroid (1, sqrt(3) / 3), here split over two layers.
+    med, _ = geometric_median(updates_of([0.0, 0.0], [2.0, 0.0], [1.0, np.sqrt(3)]))
+    assert med[0] == pytest.approx(1.0, abs=1e-6) and med[1][0] == pytest.approx(np.sqrt(3) / 3, abs=1e-6)
+    g = [np.array(0.0, np.float32), np.zeros(1, np.float32)]
+    far = [ClientResult(k, [np.array(v, np.float32), np.zeros(1, np.float32)], 1)
+           for k, v in enumerate([0.9, 1.0, 1.1, 1000.0])]
+    new, _, metrics = GeometricMedian().aggregate(g, far, {})
+    assert 0.9 < float(new[0]) < 1.1 and metrics["weiszfeld_iterations"] >= 1  # the outlier barely moves it
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(2, 7), st.integers(1, 4)), elements=st.floats(-100, 100)))
+def test_geometric_median_beats_every_client_and_the_mean_on_its_objective(points):
+    """The objective sum_i ||z - u_i|| at the result is no worse than at any client's update or at the mean (an
+    oracle that does not use the iteration)."""
+    med, _ = geometric_median([[p] for p in points])
+
+    def cost(z):
+        return float(np.sum(np.linalg.norm(points - z, axis=1)))
+
+    best = min([cost(p) for p in points] + [cost(points.mean(axis=0))])
+    assert cost(med[0]) <= best * (1 + 1e-6) + 1e-6
+
+
 def test_clip_update_norm_is_global_over_layers():
     clipped, was = clip_update_norm([np.array([3.0]), np.array([[4.0]])], 2.5)
     assert was and clipped[0][0] == pytest.approx(1.5) and clipped[1][0, 0] == pytest.approx(2.0)
@@ -102,6 +131,7 @@ def test_clip_update_norm_is_global_over_layers():
     (TrimmedMean(), "to sort and trim each coordinate"),
     (Krum(), "to score pairwise distances"),
     (MultiKrum(m=2), "to score pairwise distances"),
+    (GeometricMedian(), "for the Weiszfeld iterations"),
 ])
 def test_secure_aggregation_refuses_individual_update_aggregators_by_name(aggregator, why):
     name = type(aggregator).__name__
@@ -117,6 +147,7 @@ def test_names_resolve_through_the_registry():
     assert isinstance(agg.get("median"), Median) and isinstance(agg.get("krum"), Krum)
     assert agg.get("trimmed_mean", beta=0.2).beta == 0.2
     assert agg.get("multi_krum", f=2, m=3).m == 3 and isinstance(agg.get("norm_bounding"), NormBounding)
+    assert isinstance(agg.get("geometric_median"), GeometricMedian)
 
 
 def test_argument_errors():
