@@ -104,9 +104,12 @@ class _Sparsifier(Postprocessor):
 
     def set_state(self, state: dict) -> None:
         """Restores `get_state()`."""
-        self.residuals = {cid: np.asarray(r, np.float64) for cid, r in state["residuals"]}
+        self.residuals = {tuple(cid) if isinstance(cid, list) else cid: np.asarray(r, np.float64)
+                          for cid, r in state["residuals"]}  # JSON turns tuple ids into lists
 
     def on_client(self, payload: Payload, ctx: RoundContext):
+        if not payload.arrays:
+            return payload, _metrics(payload, _float32_bytes(payload))
         w = payload.weight
         shapes = [a.shape for a in payload.arrays]
         x = np.concatenate([np.asarray(a, np.float64).ravel() / w for a in payload.arrays] or [np.zeros(0)])

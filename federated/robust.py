@@ -252,7 +252,8 @@ class NormBounding(FedAvg):
     """FedAvg over updates whose L2 norm each client clips to `bound` (`clip_update_norm`) before weighting.
 
     The clipping happens in `client_payload` (the client's side), so the server needs only the sum: it composes
-    with secure aggregation, unlike the median, trimmed mean and Krum.
+    with secure aggregation, unlike the median, trimmed mean and Krum. Every coordinate of a clipped update is
+    within `bound`, so `SecAgg(clip=bound)` never clips one.
 
     Args:
         bound: the L2 norm bound of each client's update `w_k - w` (over all layers), > 0.
