@@ -6,6 +6,11 @@
 - `CentralDP` (DP-FedAvg with fixed or adaptive clipping, a postprocessor) and `DPAccountant` (dp-accounting);
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
+- robust aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
+- attack simulation (`with_attack`, `UnderAttack`, `SignFlip`, `Scaling`, `GaussianNoise`, `LabelFlip`, in
+  `attacks`);
+- update compression postprocessors (`StochasticQuantizer`, `TopK`, `RandomK` with error feedback, in
+  `compression`);
 - `LocalTrainer` (one compiled graph trains a whole cohort), `simulate` (a loop over `round.aggregate_round`,
   with `Callback`s for checkpoints, history files, TensorBoard and progress), `History`, `plot_history`.
 
@@ -35,15 +40,18 @@ from tfx_ext.federated.aggregators import (
     ServerSGD,
     ServerYogi,
 )
+from tfx_ext.federated.attacks import GaussianNoise, LabelFlip, Scaling, SignFlip, UnderAttack, with_attack
 from tfx_ext.federated.aggregate import weighted_average, weighted_delta_sum
 from tfx_ext.federated.callbacks import Callback
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
+from tfx_ext.federated.compression import RandomK, StochasticQuantizer, TopK
 from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
 from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
 from tfx_ext.federated.privacy import CentralDP, DPAccountant
+from tfx_ext.federated.robust import GeometricMedian, Krum, Median, MultiKrum, NormBounding, TrimmedMean
 from tfx_ext.federated.round import validate_client_result
 from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
 from tfx_ext.federated.simulation import simulate
@@ -55,6 +63,13 @@ __all__ = [
     "Callback",
     "CentralDP",
     "DPAccountant",
+    "GaussianNoise",
+    "GeometricMedian",
+    "LabelFlip",
+    "Scaling",
+    "SignFlip",
+    "UnderAttack",
+    "with_attack",
     "ClientData",
     "ClientOptimizer",
     "ClientResult",
@@ -70,16 +85,24 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "History",
+    "Krum",
+    "Median",
+    "MultiKrum",
+    "NormBounding",
+    "TrimmedMean",
     "LocalTrainer",
     "Payload",
     "PlainSum",
     "Postprocessor",
+    "RandomK",
     "RoundContext",
     "ServerAdagrad",
     "ServerAdam",
     "ServerMomentum",
     "ServerSGD",
     "ServerYogi",
+    "StochasticQuantizer",
+    "TopK",
     "dirichlet_partition",
     "iid_partition",
     "natural_partition",

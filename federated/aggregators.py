@@ -147,9 +147,13 @@ class Aggregator:
         proximal_mu: the FedProx coefficient clients add to their loss (0: none).
         changes_shapes: True when the new global weights may have other shapes than the model's (width growth:
             the aggregator overrides `rebuild_model`); a resumed checkpoint may then hold other shapes.
+        individual_updates_reason, secure_alternative: with `needs_individual_updates`, why the server needs each
+            client's update and what composes with secure aggregation instead (its refusal message says both).
     """
 
     needs_individual_updates: bool = False
+    individual_updates_reason: str = "it needs each client's individual weights at the server"
+    secure_alternative: str = "Use a sum-based aggregator (FedAvg family)."
     changes_shapes: bool = False
     proximal_mu: float = 0.0
     name: str = "aggregator"
@@ -285,8 +289,9 @@ AGGREGATORS = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM, "fedada
 
 
 def get(identifier, **kwargs) -> Aggregator:
-    """An aggregator from its name (`fedavg`, `fedprox`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`) or
-    instance."""
+    """An aggregator from its name (`fedavg`, `fedprox`, `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad`; the robust
+    `median`, `trimmed_mean`, `geometric_median`, `krum`, `multi_krum`, `norm_bounding` register from
+    `tfx_ext.federated.robust`) or instance."""
     if isinstance(identifier, Aggregator):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in AGGREGATORS:

@@ -43,8 +43,8 @@ class SimulationState:
         aggregator: the `Aggregator`.
         secure: the `secure=` object, or None (its `get_state()`/`set_state()`, when it has them, are
             checkpointed: SecAgg's round id).
-        postprocessors: the `postprocessors=` (their `get_state()`/`set_state()` are checkpointed likewise:
-            CentralDP's clip norm and rounds accounted).
+        postprocessors: the `postprocessors=`; those with `get_state()`/`set_state()` (JSON-safe) are checkpointed
+            too (CentralDP's clip norm and rounds accounted, error-feedback residuals).
     """
 
     model: Any

@@ -114,32 +114,37 @@ def _context(inputs: RoundInputs, client_id) -> RoundContext:
 
 
 def _client_payloads(inputs: RoundInputs, valid, rejected, hook_metrics):
-    """Each valid client's payload through the client hooks; the payloads and the results kept."""
+    """Each valid client's payload through the client hooks; the payloads, the results kept and each kept client's
+    wire bytes (the last `bytes_up` a hook reported, e.g. a compressor's; None when no hook did)."""
     agg = inputs.aggregator
     template = agg.client_payload(inputs.weights, ClientResult(None, inputs.weights, 1))
     for p in inputs.postprocessors:  # fields a postprocessor adds to every payload (e.g. CentralDP's clip count)
         template = template.replace(extras={**template.extras, **getattr(p, "payload_extras", {})})
-    payloads, kept = [], []
+    payloads, kept, wire = [], [], []
     for r in valid:
         ctx = _context(inputs, r.client_id)
         payload = agg.client_payload(inputs.weights, r)
+        sent = None
         for p in inputs.postprocessors:
             payload, pm = p.on_client(payload, ctx)
+            sent = pm.get("bytes_up", sent)
             for k, v in pm.items():
                 hook_metrics.setdefault(f"{type(p).__name__}/{k}", []).append(v)
         reason = payload_problem(payload, template)
         if reason is None:
             payloads.append(payload)
             kept.append(r)
+            wire.append(sent)
         else:
             rejected.append((r, reason))
-    return payloads, kept
+    return payloads, kept, wire
 
 
-def _sum(inputs: RoundInputs, payloads, kept, metrics):
+def _sum(inputs: RoundInputs, payloads, kept, wire, metrics):
     """The plain or secure sum of the payloads, the results in it (a secure sum may drop clients) and `bytes_up`
-    as really sent."""
-    bytes_up = int(sum(sum(np.asarray(w).nbytes for w in r.weights) + 8 for r in kept))  # model dtype + count
+    as really sent: a hook's reported wire bytes, else the update in the model's dtype plus the count."""
+    bytes_up = int(sum(int(b) if b is not None else sum(np.asarray(w).nbytes for w in r.weights) + 8
+                       for r, b in zip(kept, wire)))
     if inputs.secure is None:
         return sum_payloads(payloads), kept, bytes_up
     rng = np.random.default_rng(inputs.rng.integers(2**63 - 1))
@@ -192,7 +197,7 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
     hook_metrics: dict = {}
     payloads = None
     if not agg.needs_individual_updates:
-        payloads, valid = _client_payloads(inputs, valid, rejected, hook_metrics)
+        payloads, valid, wire = _client_payloads(inputs, valid, rejected, hook_metrics)
     _check_enough(inputs, valid, rejected)
     metrics = {k: float(np.mean(v)) for k, v in hook_metrics.items()}  # client hook metrics: mean over clients
     if agg.needs_individual_updates:
@@ -200,7 +205,7 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
         bytes_up = int(sum(sum(np.asarray(a).nbytes for a in r.weights) + 8 for r in valid))
     else:
         try:
-            total, valid, bytes_up = _sum(inputs, payloads, valid, metrics)
+            total, valid, bytes_up = _sum(inputs, payloads, valid, wire, metrics)
         except SecureAggregationError as e:
             if inputs.on_round_failure == "raise":
                 raise

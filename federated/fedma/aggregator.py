@@ -229,6 +229,9 @@ class FedMA(_MatchingBase):
 
     name = "fedma"
     needs_individual_updates = True
+    individual_updates_reason = "it needs each client's individual weights at the server (server-side matching)"
+    secure_alternative = ("Use client-side matching instead (tfx_ext.federated.fedma.ClientSideMatching), which sends "
+                          "sums only.")
 
     def __init__(self, model_fn, *, sigma: float = 1.0, sigma0: float = 1.0, gamma: float = 1.0, passes: int = 3,
                  max_growth: float = 1.0, class_counts=None, seed: int = 0):

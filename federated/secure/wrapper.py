@@ -39,12 +39,14 @@ from tfx_ext.federated.secure.config import RoundConfig
 
 
 def check_aggregator(aggregator) -> None:
-    """Raises `SecureAggregationError` when `aggregator` needs individual client updates (server-side FedMA)."""
+    """Raises `SecureAggregationError` when `aggregator` needs individual client updates (server-side FedMA, the
+    median, trimmed mean, Krum), naming it, why it needs them (`individual_updates_reason`) and what composes
+    instead (`secure_alternative`)."""
     if aggregator.needs_individual_updates:
         raise SecureAggregationError(
-            f"Secure aggregation cannot be used with {type(aggregator).__name__}: it needs each client's individual "
-            "weights at the server (server-side matching), and secure aggregation reveals only their sum. Use "
-            "client-side matching instead (tfx_ext.federated.fedma.ClientSideMatching), which sends sums only."
+            f"Secure aggregation cannot be used with {type(aggregator).__name__}: "
+            f"{aggregator.individual_updates_reason}, and secure aggregation reveals only their sum. "
+            f"{aggregator.secure_alternative}"
         )
 
 
