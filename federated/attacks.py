@@ -38,8 +38,17 @@ from tfx_ext.federated.aggregators import Aggregator, ClientResult, get
 from tfx_ext.federated.client_data import ClientData
 
 
+class _Multiply:
+    """An update attack that sends `factor * u`; subclasses name their positive parameter."""
+
+    factor: float
+
+    def corrupt(self, update, rng):
+        return [self.factor * u for u in update]
+
+
 @dataclasses.dataclass(frozen=True)
-class SignFlip:
+class SignFlip(_Multiply):
     """Sends `-scale * u` (Damaskinos et al. 2018; `scale > 1` pushes the average past zero)."""
 
     scale: float = 1.0
@@ -48,12 +57,11 @@ class SignFlip:
     def __post_init__(self):
         check_number("scale", self.scale, low=0, low_open=True)
 
-    def corrupt(self, update, rng):
-        return [-self.scale * u for u in update]
+    factor = property(lambda self: -self.scale)
 
 
 @dataclasses.dataclass(frozen=True)
-class Scaling:
+class Scaling(_Multiply):
     """Model replacement (Bagdasaryan et al. 2020): sends `boost * u`, so one client's update outweighs the others'
     in a mean (boost ~ clients per round / server learning rate replaces the global model)."""
 
@@ -63,8 +71,7 @@ class Scaling:
     def __post_init__(self):
         check_number("boost", self.boost, low=0, low_open=True)
 
-    def corrupt(self, update, rng):
-        return [self.boost * u for u in update]
+    factor = property(lambda self: self.boost)
 
 
 @dataclasses.dataclass(frozen=True)
