@@ -133,8 +133,10 @@ def _conv_op(draw, rank: int, freq: int | None, cell: str):
 @st.composite
 def _frame_op(draw, rank: int, width: int):
     """A frame-local op (keeps rank and time); returns (op, new width)."""
-    kind = draw(st.sampled_from(["bn", "dense", "act", "ln", "delta", "factorized", "hyperdense", "einsum"]
-                                if rank == 1 else ["bn", "dense", "act", "ln", "delta", "einsum"]))
+    kind = draw(st.sampled_from(["bn", "dense", "act", "ln", "delta", "factorized", "hyperdense", "einsum", "delay"]
+                                if rank == 1 else ["bn", "dense", "act", "ln", "delta", "einsum", "delay"]))
+    if kind == "delay":  # kws_streaming's Delay(also_in_non_streaming=True): the trained model holds the delay
+        return {"op": "delay", "delay": draw(st.sampled_from([1, 2]))}, width
     if kind == "dense":
         units = draw(_widths())
         return {"op": "dense", "units": units, "activation": draw(st.sampled_from([None, "relu", "tanh"]))}, units
@@ -339,6 +341,7 @@ def _apply(op: dict, x, name: str):
         "ln": lambda: keras.layers.LayerNormalization(axis=-1, name=name),
         "act": lambda: keras.layers.Activation(op.get("fn"), name=name),
         "dense": lambda: keras.layers.Dense(op.get("units"), activation=op.get("activation"), name=name),
+        "delay": lambda: tl.Delay(op.get("delay", 1), also_in_non_streaming=True, name=name),
         "delta": lambda: tl.DeltaActivation(op.get("threshold", 0.1), method=op.get("method", "quantize"), name=name),
         "factorized": lambda: tl.FactorizedDense(op.get("units"), factorization=op.get("factorization", "tucker"),
                                                  rank=op.get("rank", 2), name=name),

@@ -1,4 +1,5 @@
-"""`Delay`: aligns branches of non-causal streaming models by delaying frames in the streaming modes."""
+"""`Delay`: aligns branches of non-causal streaming models by delaying frames in the streaming modes (and, as
+kws_streaming's `also_in_non_streaming=True`, in the whole-sequence form too)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ class Delay(StreamingLayer):
     must be delayed by the same number of frames to stay aligned; put `Delay(delay)` on it. `to_streaming` checks
     the alignment and names the merge and the missing delay when it is wrong.
 
+    With `also_in_non_streaming=True` the whole-sequence form delays too (zeros first, the last `delay` frames
+    dropped), so the trained model already holds the delay and streamed outputs equal it with no lag
+    (`output_delay` 0): kws_streaming's option of that name, for models trained with the delay in place.
+
     Args:
         delay: frames to delay by (a non-negative integer).
+        also_in_non_streaming: delay the whole-sequence form as well.
         mode: a `tfx_ext.Mode`.
 
     Call arguments:
@@ -40,13 +46,17 @@ class Delay(StreamingLayer):
         (1, 4, 3)
     """
 
-    def __init__(self, delay: int, mode=Mode.TRAINING, **kwargs):
+    def __init__(self, delay: int, also_in_non_streaming: bool = False, mode=Mode.TRAINING, **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.delay = check_int("delay", delay, minimum=0)
+        if not isinstance(also_in_non_streaming, bool):
+            raise TypeError("`also_in_non_streaming` must be a bool. "
+                            f"Received: also_in_non_streaming={also_in_non_streaming!r}")
+        self.also_in_non_streaming = also_in_non_streaming
 
     @property
     def output_delay(self) -> int:
-        return self.delay
+        return 0 if self.also_in_non_streaming else self.delay
 
     def state_specs(self, input_shape) -> list[StateSpec]:
         shape = self._data_shape(input_shape)
@@ -55,7 +65,12 @@ class Delay(StreamingLayer):
         return [StateSpec("buffer", (self.delay, *shape[2:]), self.compute_dtype)]
 
     def call_full(self, inputs, training=None):
-        return inputs
+        if not self.also_in_non_streaming or self.delay == 0:
+            return inputs
+        frames = ops.shape(inputs)[1]
+        zeros = ops.zeros_like(inputs[:, :1])
+        padded = ops.concatenate([ops.repeat(zeros, self.delay, axis=1), inputs], axis=1)
+        return padded[:, :frames]
 
     def step(self, inputs, states, training=None):
         if self.delay == 0:
@@ -71,7 +86,7 @@ class Delay(StreamingLayer):
         return tuple(shape)
 
     def get_config(self):
-        return {**super().get_config(), "delay": self.delay}
+        return {**super().get_config(), "delay": self.delay, "also_in_non_streaming": self.also_in_non_streaming}
 
 
 __all__ = ["Delay"]
