@@ -66,3 +66,13 @@ def test_also_in_non_streaming_is_a_bool_and_round_trips():
         Delay(2, also_in_non_streaming=1)
     layer = Delay.from_config(Delay(3, also_in_non_streaming=True).get_config())
     assert layer.also_in_non_streaming and layer.delay == 3 and layer.output_delay == 0
+
+
+@pytest.mark.parametrize("mode", [Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE])
+def test_also_in_non_streaming_in_float_litert(mode):
+    from tfx_ext.testing import verify_tflite_streaming
+
+    x = np.random.default_rng(0).normal(size=(1, 6, 3)).astype("float32")
+    inputs = keras.Input((6, 3))
+    model = keras.Model(inputs, Delay(2, also_in_non_streaming=True)(keras.layers.Dense(4)(inputs)))
+    assert verify_tflite_streaming(model, x, mode) <= 1e-5
