@@ -7,6 +7,7 @@ Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract
     Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
+    SVDF              kws_streaming's factored time-feature filter (feature filter, causal time filter)
     DeltaActivation   temporal-sparsity activations (quantized deltas or threshold-gated transmission)
 Tensor layers (with tensor dropout):
     TensorRegression, TensorContraction, FactorizedDense
@@ -20,6 +21,7 @@ from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, Hy
 from tfx_ext.layers.hyper_network import HyperNetwork
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
+from tfx_ext.layers.svdf import SVDF
 from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "HyperNetwork",
     "LSTM",
     "Stream",
+    "SVDF",
     "TensorContraction",
     "TensorRegression",
 ]

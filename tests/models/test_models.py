@@ -16,6 +16,7 @@ GEOMETRY = {
     "crnn": ((8, 8), (1, 4)),
     "gru": ((8, 5), (1, 4)),
     "tc_resnet": ((16, 8), (4, 8)),
+    "svdf": ((10, 6), (1, 5)),
 }
 PARITY: dict[str, float] = {}
 
