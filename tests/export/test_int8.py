@@ -13,7 +13,8 @@ from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.lite.verification import verify
 
 MODES = ["non_stream", "stream_internal_state", "stream_external_state"]
-CASES = [(name, mode) for name in ("ds_cnn", "crnn", "gru", "tc_resnet") for mode in MODES]
+NAMES = ("ds_cnn", "crnn", "gru", "tc_resnet", "svdf")
+CASES = [(name, mode) for name in NAMES for mode in MODES]
 
 
 @pytest.mark.parametrize("name,mode", CASES)
@@ -42,7 +43,7 @@ def test_int8_agrees_with_float_and_is_full_integer(name, mode, trained, data, e
     assert result.accuracy_tflite >= result.accuracy_model - 0.03
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru", "tc_resnet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
     runner_keras, flatbuffer = exports(name, "stream_external_state", "int8")
     runner = TFLiteModel(flatbuffer)
@@ -55,7 +56,7 @@ def test_external_states_are_int8_signature_inputs_and_outputs(name, exports):
             assert scale > 0
 
 
-@pytest.mark.parametrize("name", ["ds_cnn", "crnn", "gru", "tc_resnet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_internal_state_variables_are_int8_without_quantize_pairs(name, exports):
     _, flatbuffer = exports(name, "stream_internal_state", "int8")
     ops = model_ops(flatbuffer)
