@@ -41,23 +41,35 @@ SECTIONS = ("dp", "robust", "compression")
 
 def run_row(args, seed, cache, **kw):
     """One simulation with `run_experiment`'s keyword arguments `kw` (memoised per seed: the plain FedAvg run is
-    shared by the sections)."""
+    shared by the sections). A run that went NaN/Inf (FedAvg under a strong attack: every update rejected, or a
+    NaN final eval loss) is recorded as diverged, `{"diverged": <why>}`: argmax over NaN logits is no accuracy."""
     from tfx_ext.apps.federated_experiments import run_experiment
+    from tfx_ext.errors import MalformedUpdateError
 
     key = (seed, repr(sorted(kw.items())))
     if key not in cache:
         with tempfile.TemporaryDirectory() as out:
-            cache[key] = run_experiment(out, dataset="digits", partition="dirichlet", alpha=0.5, clients=args.clients,
-                                        clients_per_round=args.clients_per_round, rounds=args.rounds, seed=seed,
-                                        eval_every=args.rounds, progress=False, **kw)
+            try:
+                cache[key] = run_experiment(out, dataset="digits", partition="dirichlet", alpha=0.5,
+                                            clients=args.clients, clients_per_round=args.clients_per_round,
+                                            rounds=args.rounds, seed=seed, eval_every=args.rounds, progress=False,
+                                            **kw)
+            except MalformedUpdateError as e:
+                cache[key] = {"diverged": str(e).split(". Rejected")[0]}
+        loss = cache[key].get("final_eval_loss")
+        if loss is not None and not math.isfinite(loss):
+            cache[key] = {"diverged": f"final eval loss {loss}"}
     return cache[key]
 
 
 def mean_row(args, seeds, cache, **kw) -> dict:
-    """Mean / std of the final test accuracy over the seeds, and the first seed's summary (epsilon, bytes)."""
+    """Mean / std of the final test accuracy over the seeds that did not diverge (None when all did), how many
+    diverged, and the first finished seed's summary (epsilon, bytes, attackers)."""
     runs = [run_row(args, seed, cache, **kw) for seed in seeds]
-    accs = [r["final_eval_accuracy"] for r in runs]
-    return {"test_acc": float(np.mean(accs)), "test_acc_std": float(np.std(accs)), "summary": runs[0]}
+    done = [r for r in runs if "diverged" not in r]
+    accs = [r["final_eval_accuracy"] for r in done]
+    return {"test_acc": float(np.mean(accs)) if accs else None, "test_acc_std": float(np.std(accs)) if accs else None,
+            "diverged": len(runs) - len(done), "summary": done[0] if done else {}}
 
 
 def dp_rows(args, seeds, cache):
@@ -66,8 +78,8 @@ def dp_rows(args, seeds, cache):
         dp = {} if z is None else {"dp": "central", "dp_options": {"noise_multiplier": z, "clip_norm": args.clip_norm}}
         m = mean_row(args, seeds, cache, secure=args.secure, **dp)
         rows.append({"section": "dp", "method": "no DP" if z is None else "central DP", "noise_multiplier": z,
-                     "clip_norm": None if z is None else args.clip_norm, "epsilon": m["summary"]["epsilon"],
-                     "delta": m["summary"]["delta"], "test_acc": m["test_acc"], "test_acc_std": m["test_acc_std"],
+                     "clip_norm": None if z is None else args.clip_norm, "epsilon": m["summary"].get("epsilon"),
+                     "delta": m["summary"].get("delta"), "test_acc": m["test_acc"], "test_acc_std": m["test_acc_std"],
                      "secure": args.secure})
     for row in rows:
         row["acc_drop_pt"] = 100 * (rows[0]["test_acc"] - row["test_acc"])
@@ -84,7 +96,8 @@ def defence_options(defence, fraction, args):
 def robust_rows(args, seeds, cache):
     clean = mean_row(args, seeds, cache)
     rows = [{"section": "robust", "attack": "none", "fraction": 0.0, "defence": "fedavg", "attackers": 0,
-             "test_acc": clean["test_acc"], "test_acc_std": clean["test_acc_std"], "gap_to_clean_pt": 0.0}]
+             "test_acc": clean["test_acc"], "test_acc_std": clean["test_acc_std"], "diverged_seeds": clean["diverged"],
+             "gap_to_clean_pt": 0.0}]
     scales = {"sign_flip": args.sign_flip_scale, "scale": args.boost}
     for attack in args.attacks.split(","):
         for fraction in [float(f) for f in args.fractions.split(",")]:
@@ -93,10 +106,12 @@ def robust_rows(args, seeds, cache):
                              aggregator_options=defence_options(defence, fraction, args), attack=attack,
                              malicious_fraction=fraction, attack_scale=scales.get(attack))
                 rows.append({"section": "robust", "attack": attack, "fraction": fraction, "defence": defence,
-                             "attackers": m["summary"]["attackers"], "test_acc": m["test_acc"],
-                             "test_acc_std": m["test_acc_std"],
-                             "gap_to_clean_pt": 100 * (clean["test_acc"] - m["test_acc"])})
-                print(f"robust {attack} {fraction:g} {defence}: accuracy {m['test_acc']:.4f}", flush=True)
+                             "attackers": m["summary"].get("attackers"), "test_acc": m["test_acc"],
+                             "test_acc_std": m["test_acc_std"], "diverged_seeds": m["diverged"],
+                             "gap_to_clean_pt": None if m["test_acc"] is None else
+                             100 * (clean["test_acc"] - m["test_acc"])})
+                print(f"robust {attack} {fraction:g} {defence}: accuracy {m['test_acc']}, diverged {m['diverged']}",
+                      flush=True)
     return rows
 
 
@@ -120,7 +135,8 @@ def target_notes(rows) -> list[str]:
     notes = []
     robust = [r for r in rows if r["section"] == "robust" and r["fraction"] == 0.25]
     for attack in sorted({r["attack"] for r in robust}):
-        best = min((r for r in robust if r["attack"] == attack and r["defence"] != "fedavg"),
+        best = min((r for r in robust if r["attack"] == attack and r["defence"] != "fedavg"
+                    and r["gap_to_clean_pt"] is not None),
                    key=lambda r: r["gap_to_clean_pt"], default=None)
         if best is not None:
             verdict = "met" if best["gap_to_clean_pt"] <= 3 else "NOT met"
@@ -177,7 +193,8 @@ def plot_robust(rows, path):
     width = 0.8 / max(1, len(defences))
     for j, defence in enumerate(defences):
         accs = [next((r["test_acc"] for r in rows if (r["attack"], r["fraction"], r["defence"]) == (*c, defence)),
-                     np.nan) for c in cases]
+                     None) for c in cases]
+        accs = [0.0 if a is None else a for a in accs]  # diverged on every seed: no bar
         ax.bar(np.arange(len(cases)) + j * width, accs, width, label=defence)
     clean = next((r for r in rows if r["attack"] == "none"), None)
     if clean is not None:

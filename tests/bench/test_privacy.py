@@ -44,3 +44,13 @@ def test_privacy_bench_smoke(tmp_path):
 def test_privacy_bench_sections_flag(tmp_path):
     with pytest.raises(SystemExit):
         privacy.main(["--smoke", "--sections=dp,backdoor", f"--results_dir={tmp_path}"])
+
+
+def test_privacy_bench_records_a_diverged_run(tmp_path):
+    """FedAvg under a 1e30x sign flip goes NaN: the row says so (no accuracy) instead of ending the benchmark."""
+    doc = privacy.main(["--smoke", "--sections=robust", "--sign_flip_scale=1e30", f"--results_dir={tmp_path}"])
+    robust = {(r["attack"], r["defence"]): r for r in doc["rows"]}
+    assert robust["sign_flip", "fedavg"]["diverged_seeds"] == 1 and robust["sign_flip", "fedavg"]["test_acc"] is None
+    assert robust["sign_flip", "fedavg"]["gap_to_clean_pt"] is None
+    assert robust["none", "fedavg"]["diverged_seeds"] == 0 and robust["none", "fedavg"]["test_acc"] > 0
+    assert {r["section"] for r in doc["rows"]} == {"robust"}
