@@ -201,7 +201,7 @@ def plot_robust(rows, path):
         ax.axhline(clean["test_acc"], color="gray", ls="--", label="no attack (FedAvg)")
     ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, [f"{a} {f:.0%}" for a, f in cases])
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
     _save(fig, path)
 
 
