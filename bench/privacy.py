@@ -9,7 +9,8 @@ section, so the plain FedAvg run is the no-DP row, the attack-free row and the f
   delta = 1 / N^1.1 from dp-accounting (fixed-size cohorts without replacement, replace-one, RDP: see
   `tfx_ext.federated.privacy`). `--secure` runs these rows under SecAgg+ too. Distributed DP (noise added by the
   clients inside secure aggregation) is not built yet, so its row is absent.
-- `robust`: `--attacks` (sign_flip with scale `--sign_flip_scale`, scale with boost `--boost`) by each of
+- `robust`: `--attacks` (sign_flip with scale `--sign_flip_scale`, scale with boost `--boost`: an honest update
+  boosted, replace: model replacement, flipped labels then boost `--boost`) by each of
   `--fractions` of the clients, against each of `--defences`; trimmed mean trims the attack fraction per side,
   Krum / Multi-Krum assume f = ceil(fraction x clients per round). Target: the best defence within 3 pt of the
   attack-free FedAvg at fraction 0.25.
@@ -98,7 +99,7 @@ def robust_rows(args, seeds, cache):
     rows = [{"section": "robust", "attack": "none", "fraction": 0.0, "defence": "fedavg", "attackers": 0,
              "test_acc": clean["test_acc"], "test_acc_std": clean["test_acc_std"], "diverged_seeds": clean["diverged"],
              "gap_to_clean_pt": 0.0}]
-    scales = {"sign_flip": args.sign_flip_scale, "scale": args.boost}
+    scales = {"sign_flip": args.sign_flip_scale, "scale": args.boost, "replace": args.boost}
     for attack in args.attacks.split(","):
         for fraction in [float(f) for f in args.fractions.split(",")]:
             for defence in args.defences.split(","):
@@ -227,7 +228,7 @@ def main(argv=None):
     parser.add_argument("--clip_norm", type=float, default=1.0)
     parser.add_argument("--noise_multipliers", default="0.5,1.0,2.0")
     parser.add_argument("--secure", default="none", choices=["none", "secagg", "secagg+"])
-    parser.add_argument("--attacks", default="sign_flip,scale")
+    parser.add_argument("--attacks", default="sign_flip,scale,replace")
     parser.add_argument("--fractions", default="0.1,0.25")
     parser.add_argument("--defences", default="fedavg,median,trimmed_mean,krum,geometric_median")
     parser.add_argument("--sign_flip_scale", type=float, default=4.0)

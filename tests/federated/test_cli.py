@@ -190,7 +190,7 @@ def test_run_experiment_with_each_robust_aggregator(tmp_path, name, options, att
 
 
 @pytest.mark.parametrize("attack, scale", [("sign_flip", 2.0), ("scale", 5.0), ("gaussian", None),
-                                           ("label_flip", None)])
+                                           ("label_flip", None), ("replace", 5.0)])
 def test_run_experiment_under_attack_records_the_attackers(tmp_path, attack, scale):
     from tfx_ext.apps.federated_experiments import run_experiment
 
@@ -230,6 +230,9 @@ def test_bad_attack_and_compression_settings_are_named():
     with pytest.raises(ValueError, match="`attack` must be one of"):
         make_attack("backdoor", malicious_fraction=0.1)
     assert make_attack("scale", malicious_fraction=0.1, attack_scale=3.0).boost == 3.0
+    replace = make_attack("replace", malicious_fraction=0.1, attack_scale=3.0, num_classes=10)
+    assert replace.name == "label_flip+scale" and replace.label_flip.num_classes == 10
+    assert replace.attacks[1].boost == 3.0
     with pytest.raises(ValueError, match="`compression_bits` needs `compression='quantize'`"):
         make_compression("topk", bits=4)
     assert make_compression("none") == [] and make_compression("quantize", bits=2)[0].bits == 2

@@ -180,12 +180,14 @@ def make_privacy(dp: str = "none", *, population_size: int, cohort_size: int, ro
                       target_delta=target_delta, adaptive_clip_quantile=adaptive_clip_quantile)]
 
 
-ATTACK_NAMES = ("none", "sign_flip", "scale", "gaussian", "label_flip")
+ATTACK_NAMES = ("none", "sign_flip", "scale", "gaussian", "label_flip", "replace")
 
 
 def make_attack(attack: str = "none", *, malicious_fraction: float = 0.0, attack_scale=None, num_classes: int = 10):
     """The attack object for `attack` (None for "none"); `attack_scale` is sign_flip's scale, scale's boost or
-    gaussian's std (each attack's default when None). `run_experiment` applies it with `attacks.with_attack`."""
+    gaussian's std (each attack's default when None). "replace" is model replacement of a poisoned model
+    (Bagdasaryan et al. 2020): train on flipped labels, then boost the update by `attack_scale` (default 10).
+    `run_experiment` applies it with `attacks.with_attack`."""
     check_choice("attack", attack, ATTACK_NAMES)
     if attack == "none":
         if malicious_fraction or attack_scale is not None:
@@ -201,6 +203,9 @@ def make_attack(attack: str = "none", *, malicious_fraction: float = 0.0, attack
         if attack_scale is not None:
             raise ValueError(f"`attack_scale` does not apply to attack='label_flip'. Received: {attack_scale}")
         return get_attack(attack, num_classes=num_classes)
+    if attack == "replace":
+        return get_attack([get_attack("label_flip", num_classes=num_classes),
+                           get_attack("scale", **({} if attack_scale is None else {"boost": attack_scale}))])
     param = {"sign_flip": "scale", "scale": "boost", "gaussian": "std"}[attack]
     return get_attack(attack, **({} if attack_scale is None else {param: attack_scale}))
 

@@ -13,7 +13,7 @@
         --adaptive_clip_quantile) and prints the epsilon spent.
         --aggregator=median|trimmed_mean|krum|multi_krum|geometric_median|norm_bounding (--trim_fraction,
         --krum_byzantine, --multi_krum_m, --norm_bound) aggregates robustly; all but norm_bounding refuse --secure.
-        --attack=sign_flip|scale|gaussian|label_flip --malicious_fraction=F [--attack_scale=S] makes a seeded
+        --attack=sign_flip|scale|gaussian|label_flip|replace --malicious_fraction=F [--attack_scale=S] makes a seeded
         fraction of the clients attack; --compression=quantize|topk|randomk (--compression_bits,
         --compression_fraction) compresses each client update before DP clips it. The summary names both.
         --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
@@ -65,8 +65,8 @@ flags.DEFINE_integer("multi_krum_m", 1, "multi_krum: how many lowest-score updat
 flags.DEFINE_float("norm_bound", 1.0, "norm_bounding: L2 bound of each client update.")
 flags.DEFINE_enum("attack", "none", list(ATTACK_NAMES), "Simulated attack by --malicious_fraction of the clients.")
 flags.DEFINE_float("malicious_fraction", 0.0, "Fraction of the clients that attack (fixed for the run, seeded).")
-flags.DEFINE_float("attack_scale", None, "sign_flip: scale (default 1), scale: boost (default 10), gaussian: std "
-                   "(default 1).")
+flags.DEFINE_float("attack_scale", None, "sign_flip: scale (default 1), scale and replace: boost (default 10), "
+                   "gaussian: std (default 1). replace = label_flip, then scale (model replacement).")
 flags.DEFINE_enum("compression", "none", list(COMPRESSION_NAMES), "Update compression (client side, before DP).")
 flags.DEFINE_integer("compression_bits", None, "quantize: bits per value (default 8).")
 flags.DEFINE_float("compression_fraction", None, "topk / randomk: fraction of coordinates sent (default 0.01).")
