@@ -188,7 +188,7 @@ def plot(rows, path):
 
 def plot_robust(rows, path):
     """Final accuracy per defence, one group of bars per (attack, fraction); the attack-free FedAvg as a line."""
-    fig, ax = _axes((7, 3.5))
+    fig, ax = _axes((9, 3.5))
     cases = sorted({(r["attack"], r["fraction"]) for r in rows if r["attack"] != "none"})
     defences = list(dict.fromkeys(r["defence"] for r in rows if r["attack"] != "none"))
     width = 0.8 / max(1, len(defences))
@@ -202,7 +202,7 @@ def plot_robust(rows, path):
         ax.axhline(clean["test_acc"], color="gray", ls="--", label="no attack (FedAvg)")
     ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, [f"{a} {f:.0%}" for a, f in cases])
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
 
 
