@@ -1,23 +1,34 @@
-"""Accuracy against privacy: FedAvg on digits without DP and with central DP-FedAvg at several noise levels.
+"""Privacy and robustness side by side (issue 20): accuracy vs epsilon, defences under attack, compressed updates.
 
-Workload (issue 20): scikit-learn's 8x8 digits, `--clients` clients under Dirichlet(0.5) label skew (default 100),
-`--clients_per_round` per round (default 20), `--rounds` rounds, the CLI's digits CNN and client settings
-(`tfx_ext.apps.federated_experiments.run_experiment`); DP rows use `CentralDP` with clip norm `--clip_norm` and
-each noise multiplier of `--noise_multipliers`, epsilon at delta = 1 / N^1.1 from dp-accounting (fixed-size
-cohorts without replacement, replace-one, RDP: see `tfx_ext.federated.privacy`). `--secure` runs every row
-under SecAgg+ as well (central DP: the server adds the noise to the secure sum). Distributed DP (noise added by
-the clients inside secure aggregation) is not built yet, so its row is absent.
+Workload: scikit-learn's 8x8 digits, `--clients` clients under Dirichlet(0.5) label skew (default 100),
+`--clients_per_round` per round (default 20), `--rounds` rounds (default 30), the CLI's digits CNN and client
+settings (`tfx_ext.apps.federated_experiments.run_experiment`), mean over `--seeds`. One configuration for every
+section, so the plain FedAvg run is the no-DP row, the attack-free row and the float row alike (run once a seed).
 
-Reported per row (mean over seeds): final test accuracy, epsilon, the accuracy drop from the no-DP row. Writes
-`bench/results/<name>.json` and the curve `bench/results/<name>.png` (accuracy against epsilon).
+- `dp`: central DP-FedAvg (`CentralDP`, clip `--clip_norm`) at each of `--noise_multipliers`; epsilon at
+  delta = 1 / N^1.1 from dp-accounting (fixed-size cohorts without replacement, replace-one, RDP: see
+  `tfx_ext.federated.privacy`). `--secure` runs these rows under SecAgg+ too. Distributed DP (noise added by the
+  clients inside secure aggregation) is not built yet, so its row is absent.
+- `robust`: `--attacks` (sign_flip with scale `--sign_flip_scale`, scale with boost `--boost`: an honest update
+  boosted, replace: model replacement, flipped labels then boost `--boost`) by each of
+  `--fractions` of the clients, against each of `--defences`; trimmed mean trims the attack fraction per side,
+  Krum / Multi-Krum assume f = ceil(fraction x clients per round). Target: the best defence within 3 pt of the
+  attack-free FedAvg at fraction 0.25.
+- `compression`: StochasticQuantizer at `--bits`, TopK (error feedback) at `--topk` fractions, against float;
+  bytes up per client as the round metrics count them. Target: 8-bit within 0.5 pt of float at 4x fewer bytes.
 
-    .venv/bin/python -m bench.privacy                  # 100 clients, 20 per round, 30 rounds, 2 seeds
+Writes `bench/results/<name>.json`, `<name>.png` (accuracy vs epsilon), `<name>_robust.png` and
+`<name>_compression.png`.
+
+    .venv/bin/python -m bench.privacy                  # all sections, 2 seeds
+    .venv/bin/python -m bench.privacy --sections=robust --seeds=0
     .venv/bin/python -m bench.privacy --smoke          # seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 
@@ -26,24 +37,141 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def run_row(z, args, seed):
-    """One simulation: no DP when `z` is None, else central DP with noise multiplier `z`."""
+SECTIONS = ("dp", "robust", "compression")
+
+
+def run_row(args, seed, cache, **kw):
+    """One simulation with `run_experiment`'s keyword arguments `kw` (memoised per seed: the plain FedAvg run is
+    shared by the sections). A run that went NaN/Inf (FedAvg under a strong attack: every update rejected, or a
+    NaN final eval loss) is recorded as diverged, `{"diverged": <why>}`: argmax over NaN logits is no accuracy."""
     from tfx_ext.apps.federated_experiments import run_experiment
+    from tfx_ext.errors import MalformedUpdateError
 
-    dp = {} if z is None else {"dp": "central", "dp_options": {"noise_multiplier": z, "clip_norm": args.clip_norm}}
-    with tempfile.TemporaryDirectory() as out:
-        return run_experiment(out, dataset="digits", partition="dirichlet", alpha=0.5, clients=args.clients,
-                              clients_per_round=args.clients_per_round, rounds=args.rounds, seed=seed,
-                              eval_every=args.rounds, progress=False, secure=args.secure, **dp)
+    key = (seed, repr(sorted(kw.items())))
+    if key not in cache:
+        with tempfile.TemporaryDirectory() as out:
+            try:
+                cache[key] = run_experiment(out, dataset="digits", partition="dirichlet", alpha=0.5,
+                                            clients=args.clients, clients_per_round=args.clients_per_round,
+                                            rounds=args.rounds, seed=seed, eval_every=args.rounds, progress=False,
+                                            **kw)
+            except MalformedUpdateError as e:
+                cache[key] = {"diverged": str(e).split(". Rejected")[0]}
+        loss = cache[key].get("final_eval_loss")
+        if loss is not None and not math.isfinite(loss):
+            cache[key] = {"diverged": f"final eval loss {loss}"}
+    return cache[key]
 
 
-def plot(rows, path):
+def mean_row(args, seeds, cache, **kw) -> dict:
+    """Mean / std of the final test accuracy over the seeds that did not diverge (None when all did), how many
+    diverged, and the first finished seed's summary (epsilon, bytes, attackers)."""
+    runs = [run_row(args, seed, cache, **kw) for seed in seeds]
+    done = [r for r in runs if "diverged" not in r]
+    accs = [r["final_eval_accuracy"] for r in done]
+    return {"test_acc": float(np.mean(accs)) if accs else None, "test_acc_std": float(np.std(accs)) if accs else None,
+            "diverged": len(runs) - len(done), "summary": done[0] if done else {}}
+
+
+def dp_rows(args, seeds, cache):
+    rows = []
+    for z in [None] + [float(z) for z in args.noise_multipliers.split(",")]:
+        dp = {} if z is None else {"dp": "central", "dp_options": {"noise_multiplier": z, "clip_norm": args.clip_norm}}
+        m = mean_row(args, seeds, cache, secure=args.secure, **dp)
+        rows.append({"section": "dp", "method": "no DP" if z is None else "central DP", "noise_multiplier": z,
+                     "clip_norm": None if z is None else args.clip_norm, "epsilon": m["summary"].get("epsilon"),
+                     "delta": m["summary"].get("delta"), "test_acc": m["test_acc"], "test_acc_std": m["test_acc_std"],
+                     "secure": args.secure})
+    for row in rows:
+        row["acc_drop_pt"] = 100 * (rows[0]["test_acc"] - row["test_acc"])
+    return rows
+
+
+def defence_options(defence, fraction, args):
+    """The defence's parameters sized for the attack fraction (the server is told how many may be Byzantine)."""
+    f = math.ceil(fraction * args.clients_per_round)
+    return {"trimmed_mean": {"trim_fraction": fraction}, "krum": {"krum_byzantine": f},
+            "multi_krum": {"krum_byzantine": f, "multi_krum_m": max(1, args.clients_per_round - f)}}.get(defence, {})
+
+
+def robust_rows(args, seeds, cache):
+    clean = mean_row(args, seeds, cache)
+    rows = [{"section": "robust", "attack": "none", "fraction": 0.0, "defence": "fedavg", "attackers": 0,
+             "test_acc": clean["test_acc"], "test_acc_std": clean["test_acc_std"], "diverged_seeds": clean["diverged"],
+             "gap_to_clean_pt": 0.0}]
+    scales = {"sign_flip": args.sign_flip_scale, "scale": args.boost, "replace": args.boost}
+    for attack in args.attacks.split(","):
+        for fraction in [float(f) for f in args.fractions.split(",")]:
+            for defence in args.defences.split(","):
+                m = mean_row(args, seeds, cache, aggregator=defence,
+                             aggregator_options=defence_options(defence, fraction, args), attack=attack,
+                             malicious_fraction=fraction, attack_scale=scales.get(attack))
+                rows.append({"section": "robust", "attack": attack, "fraction": fraction, "defence": defence,
+                             "attackers": m["summary"].get("attackers"), "test_acc": m["test_acc"],
+                             "test_acc_std": m["test_acc_std"], "diverged_seeds": m["diverged"],
+                             "gap_to_clean_pt": None if m["test_acc"] is None else
+                             100 * (clean["test_acc"] - m["test_acc"])})
+                print(f"robust {attack} {fraction:g} {defence}: accuracy {m['test_acc']}, diverged {m['diverged']}",
+                      flush=True)
+    return rows
+
+
+def compression_rows(args, seeds, cache):
+    settings = [("float", "none", {})] + [(f"{b}-bit", "quantize", {"bits": int(b)}) for b in args.bits.split(",")]
+    settings += [(f"top-{float(f) * 100:g}%", "topk", {"fraction": float(f)}) for f in args.topk.split(",")]
+    rows = []
+    for label, compression, options in settings:
+        m = (mean_row(args, seeds, cache) if compression == "none" else
+             mean_row(args, seeds, cache, compression=compression, compression_options=options))
+        rows.append({"section": "compression", "method": label, "bytes_up_per_client":
+                     m["summary"]["bytes_up_per_client"], "test_acc": m["test_acc"], "test_acc_std": m["test_acc_std"]})
+    for row in rows:
+        row["bytes_ratio"] = rows[0]["bytes_up_per_client"] / row["bytes_up_per_client"]
+        row["acc_drop_pt"] = 100 * (rows[0]["test_acc"] - row["test_acc"])
+    return rows
+
+
+def target_notes(rows) -> list[str]:
+    """The issue's robust and compression targets, met or NOT met, from the measured rows."""
+    notes = []
+    robust = [r for r in rows if r["section"] == "robust" and r["fraction"] == 0.25]
+    for attack in sorted({r["attack"] for r in robust}):
+        best = min((r for r in robust if r["attack"] == attack and r["defence"] != "fedavg"
+                    and r["gap_to_clean_pt"] is not None),
+                   key=lambda r: r["gap_to_clean_pt"], default=None)
+        if best is not None:
+            verdict = "met" if best["gap_to_clean_pt"] <= 3 else "NOT met"
+            notes.append(f"robust target (best defence within 3 pt of attack-free at 25% {attack}): {verdict}: "
+                         f"{best['defence']} {best['test_acc']:.4f}, {best['gap_to_clean_pt']:+.1f} pt")
+    q8 = next((r for r in rows if r["section"] == "compression" and r["method"] == "8-bit"), None)
+    if q8 is not None:
+        verdict = "met" if q8["acc_drop_pt"] <= 0.5 else "NOT met"
+        notes.append(f"compression target (8-bit within 0.5 pt of float): {verdict}: {q8['acc_drop_pt']:+.2f} pt; "
+                     f"bytes {q8['bytes_ratio']:.2f}x fewer ({'met' if q8['bytes_ratio'] >= 4 else 'NOT met'} "
+                     "for 4x: 32 -> 8 bits per value plus float32 (min, max) per array and the float64 weight)")
+    return notes
+
+
+def _axes(figsize=(5, 3.5)):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    return plt.subplots(figsize=figsize)
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot(rows, path):
+    """Accuracy against epsilon (the dp section)."""
+    fig, ax = _axes()
     dp_rows = [r for r in rows if r["epsilon"] is not None]
     ax.plot([r["epsilon"] for r in dp_rows], [r["test_acc"] for r in dp_rows], "o-", label="central DP-FedAvg")
     for r in dp_rows:
@@ -55,13 +183,44 @@ def plot(rows, path):
     ax.set_xlabel("epsilon (delta = 1 / N^1.1)")
     ax.set_ylabel("test accuracy")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def plot_robust(rows, path):
+    """Final accuracy per defence, one group of bars per (attack, fraction); the attack-free FedAvg as a line."""
+    fig, ax = _axes((9, 3.5))
+    cases = sorted({(r["attack"], r["fraction"]) for r in rows if r["attack"] != "none"})
+    defences = list(dict.fromkeys(r["defence"] for r in rows if r["attack"] != "none"))
+    width = 0.8 / max(1, len(defences))
+    for j, defence in enumerate(defences):
+        accs = [next((r["test_acc"] for r in rows if (r["attack"], r["fraction"], r["defence"]) == (*c, defence)),
+                     None) for c in cases]
+        accs = [0.0 if a is None else a for a in accs]  # diverged on every seed: no bar
+        ax.bar(np.arange(len(cases)) + j * width, accs, width, label=defence)
+    clean = next((r for r in rows if r["attack"] == "none"), None)
+    if clean is not None:
+        ax.axhline(clean["test_acc"], color="gray", ls="--", label="no attack (FedAvg)")
+    ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, [f"{a} {f:.0%}" for a, f in cases])
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def plot_compression(rows, path):
+    """Accuracy against bytes up per client (log scale)."""
+    fig, ax = _axes()
+    ax.plot([r["bytes_up_per_client"] for r in rows], [r["test_acc"] for r in rows], "o")
+    for r in rows:
+        ax.annotate(r["method"], (r["bytes_up_per_client"], r["test_acc"]), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes up per client per round")
+    ax.set_ylabel("test accuracy")
+    _save(fig, path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of dp,robust,compression")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--clients_per_round", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=30)
@@ -69,40 +228,54 @@ def main(argv=None):
     parser.add_argument("--clip_norm", type=float, default=1.0)
     parser.add_argument("--noise_multipliers", default="0.5,1.0,2.0")
     parser.add_argument("--secure", default="none", choices=["none", "secagg", "secagg+"])
+    parser.add_argument("--attacks", default="sign_flip,scale,replace")
+    parser.add_argument("--fractions", default="0.1,0.25")
+    parser.add_argument("--defences", default="fedavg,median,trimmed_mean,krum,geometric_median")
+    parser.add_argument("--sign_flip_scale", type=float, default=4.0)
+    parser.add_argument("--boost", type=float, default=10.0)
+    parser.add_argument("--bits", default="8,4,2")
+    parser.add_argument("--topk", default="0.01,0.1")
     parser.add_argument("--name", default="privacy")
     parser.add_argument("--results_dir", default=None)
-    parser.add_argument("--smoke", action="store_true", help="10 clients, 5 per round, 2 rounds, 1 seed")
+    parser.add_argument("--smoke", action="store_true", help="10 clients, 5 per round, 2 rounds, 1 seed, few rows")
     args = parser.parse_args(argv)
+    sections = args.sections.split(",")
+    if not sections or set(sections) - set(SECTIONS):
+        parser.error(f"--sections must be a comma-separated subset of {','.join(SECTIONS)}; got {args.sections!r}")
     if args.smoke:
         args.clients, args.clients_per_round, args.rounds, args.seeds = 10, 5, 2, "0"
         args.noise_multipliers, args.name = "1.0", f"{args.name}_smoke"
+        args.attacks, args.fractions, args.defences, args.bits, args.topk = "sign_flip", "0.25", "fedavg,median", "8", "0.1"
 
-    from bench.harness import RESULTS_DIR, Benchmark
+    from bench.harness import RESULTS_DIR, Benchmark, format_table
 
     results_dir = args.results_dir or RESULTS_DIR
     seeds = [int(s) for s in args.seeds.split(",")]
     config = {k: v for k, v in vars(args).items() if k not in ("results_dir", "name")}
     bench = Benchmark(args.name, config=config, results_dir=results_dir)
-    noise = [None] + [float(z) for z in args.noise_multipliers.split(",")]
-    rows = []
-    for z in noise:
-        runs = [run_row(z, args, seed) for seed in seeds]
-        acc = float(np.mean([r["final_eval_accuracy"] for r in runs]))
-        row = {"method": "no DP" if z is None else "central DP", "noise_multiplier": z,
-               "clip_norm": None if z is None else args.clip_norm, "epsilon": runs[0]["epsilon"],
-               "delta": runs[0]["delta"], "test_acc": acc, "test_acc_std": float(np.std(
-                   [r["final_eval_accuracy"] for r in runs])), "secure": args.secure}
-        rows.append(row)
-        print(f"{row['method']:10s} z={z}: accuracy {acc:.4f}, epsilon {row['epsilon']}", flush=True)
-    base = rows[0]["test_acc"]
+    cache, rows = {}, []
+    makers = {"dp": dp_rows, "robust": robust_rows, "compression": compression_rows}
+    for section in SECTIONS:
+        if section in sections:
+            rows += makers[section](args, seeds, cache)
     for row in rows:
-        row["acc_drop_pt"] = 100 * (base - row["test_acc"])
         bench.add_row(row)
-    bench.note("distributed DP (client noise inside secure aggregation) is not built: no row")
-    doc = bench.finish()
-    png = os.path.join(str(results_dir), f"{args.name}.png")
-    plot(rows, png)
-    print(f"wrote {png}")
+    if "dp" in sections:
+        bench.note("distributed DP (client noise inside secure aggregation) is not built: no row")
+    for text in target_notes(rows):
+        bench.note(text)
+    doc = bench.finish(print_table=False)
+    for section in SECTIONS:
+        section_rows = [{k: v for k, v in r.items() if k != "section"} for r in rows if r["section"] == section]
+        if section_rows:
+            print(f"\n== {args.name}: {section} ==\n{format_table(section_rows)}")
+    for text in bench.notes:
+        print(f"note: {text}")
+    for section, plotter in (("dp", plot), ("robust", plot_robust), ("compression", plot_compression)):
+        if section in sections:
+            png = os.path.join(str(results_dir), f"{args.name}{'' if section == 'dp' else '_' + section}.png")
+            plotter([r for r in rows if r["section"] == section], png)
+            print(f"wrote {png}")
     return doc
 
 

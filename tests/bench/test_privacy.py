@@ -1,6 +1,9 @@
-"""Smoke run of bench/privacy.py: a no-DP row and a central-DP row whose epsilon is dp-accounting's."""
+"""Smoke run of bench/privacy.py: every section's rows come from the runs (dp-accounting's epsilon, the attackers
+`choose_malicious` picks, the bytes the digits CNN's 9,930 parameters take on the wire)."""
 
 import json
+
+import pytest
 
 from bench import privacy
 from tfx_ext.federated import DPAccountant
@@ -8,10 +11,46 @@ from tfx_ext.federated import DPAccountant
 
 def test_privacy_bench_smoke(tmp_path):
     doc = privacy.main(["--smoke", f"--results_dir={tmp_path}"])
-    rows = {r["method"]: r for r in doc["rows"]}
-    assert set(rows) == {"no DP", "central DP"}
-    assert rows["no DP"]["epsilon"] is None and rows["no DP"]["acc_drop_pt"] == 0
+    dp = {r["method"]: r for r in doc["rows"] if r["section"] == "dp"}
+    assert set(dp) == {"no DP", "central DP"}
+    assert dp["no DP"]["epsilon"] is None and dp["no DP"]["acc_drop_pt"] == 0
     want = DPAccountant(population_size=10, cohort_size=5, noise_multiplier=1.0).epsilon(2, 1 / 10**1.1)
-    assert rows["central DP"]["epsilon"] == want
-    assert (tmp_path / "privacy_smoke.png").stat().st_size > 0
+    assert dp["central DP"]["epsilon"] == want
+
+    robust = {(r["attack"], r["defence"]): r for r in doc["rows"] if r["section"] == "robust"}
+    assert set(robust) == {("none", "fedavg"), ("sign_flip", "fedavg"), ("sign_flip", "median")}
+    assert robust["none", "fedavg"]["test_acc"] == dp["no DP"]["test_acc"]  # one shared plain FedAvg run
+    assert [robust["sign_flip", d]["attackers"] for d in ("fedavg", "median")] == [2, 2]  # round(0.25 x 10) = 2 (half to even)
+    for r in robust.values():
+        assert r["gap_to_clean_pt"] == pytest.approx(100 * (robust["none", "fedavg"]["test_acc"] - r["test_acc"]))
+    # 4x sign flip by 2 of 10 clients: FedAvg's accuracy differs from the clean run's (the attack really ran)
+    assert robust["sign_flip", "fedavg"]["test_acc"] != robust["none", "fedavg"]["test_acc"]
+
+    comp = {r["method"]: r for r in doc["rows"] if r["section"] == "compression"}
+    assert list(comp) == ["float", "8-bit", "top-10%"]
+    assert comp["float"]["bytes_up_per_client"] == 9930 * 4 + 8
+    assert comp["8-bit"]["bytes_up_per_client"] == 9930 + 6 * 8 + 8
+    assert comp["top-10%"]["bytes_up_per_client"] == 993 * 8 + 8
+    assert comp["8-bit"]["bytes_ratio"] == pytest.approx((9930 * 4 + 8) / (9930 + 56))
+
+    notes = doc["notes"]
+    assert any(n.startswith("robust target") and "sign_flip" in n for n in notes)
+    assert any(n.startswith("compression target") for n in notes)
+    for png in ("privacy_smoke.png", "privacy_smoke_robust.png", "privacy_smoke_compression.png"):
+        assert (tmp_path / png).stat().st_size > 0, png
     assert json.loads((tmp_path / "privacy_smoke.json").read_text())["config"]["smoke"] is True
+
+
+def test_privacy_bench_sections_flag(tmp_path):
+    with pytest.raises(SystemExit):
+        privacy.main(["--smoke", "--sections=dp,backdoor", f"--results_dir={tmp_path}"])
+
+
+def test_privacy_bench_records_a_diverged_run(tmp_path):
+    """FedAvg under a 1e30x sign flip goes NaN: the row says so (no accuracy) instead of ending the benchmark."""
+    doc = privacy.main(["--smoke", "--sections=robust", "--sign_flip_scale=1e30", f"--results_dir={tmp_path}"])
+    robust = {(r["attack"], r["defence"]): r for r in doc["rows"]}
+    assert robust["sign_flip", "fedavg"]["diverged_seeds"] == 1 and robust["sign_flip", "fedavg"]["test_acc"] is None
+    assert robust["sign_flip", "fedavg"]["gap_to_clean_pt"] is None
+    assert robust["none", "fedavg"]["diverged_seeds"] == 0 and robust["none", "fedavg"]["test_acc"] > 0
+    assert {r["section"] for r in doc["rows"]} == {"robust"}

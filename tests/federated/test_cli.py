@@ -171,3 +171,92 @@ def test_cli_simulate_with_litert_clients(tmp_path):
     bad = subprocess.run(cmd[:-2] + [f"--output_dir={tmp_path / 'bad'}", "--aggregator=fedprox"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and "proximal term" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----- robust aggregators, attacks and compression from the CLI (issue 20) ------------------------------------------
+@pytest.mark.parametrize("name, options, attr, want", [
+    ("median", {}, None, None), ("trimmed_mean", {"trim_fraction": 0.25}, "beta", 0.25),
+    ("krum", {"krum_byzantine": 1}, "f", 1), ("multi_krum", {"krum_byzantine": 1, "multi_krum_m": 2}, "m", 2),
+    ("geometric_median", {}, None, None), ("norm_bounding", {"norm_bound": 0.5}, "bound", 0.5)])
+def test_run_experiment_with_each_robust_aggregator(tmp_path, name, options, attr, want):
+    from tfx_ext.apps.federated_experiments import make_aggregator, run_experiment
+
+    assert type(make_aggregator(name, **options)).__name__.lower().replace("_", "") == name.replace("_", "")
+    if attr is not None:
+        assert getattr(make_aggregator(name, **options), attr) == want
+    summary = run_experiment(tmp_path, clients=8, clients_per_round=4, rounds=2, progress=False, aggregator=name,
+                             aggregator_options=options)
+    assert summary["aggregator"] == name and summary["rounds"] == 2 and summary["final_eval_accuracy"] > 0.15
+
+
+@pytest.mark.parametrize("attack, scale", [("sign_flip", 2.0), ("scale", 5.0), ("gaussian", None),
+                                           ("label_flip", None), ("replace", 5.0)])
+def test_run_experiment_under_attack_records_the_attackers(tmp_path, attack, scale):
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    summary = run_experiment(tmp_path, clients=8, clients_per_round=8, rounds=2, progress=False, aggregator="median",
+                             attack=attack, malicious_fraction=0.25, attack_scale=scale)
+    assert summary["attack"] == attack and summary["attackers"] == 2 and summary["malicious_fraction"] == 0.25
+    rounds = History.from_json(tmp_path / "history.json").to_records()
+    # every client is sampled each round, so each round sees exactly the 2 = 0.25 x 8 attackers
+    assert [r["aggregator/num_attackers"] for r in rounds] == [2, 2]
+
+
+def test_run_experiment_compression_counts_the_bytes_each_client_sends(tmp_path):
+    """The digits CNN has 9,930 parameters in 6 arrays (160 + 4,640 + 5,130); a float payload is 4 bytes a value
+    plus the float64 weight, 8-bit quantization 1 byte a value plus float32 (min, max) per array, top-10% keeps
+    ceil(993) (int32 index, float32 value) pairs."""
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    def run(sub, **kw):
+        return run_experiment(tmp_path / sub, clients=8, clients_per_round=4, rounds=2, progress=False, **kw)
+
+    assert run("float")["bytes_up_per_client"] == 9930 * 4 + 8
+    q = run("q8", compression="quantize", compression_options={"bits": 8}, dp="central",
+            dp_options={"noise_multiplier": 0.5, "clip_norm": 1.0})
+    assert q["bytes_up_per_client"] == 9930 + 6 * 8 + 8 and q["compression"] == "quantize"
+    assert q["compression_options"] == ["StochasticQuantizer(bits=8)"] and q["epsilon"] > 0
+    top = run("topk", compression="topk", compression_options={"fraction": 0.1})
+    assert top["bytes_up_per_client"] == 993 * 8 + 8 and top["final_eval_accuracy"] > 0.15
+
+
+def test_bad_attack_and_compression_settings_are_named():
+    from tfx_ext.apps.federated_experiments import make_attack, make_compression
+
+    with pytest.raises(ValueError, match="`malicious_fraction` and `attack_scale` need an `attack`"):
+        make_attack("none", malicious_fraction=0.1)
+    with pytest.raises(ValueError, match=r"needs `malicious_fraction` in \(0, 1\]"):
+        make_attack("sign_flip")
+    with pytest.raises(ValueError, match="`attack` must be one of"):
+        make_attack("backdoor", malicious_fraction=0.1)
+    assert make_attack("scale", malicious_fraction=0.1, attack_scale=3.0).boost == 3.0
+    replace = make_attack("replace", malicious_fraction=0.1, attack_scale=3.0, num_classes=10)
+    assert replace.name == "label_flip+scale" and replace.label_flip.num_classes == 10
+    assert replace.attacks[1].boost == 3.0
+    with pytest.raises(ValueError, match="`compression_bits` needs `compression='quantize'`"):
+        make_compression("topk", bits=4)
+    assert make_compression("none") == [] and make_compression("quantize", bits=2)[0].bits == 2
+
+
+@pytest.mark.slow  # fresh Python processes importing TensorFlow
+def test_cli_robust_attack_and_compression_flags(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    base = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--clients=10", "--clients_per_round=5",
+            "--rounds=2", "--progress=false"]
+    out = tmp_path / "attacked"
+    proc = subprocess.run(base + ["--aggregator=trimmed_mean", "--trim_fraction=0.2", "--attack=sign_flip",
+                                  "--malicious_fraction=0.2", "--attack_scale=3", f"--output_dir={out}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "attack                sign_flip: 2 malicious clients (fraction 0.2)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["aggregator"] == "trimmed_mean" and summary["attackers"] == 2
+    out = tmp_path / "compressed"
+    proc = subprocess.run(base + ["--compression=quantize", "--compression_bits=4", f"--output_dir={out}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"compression           StochasticQuantizer(bits=4): {4965 + 48 + 8:,} bytes up per client" in proc.stdout
+    bad = subprocess.run(base + ["--aggregator=median", "--secure=secagg", f"--output_dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and "Secure aggregation cannot be used with Median" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -24,7 +24,9 @@ from tfx_ext.federated.simulation import simulate
 DATASETS = ("digits", "speech_commands")
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
 KEYWORD_LABELS = "12"  # The Speech Commands label view of the keyword workload.
-AGGREGATOR_NAMES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched")
+AGGREGATOR_NAMES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched", "median", "trimmed_mean",
+                    "krum", "multi_krum", "geometric_median", "norm_bounding")
+ROBUST_NAMES = AGGREGATOR_NAMES[7:]  # `tfx_ext.federated.robust`: Byzantine-robust, by name
 SECURE = ("none", "secagg", "secagg+")
 # Defaults that learn: FedAvg on Dirichlet(0.5) digits, 16 clients, 8 per round, 8 rounds reaches >= 0.85 with
 # client SGD(0.1) and 2 local epochs (0.62 with the former 0.05 and 1 epoch).
@@ -102,11 +104,14 @@ def make_client_data(x, y, ids, *, partition: str, clients: int, alpha: float = 
 
 
 def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = None, model_fn=None,
-                    class_counts=None):
+                    class_counts=None, trim_fraction: float = 0.1, krum_byzantine: int = 1, multi_krum_m: int = 1,
+                    norm_bound: float = 1.0):
     """An aggregator by CLI name, with the server learning rate where it applies.
 
     "fedma" is server-side matched averaging (`FedMA`), "matched" client-side matching (`ClientSideMatching`,
     which composes with secure aggregation); both need `model_fn` (and use `class_counts` for the output layer).
+    The robust ones (`ROBUST_NAMES`) take `trim_fraction` (trimmed_mean's beta), `krum_byzantine` (Krum's f),
+    `multi_krum_m` and `norm_bound`; median, trimmed mean, Krum and geometric median refuse `secure=` by name.
     """
     name = name.lower()
     if name not in AGGREGATOR_NAMES:
@@ -124,9 +129,14 @@ def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = No
         return agg.get(name, learning_rate=server_lr if server_lr is not None else 1e-2)
     if name == "fedavgm":
         return agg.FedAvgM(learning_rate=server_lr if server_lr is not None else 1.0)
+    server_sgd = agg.ServerSGD(server_lr) if server_lr not in (None, 1.0) else None
     if name == "fedavg":
-        return agg.FedAvg(server_optimizer=agg.ServerSGD(server_lr) if server_lr not in (None, 1.0) else None)
-    return agg.get(name)
+        return agg.FedAvg(server_optimizer=server_sgd)
+    import tfx_ext.federated.robust  # noqa: F401  (registers the robust names with `aggregators.get`)
+
+    options = {"trimmed_mean": {"beta": trim_fraction}, "krum": {"f": krum_byzantine},
+               "multi_krum": {"f": krum_byzantine, "m": multi_krum_m}, "norm_bounding": {"bound": norm_bound}}
+    return agg.get(name, server_optimizer=server_sgd, **options.get(name, {}))
 
 
 def make_secure(secure: str = "none", *, threshold=None, dropout_rate: float = 0.0, consistency_check: bool = False,
@@ -170,19 +180,74 @@ def make_privacy(dp: str = "none", *, population_size: int, cohort_size: int, ro
                       target_delta=target_delta, adaptive_clip_quantile=adaptive_clip_quantile)]
 
 
+ATTACK_NAMES = ("none", "sign_flip", "scale", "gaussian", "label_flip", "replace")
+
+
+def make_attack(attack: str = "none", *, malicious_fraction: float = 0.0, attack_scale=None, num_classes: int = 10):
+    """The attack object for `attack` (None for "none"); `attack_scale` is sign_flip's scale, scale's boost or
+    gaussian's std (each attack's default when None). "replace" is model replacement of a poisoned model
+    (Bagdasaryan et al. 2020): train on flipped labels, then boost the update by `attack_scale` (default 10).
+    `run_experiment` applies it with `attacks.with_attack`."""
+    check_choice("attack", attack, ATTACK_NAMES)
+    if attack == "none":
+        if malicious_fraction or attack_scale is not None:
+            raise ValueError("`malicious_fraction` and `attack_scale` need an `attack` (sign_flip, scale, gaussian or "
+                             f"label_flip). Received: attack='none', malicious_fraction={malicious_fraction}")
+        return None
+    from tfx_ext.federated.attacks import get_attack
+
+    if not 0 < malicious_fraction <= 1:
+        raise ValueError(f"`attack={attack!r}` needs `malicious_fraction` in (0, 1]. "
+                         f"Received: malicious_fraction={malicious_fraction}")
+    if attack == "label_flip":
+        if attack_scale is not None:
+            raise ValueError(f"`attack_scale` does not apply to attack='label_flip'. Received: {attack_scale}")
+        return get_attack(attack, num_classes=num_classes)
+    if attack == "replace":
+        return get_attack([get_attack("label_flip", num_classes=num_classes),
+                           get_attack("scale", **({} if attack_scale is None else {"boost": attack_scale}))])
+    param = {"sign_flip": "scale", "scale": "boost", "gaussian": "std"}[attack]
+    return get_attack(attack, **({} if attack_scale is None else {param: attack_scale}))
+
+
+COMPRESSION_NAMES = ("none", "quantize", "topk", "randomk")
+
+
+def make_compression(compression: str = "none", *, bits=None, fraction=None, error_feedback: bool = True):
+    """`[StochasticQuantizer(bits)]` (default 8), `[TopK(fraction)]` / `[RandomK(fraction)]` (default 0.01, with
+    error feedback), `[]` for "none". `run_experiment` puts them before DP's postprocessor in `postprocessors=`,
+    so a client compresses, then clips: the update DP's sensitivity bounds is the one on the wire."""
+    check_choice("compression", compression, COMPRESSION_NAMES)
+    if compression != "quantize" and bits is not None or compression not in ("topk", "randomk") and fraction is not None:
+        raise ValueError("`compression_bits` needs `compression='quantize'` and `compression_fraction` "
+                         f"`compression='topk'` or `'randomk'`. Received: compression={compression!r}, bits={bits}, "
+                         f"fraction={fraction}")
+    from tfx_ext.federated import compression as comp
+
+    if compression == "none":
+        return []
+    if compression == "quantize":
+        return [comp.StochasticQuantizer(8 if bits is None else bits)]
+    cls = comp.TopK if compression == "topk" else comp.RandomK
+    return [cls(0.01 if fraction is None else fraction, error_feedback=error_feedback)]
+
+
 def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="dirichlet", alpha=0.5,
                    shards_per_client=2, clients=100, clients_per_round=10, rounds=20,
                    local_epochs=DEFAULT_LOCAL_EPOCHS, batch_size=16, client_optimizer="sgd",
                    client_lr=DEFAULT_CLIENT_LR, aggregator="fedavg", mu=0.01, server_lr=None, eval_every=1, seed=0,
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
                    secure_threshold=None, dropout_rate=0.0, consistency_check=False, threat_model="semi-malicious",
-                   dp="none", dp_options=None, client_runtime="keras") -> dict:
+                   dp="none", dp_options=None, client_runtime="keras", aggregator_options=None, attack="none",
+                   malicious_fraction=0.0, attack_scale=None, compression="none", compression_options=None) -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
     `secure`, `secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` configure secure
     aggregation (`make_secure`); `dp` and `dp_options` (keyword arguments of `make_privacy`) differential
-    privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`); `client_runtime` is "keras" or
-    "litert" (`simulate`).
+    privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`, whose robust parameters
+    `aggregator_options` holds); `attack`, `malicious_fraction` and `attack_scale` an attack (`make_attack`);
+    `compression` and `compression_options` (`bits`, `fraction`) update compression (`make_compression`);
+    `client_runtime` is "keras" or "litert" (`simulate`).
     """
     import keras
 
@@ -195,6 +260,9 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                           shards_per_client=shards_per_client, seed=seed)
     privacy = make_privacy(dp, population_size=len(cd), cohort_size=min(clients_per_round, len(cd)), rounds=rounds,
                            **(dp_options or {}))
+    compressors = make_compression(compression, **(compression_options or {}))
+    threat = make_attack(attack, malicious_fraction=malicious_fraction, attack_scale=attack_scale,
+                         num_classes=num_classes)
     if dataset == "digits":
         def model_fn():
             return digits_cnn(num_classes, seed=seed)
@@ -203,17 +271,23 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
             return keyword_cnn(x_tr.shape[1:], num_classes, seed=seed)
     optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
     opt = optimizers[check_choice("client_optimizer", client_optimizer, optimizers)](client_lr)
+    aggregator_obj = make_aggregator(aggregator, mu=mu, server_lr=server_lr, model_fn=model_fn, class_counts=cd,
+                                     **(aggregator_options or {}))
+    if threat is not None:
+        from tfx_ext.federated.attacks import with_attack
+
+        cd, aggregator_obj = with_attack(cd, aggregator_obj, threat, fraction=malicious_fraction, seed=seed)
     label_png = plot_label_distribution(cd, os.path.join(output_dir, "label_distribution.png"),
                                         num_classes=num_classes)
     t0 = time.perf_counter()
     history, model = simulate(
         model_fn, cd, rounds=rounds, clients_per_round=min(clients_per_round, len(cd)), local_epochs=local_epochs,
         batch_size=batch_size, client_optimizer=opt,
-        aggregator=make_aggregator(aggregator, mu=mu, server_lr=server_lr, model_fn=model_fn, class_counts=cd),
+        aggregator=aggregator_obj,
         secure=secure_sum, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), eval_data=(x_te, y_te),
         eval_every=eval_every, strategy=strategy, seed=seed, log_dir=output_dir,
         checkpoint_dir=os.path.join(output_dir, "checkpoint") if (checkpoint or resume) else None, resume=resume,
-        progress=progress, postprocessors=privacy, client_runtime=client_runtime,
+        progress=progress, postprocessors=compressors + privacy, client_runtime=client_runtime,
     )
     wall = time.perf_counter() - t0
     curve = plot_history(history, os.path.join(output_dir, "learning_curve.png"),
@@ -231,6 +305,13 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         "epsilon": privacy[0].epsilon() if privacy else None,
         "delta": privacy[0].target_delta if privacy else None,
         "noise_multiplier": privacy[0].noise_multiplier if privacy else None,
+        "attack": attack,
+        "malicious_fraction": malicious_fraction if threat is not None else None,
+        "attackers": len(aggregator_obj.malicious) if threat is not None else 0,
+        "compression": compression,
+        "compression_options": [repr(p) for p in compressors],
+        "bytes_up_per_client": (sum(r["bytes_up"] for r in history.rounds)
+                                / max(1, sum(r.get("clients_accepted", 0) for r in history.rounds))),
         "client_runtime": client_runtime,
         "failed_rounds": int(sum(r.get("round_failed", 0) for r in history)),
         "clients": len(cd),
@@ -267,5 +348,6 @@ def run_federated_demo(output_dir, *, rounds: int = 30, clients: int = 100, clie
                           client_lr=0.1, batch_size=16, seed=seed, eval_every=max(1, rounds // 10), progress=progress)
 
 
-__all__ = ["AGGREGATOR_NAMES", "DP_MODES", "SECURE", "digits_cnn", "keyword_cnn", "load_dataset", "make_client_data",
-           "make_aggregator", "make_privacy", "make_secure", "run_experiment", "run_federated_demo"]
+__all__ = ["AGGREGATOR_NAMES", "ATTACK_NAMES", "COMPRESSION_NAMES", "DP_MODES", "ROBUST_NAMES", "SECURE", "digits_cnn",
+           "keyword_cnn", "load_dataset", "make_aggregator", "make_attack", "make_client_data", "make_compression",
+           "make_privacy", "make_secure", "run_experiment", "run_federated_demo"]

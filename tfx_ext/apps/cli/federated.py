@@ -11,6 +11,11 @@
         counted (summary: failed_rounds).
         --dp=central adds DP-FedAvg (--clip_norm, --noise_multiplier or --target_epsilon, --target_delta,
         --adaptive_clip_quantile) and prints the epsilon spent.
+        --aggregator=median|trimmed_mean|krum|multi_krum|geometric_median|norm_bounding (--trim_fraction,
+        --krum_byzantine, --multi_krum_m, --norm_bound) aggregates robustly; all but norm_bounding refuse --secure.
+        --attack=sign_flip|scale|gaussian|label_flip|replace --malicious_fraction=F [--attack_scale=S] makes a seeded
+        fraction of the clients attack; --compression=quantize|topk|randomk (--compression_bits,
+        --compression_fraction) compresses each client update before DP clips it. The summary names both.
         --dataset=speech_commands needs --data_dir (a Speech Commands directory, e.g. from `tfx-ext data
         synthesize`); --partition=natural splits it by speaker.
         --client_runtime=litert trains every client through the model's LiteRT training signatures (what a phone
@@ -28,8 +33,8 @@ from absl import flags
 from tfx_ext.errors import TfxExtError
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
-from tfx_ext.apps.federated_experiments import (DATASETS, DEFAULT_CLIENT_LR, DEFAULT_LOCAL_EPOCHS, PARTITIONS,
-                                                run_experiment)
+from tfx_ext.apps.federated_experiments import (AGGREGATOR_NAMES, ATTACK_NAMES, COMPRESSION_NAMES, DATASETS,
+                                                DEFAULT_CLIENT_LR, DEFAULT_LOCAL_EPOCHS, PARTITIONS, run_experiment)
 from tfx_ext.distribute import is_chief, remove_temp_dirpath, write_dirpath
 
 FLAGS = flags.FLAGS
@@ -49,8 +54,22 @@ flags.DEFINE_integer("local_epochs", DEFAULT_LOCAL_EPOCHS, "Local epochs per cli
 flags.DEFINE_integer("batch_size", 16, "Local batch size.", lower_bound=1)
 flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
 flags.DEFINE_float("client_lr", DEFAULT_CLIENT_LR, "Client learning rate.", lower_bound=0.0)
-flags.DEFINE_enum("aggregator", "fedavg", ["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched"],
-                  "Aggregator (fedma: server-side matched averaging; matched: client-side matching).")
+flags.DEFINE_enum("aggregator", "fedavg", list(AGGREGATOR_NAMES),
+                  "Aggregator (fedma: server-side matched averaging; matched: client-side matching; median, "
+                  "trimmed_mean, krum, multi_krum, geometric_median: Byzantine-robust, refuse --secure; "
+                  "norm_bounding: clients clip, composes with --secure).")
+flags.DEFINE_float("trim_fraction", 0.1, "trimmed_mean: fraction trimmed at each end, in [0, 0.5).")
+flags.DEFINE_integer("krum_byzantine", 1, "krum / multi_krum: the number f of Byzantine clients tolerated.",
+                     lower_bound=0)
+flags.DEFINE_integer("multi_krum_m", 1, "multi_krum: how many lowest-score updates are averaged.", lower_bound=1)
+flags.DEFINE_float("norm_bound", 1.0, "norm_bounding: L2 bound of each client update.")
+flags.DEFINE_enum("attack", "none", list(ATTACK_NAMES), "Simulated attack by --malicious_fraction of the clients.")
+flags.DEFINE_float("malicious_fraction", 0.0, "Fraction of the clients that attack (fixed for the run, seeded).")
+flags.DEFINE_float("attack_scale", None, "sign_flip: scale (default 1), scale and replace: boost (default 10), "
+                   "gaussian: std (default 1). replace = label_flip, then scale (model replacement).")
+flags.DEFINE_enum("compression", "none", list(COMPRESSION_NAMES), "Update compression (client side, before DP).")
+flags.DEFINE_integer("compression_bits", None, "quantize: bits per value (default 8).")
+flags.DEFINE_float("compression_fraction", None, "topk / randomk: fraction of coordinates sent (default 0.01).")
 flags.DEFINE_enum("client_runtime", "keras", ["keras", "litert"],
                   "How clients train: one compiled Keras graph, or LiteRT training signatures (on-device).")
 flags.DEFINE_enum("secure", "none", ["none", "secagg", "secagg+"], "Secure aggregation of the client updates.")
@@ -89,6 +108,11 @@ def format_summary(summary: dict) -> str:
         *([f"  failed rounds         {summary['failed_rounds']}"] if secure else []),
         *([f"  privacy               epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2g} "
            f"(noise multiplier {summary['noise_multiplier']:.3f})"] if summary.get("epsilon") is not None else []),
+        *([f"  attack                {summary['attack']}: {summary['attackers']} malicious clients "
+           f"(fraction {summary['malicious_fraction']:g})"] if summary.get("attack", "none") != "none" else []),
+        *([f"  compression           {', '.join(summary['compression_options'])}: "
+           f"{summary['bytes_up_per_client']:,.0f} bytes up per client"]
+          if summary.get("compression", "none") != "none" else []),
         f"  wall time             {summary['wall_time_s']:.1f} s",
         f"  bytes down / up       {summary['bytes_down']:,} / {summary['bytes_up']:,}",
         f"  history               {summary['history_json']}",
@@ -140,6 +164,11 @@ def _simulate():
                                  if getattr(FLAGS, k) is not None} | ({"clip_norm": FLAGS.clip_norm}
                                                                       if FLAGS.dp != "none" else {}),
         client_runtime=FLAGS.client_runtime,
+        aggregator_options={k: getattr(FLAGS, k) for k in ("trim_fraction", "krum_byzantine", "multi_krum_m",
+                                                           "norm_bound")},
+        attack=FLAGS.attack, malicious_fraction=FLAGS.malicious_fraction, attack_scale=FLAGS.attack_scale,
+        compression=FLAGS.compression, compression_options={"bits": FLAGS.compression_bits,
+                                                            "fraction": FLAGS.compression_fraction},
     )
     if strategy is not None:
         if not is_chief(strategy):
