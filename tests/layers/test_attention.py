@@ -84,3 +84,31 @@ def test_bad_arguments_are_named():
         StreamingMultiHeadAttention(num_heads=2, key_dim=3, window=0)
     with pytest.raises(ValueError, match=r"expects inputs \(batch, time, features\)"):
         StreamingMultiHeadAttention(num_heads=2, key_dim=3, window=2)(np.zeros((2, 3), "float32"))
+
+
+@pytest.mark.parametrize("mode", ["stream_internal_state", "stream_external_state"])
+def test_int8_streaming_agrees_with_the_float_model(mode):
+    from tests.export.conftest import BINS, CLASSES, FRAMES, synthetic
+    from tfx_ext.lite.convert import to_tflite
+    from tfx_ext.lite.int8 import non_integer_ops, streaming_calibration_data
+    from tfx_ext.lite.verification import verify
+    from tfx_ext.streaming.convert import to_streaming
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((FRAMES, BINS), name="features")
+    x = keras.layers.Dense(8, activation="relu", name="proj")(inputs)
+    x = keras.layers.Add(name="residual")([x, StreamingMultiHeadAttention(num_heads=2, key_dim=4, window=4,
+                                                                         name="attention")(x)])
+    x = Stream(keras.layers.GlobalAveragePooling1D(), name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax", name="probs")(x))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    (x_train, y_train), test = synthetic(256, 0), synthetic(128, 1)
+    model.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
+    stream = to_streaming(model, mode, batch_size=1)
+    flatbuffer = to_tflite(stream.model, quantize="int8",
+                           representative_data=streaming_calibration_data(stream, x_train[:48]))
+    assert non_integer_ops(flatbuffer) == []
+    result = verify(model, flatbuffer, test)
+    print(f"\nint8 attention/{mode}: agreement {result.agreement:.3f}, accuracy float {result.accuracy_model:.3f} "
+          f"int8 {result.accuracy_tflite:.3f}")
+    assert result.accuracy_model >= 0.9 and result.agreement >= 0.97
