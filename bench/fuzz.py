@@ -208,7 +208,7 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
                 width = 2 * op["units"] if op["op"] == "bidirectional" else op["units"]
             continue
         choices = ["conv", "dw", "sep", "pool", "frame", "frame", "residual"]
-        choices += ["gru", "lstm", "svdf", "to2d"] if rank == 1 else ["to1d"]
+        choices += ["gru", "lstm", "svdf", "attention", "to2d"] if rank == 1 else ["to1d"]
         kind = draw(st.sampled_from(choices))
         if kind in ("conv", "dw", "sep", "pool"):
             op, stride, new_freq = draw(_conv_op(rank, freq, kind))
@@ -230,6 +230,9 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
             units = draw(_widths())
             ops.append({"op": kind, "units": units})
             width = units
+        elif kind == "attention":
+            ops.append({"op": "attention", "heads": draw(st.sampled_from([1, 2])),
+                        "window": draw(st.sampled_from([1, 3, 6]))})
         elif kind == "svdf":
             units = draw(_widths())
             ops.append({"op": "svdf", "units": units, "memory": draw(st.sampled_from([1, 3, 5]))})
@@ -352,6 +355,8 @@ def _apply(op: dict, x, name: str):
         "hyperdense": lambda: tl.HyperDense(op.get("units"), hypernetwork={"embedding_dim": 4, "chunk_shape": [4, 4]},
                                             name=name),
         "gru": lambda: tl.GRU(op.get("units"), name=name),
+        "attention": lambda: tl.StreamingMultiHeadAttention(num_heads=op.get("heads", 1), key_dim=4,
+                                                            window=op.get("window", 3), name=name),
         "svdf": lambda: tl.SVDF(memory_size=op.get("memory", 3), units1=op.get("units"), name=name),
         "lstm": lambda: tl.LSTM(op.get("units"), name=name),
         "gru_last": lambda: tl.GRU(op.get("units"), return_sequences=False, name=name),

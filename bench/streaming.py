@@ -161,13 +161,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--model_dir", default=None, help="directory of trained <model>.keras files")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="streaming", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args(argv)
     models = tuple(m for m in args.models.split(",") if m)
     if args.smoke:
         from tfx_ext.models import TINY_KWARGS
 
         return run(models, model_kwargs=TINY_KWARGS, repeats=3, warmup=1, seed=args.seed, name="streaming_smoke")
-    return run(models, model_dir=args.model_dir, repeats=args.repeats, seed=args.seed)
+    return run(models, model_dir=args.model_dir, repeats=args.repeats, seed=args.seed, name=args.name)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
     SVDF              kws_streaming's factored time-feature filter (feature filter, causal time filter)
+    StreamingMultiHeadAttention  causal sliding-window self-attention, keys and values in a ring buffer
     DeltaActivation   temporal-sparsity activations (quantized deltas or threshold-gated transmission)
 Tensor layers (with tensor dropout):
     TensorRegression, TensorContraction, FactorizedDense
@@ -15,6 +16,7 @@ Hypernetworks:
     HyperNetwork, HyperDense, HyperConv1D, HyperConv2D, HyperDepthwiseConv2D
 """
 
+from tfx_ext.layers.attention import StreamingMultiHeadAttention
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
@@ -36,6 +38,7 @@ __all__ = [
     "HyperNetwork",
     "LSTM",
     "Stream",
+    "StreamingMultiHeadAttention",
     "SVDF",
     "TensorContraction",
     "TensorRegression",

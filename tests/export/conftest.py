@@ -15,6 +15,7 @@ TINY = {
     "gru": {"units": 6, "num_layers": 2, "dense": 5},
     "tc_resnet": {"channels": (4, 6, 8), "kernel_size": 3},  # time stride 4: streams 4 frames per step
     "svdf": {"units1": (8, 8), "memory_size": (3, 4), "units2": (6, -1), "dense": 8},
+    "attention": {"width": 8, "num_blocks": 1, "num_heads": 2, "window": 4},
 }
 
 

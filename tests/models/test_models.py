@@ -17,6 +17,7 @@ GEOMETRY = {
     "gru": ((8, 5), (1, 4)),
     "tc_resnet": ((16, 8), (4, 8)),
     "svdf": ((10, 6), (1, 5)),
+    "attention": ((10, 6), (1, 5)),
 }
 PARITY: dict[str, float] = {}
 
