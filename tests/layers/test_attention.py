@@ -7,7 +7,8 @@ import pytest
 
 from tfx_ext.layers import Stream, StreamingMultiHeadAttention
 from tfx_ext.streaming.contract import Mode
-from tfx_ext.testing import run_layer_test, verify_layer_streaming, verify_streaming, verify_tflite_streaming
+from tfx_ext.testing import run_layer_test, verify_layer_streaming, verify_streaming
+from tests.layers.streaming_checks import assert_round_trip, float_litert_error
 
 
 def band(frames, window):
@@ -63,20 +64,12 @@ def test_an_attention_model_streams_against_the_original_model():
 
 @pytest.mark.parametrize("mode", [Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE])
 def test_float_litert(mode):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 5))
-    model = keras.Model(inputs, StreamingMultiHeadAttention(num_heads=2, key_dim=3, window=3)(inputs))
-    x = np.random.default_rng(2).normal(size=(1, 6, 5)).astype("float32")
-    assert verify_tflite_streaming(model, x, mode) <= 1e-4
+    assert float_litert_error(StreamingMultiHeadAttention(num_heads=2, key_dim=3, window=3), (6, 5), mode) <= 1e-4
 
 
-def test_saves_and_loads_in_safe_mode(tmp_path):
+def test_saves_and_loads_in_safe_mode():
     keras.utils.set_random_seed(0)
-    model = attention_kws_model()
-    x = np.random.default_rng(3).normal(size=(1, 10, 6)).astype("float32")
-    model.save(tmp_path / "attention.keras")
-    loaded = keras.saving.load_model(tmp_path / "attention.keras", safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert_round_trip(attention_kws_model())
 
 
 def test_bad_arguments_are_named():

@@ -7,8 +7,8 @@ import pytest
 
 from tfx_ext.layers import SVDF
 from tfx_ext.streaming.contract import Mode
-from tfx_ext.streaming.convert import to_streaming
-from tfx_ext.testing import run_layer_test, verify_layer_streaming, verify_streaming, verify_tflite_streaming
+from tfx_ext.testing import run_layer_test, verify_layer_streaming, verify_streaming
+from tests.layers.streaming_checks import assert_round_trip, float_litert_error
 
 
 def svdf_numpy(x, layer):
@@ -72,23 +72,15 @@ def test_an_svdf_model_streams_against_the_original_model():
 
 @pytest.mark.parametrize("mode", [Mode.STREAM_INTERNAL_STATE, Mode.STREAM_EXTERNAL_STATE])
 def test_float_litert(mode):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 5))
-    model = keras.Model(inputs, SVDF(memory_size=3, units1=4, units2=2)(inputs))
-    x = np.random.default_rng(3).normal(size=(1, 6, 5)).astype("float32")
-    assert verify_tflite_streaming(model, x, mode) <= 1e-5
+    assert float_litert_error(SVDF(memory_size=3, units1=4, units2=2), (6, 5), mode) <= 1e-5
 
 
-def test_saves_and_loads_in_safe_mode(tmp_path):
+def test_saves_and_loads_in_safe_mode():
     keras.utils.set_random_seed(0)
-    model = kws_svdf_model()
-    x = np.random.default_rng(4).normal(size=(1, 12, 10)).astype("float32")
-    path = tmp_path / "svdf.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    converted = to_streaming(loaded, Mode.STREAM_EXTERNAL_STATE, batch_size=1)
-    assert converted is not None
+    loaded = assert_round_trip(kws_svdf_model())
+    x = np.random.default_rng(4).normal(size=(2, 12, 10)).astype("float32")
+    errors = verify_streaming(loaded, x, frames_per_step=(2,))  # the loaded model streams like itself
+    assert errors and max(errors.values()) <= 1e-5
 
 
 def test_bad_arguments_are_named():
