@@ -7,6 +7,7 @@ Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract
     Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
+    TemporalPadding   pads or crops time in the whole sequence, passes frames through when streaming
     SVDF              kws_streaming's factored time-feature filter (feature filter, causal time filter)
     StreamingMultiHeadAttention  causal sliding-window self-attention, keys and values in a ring buffer
     DeltaActivation   temporal-sparsity activations (quantized deltas or threshold-gated transmission)
@@ -24,6 +25,7 @@ from tfx_ext.layers.hyper_network import HyperNetwork
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.layers.svdf import SVDF
+from tfx_ext.layers.temporal_padding import TemporalPadding
 from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "Stream",
     "StreamingMultiHeadAttention",
     "SVDF",
+    "TemporalPadding",
     "TensorContraction",
     "TensorRegression",
 ]
