@@ -114,8 +114,9 @@ def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, m
             raise TypeError(f"`secure` must have a `secure_sum` method. Received: secure={secure!r}")
     if postprocessors and aggregator.needs_individual_updates:
         raise ValueError(
-            "`postprocessors` transform the payloads of sum-based aggregators; "
-            f"{type(aggregator).__name__} is not sum-based. Received: postprocessors={postprocessors!r}"
+            "`postprocessors` (compression, DP, clipping) transform the payloads of sum-based aggregators; "
+            f"{type(aggregator).__name__} is not sum-based: {aggregator.individual_updates_reason}. "
+            f"{aggregator.secure_alternative} Received: postprocessors={postprocessors!r}"
         )
     if strategy is not None and (not isinstance(aggregator, agg.FedAvg) or secure is not None or postprocessors):
         raise ValueError(

@@ -223,7 +223,8 @@ def test_non_sum_aggregator_gets_client_results_and_refuses_secure():
     cd, _ = population()
     h, _ = simulate(tiny_model, cd, rounds=1, aggregator=NeedsEachClient(), **KW)
     assert "aggregator/first" in h.rounds[0]
-    with pytest.raises(ValueError, match=r"`postprocessors` transform the payloads of sum-based aggregators"):
+    with pytest.raises(ValueError, match=r"`postprocessors` \(compression, DP, clipping\) transform the payloads of "
+                                         r"sum-based aggregators; NeedsEachClient is not sum-based: it needs"):
         simulate(tiny_model, cd, rounds=1, aggregator=NeedsEachClient(), postprocessors=[Postprocessor()], **KW)
     with pytest.raises(FederatedError, match=r"Secure aggregation needs a sum-based aggregator"):
         simulate(tiny_model, cd, rounds=1, aggregator=NeedsEachClient(), secure=PlainSum(), **KW)
