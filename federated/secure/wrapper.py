@@ -124,6 +124,9 @@ class SecAgg:
             (any server behaviour: turns the consistency check on, signs adverts, masked inputs and views with
             keys the clients hold, and sizes `(degree, threshold)` against forked views; weaker overrides are
             refused). See README's threat-model table.
+        beacon: `beacon(round_id) -> bytes` (>= 16 bytes): public randomness the server cannot choose, read after
+            the round's clients are fixed (e.g. a drand round), seeding the SecAgg+ graph. Default: bytes drawn
+            from the run's seeded Generator, a simulation stand-in that a server could grind.
 
     Example:
 
@@ -140,7 +143,7 @@ class SecAgg:
                  dropout_rate: float = 0.0, seed: int = 0, rounding: str = "stochastic", max_weight: float = 1000.0,
                  weighted: bool = True, tolerated_dropout: float | None = None, corrupt_fraction: float = 0.1,
                  degree: int | None = None, consistency_check: bool = False, dropout_rates=None,
-                 threat_model: str = "semi-malicious"):
+                 threat_model: str = "semi-malicious", beacon=None):
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}. Received: variant={variant!r}")
         if rounding not in ROUNDINGS:
@@ -155,6 +158,9 @@ class SecAgg:
                 raise ValueError("`threshold` must be a positive integer, a fraction in (0, 1] or None. "
                                  f"Received: threshold={threshold!r}")
         check_int("seed", seed, error=TypeError)
+        if beacon is not None and not callable(beacon):
+            raise TypeError(f"`beacon` must be a function of the round id returning bytes. Received: {beacon!r}")
+        self.beacon = beacon
         if threat_model not in THREAT_MODELS:
             raise ValueError(f"`threat_model` must be one of {THREAT_MODELS}. Received: threat_model={threat_model!r}")
         consistency_check = consistency_check or threat_model == "active"
@@ -247,7 +253,7 @@ class SecAgg:
             coords += x.size
         encode_s = time.perf_counter() - t0
         length = len(next(iter(words.values())))
-        public_seed = gen.bytes(32)
+        public_seed = gen.bytes(32) if self.beacon is None else self._beacon_bytes()
         signing = verify = None
         if self.consistency_check:  # each client's key comes from its own side; the server sees verify keys only
             self.key_store.add(client_ids)
@@ -300,6 +306,13 @@ class SecAgg:
         metrics["survivor_ids"] = [client_ids[p - 1] for p in result.survivors]
         metrics["rejections"] = [[client_ids[r.client_id - 1], str(r)] for r in result.rejections]
         return out, metrics
+
+    def _beacon_bytes(self) -> bytes:
+        value = self.beacon(self._round)
+        if not isinstance(value, (bytes, bytearray)) or len(value) < 16:
+            raise SecureAggregationError(
+                f"`beacon({self._round})` must return at least 16 bytes of public randomness. Received: {value!r}")
+        return bytes(value)
 
     def aggregate(self, aggregator, global_weights, results, state):
         """One aggregation step by hand: `client_payload` per result, `secure_sum`, `finalize`.

@@ -401,3 +401,26 @@ def test_consistent_lies_about_survivors_never_let_the_server_rebuild_an_input(s
     for victim in config.client_ids:
         if victim not in colluders:
             assert not leaked(victim, inputs, config, clients, masked, reveals, colluders), (seed, victim)
+
+
+def test_a_beacon_seeds_the_graph_and_bad_beacons_are_named():
+    from tfx_ext.federated.payload import Payload
+
+    payloads = [Payload([np.full(3, 0.05 * i)], weight=1.0) for i in range(12)]
+    ids = [f"c{i}" for i in range(12)]
+
+    def graph_of(beacon):
+        secure = SecAgg(variant="secagg+", degree=4, threshold=3, seed=0, beacon=beacon)
+        total, _ = secure.secure_sum(payloads, ids, np.random.default_rng(0))
+        np.testing.assert_allclose(total.arrays[0], 3.3, atol=1e-9)
+        server = secure.last_result.server
+        assert server.config.public_seed == beacon(1)
+        return server._graph
+
+    first = graph_of(lambda r: b"drand-round-%d-" % r + b"x" * 8)
+    assert graph_of(lambda r: b"drand-round-%d-" % r + b"x" * 8) == first  # the beacon alone fixes the graph
+    assert graph_of(lambda r: b"another-beacon-%d" % r + b"y" * 8) != first
+    with pytest.raises(SecureAggregationError, match=r"`beacon\(1\)` must return at least 16 bytes"):
+        SecAgg(beacon=lambda r: b"short").secure_sum(payloads, ids, np.random.default_rng(0))
+    with pytest.raises(TypeError, match=r"`beacon` must be a function of the round id"):
+        SecAgg(beacon=b"not callable")
