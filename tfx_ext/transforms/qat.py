@@ -56,12 +56,13 @@ from tfx_ext.streaming.graph import _graph_config, _history
 from tfx_ext.transforms._graph import functional_config
 
 
-def fake_quant_weights(kernel, reduce_axes: tuple[int, ...]):
-    """Per-channel symmetric int8 fake quantization of `kernel` (channels = the axes not in `reduce_axes`), with
-    a straight-through gradient."""
-    scale = ops.max(ops.abs(kernel), axis=reduce_axes, keepdims=True) / 127.0
+def fake_quant_weights(kernel, reduce_axes: tuple[int, ...], bits: int = 8):
+    """Per-channel symmetric fake quantization of `kernel` to `bits` bits (levels -(2^(bits-1) - 1) .. 2^(bits-1)
+    - 1 times a per-channel scale; channels = the axes not in `reduce_axes`), with a straight-through gradient."""
+    levels = float(2 ** (bits - 1) - 1)
+    scale = ops.max(ops.abs(kernel), axis=reduce_axes, keepdims=True) / levels
     scale = ops.maximum(scale, 1e-12)
-    quantized = ops.clip(ops.round(kernel / scale), -127.0, 127.0) * scale
+    quantized = ops.clip(ops.round(kernel / scale), -levels, levels) * scale
     return kernel + ops.stop_gradient(quantized - kernel)
 
 
@@ -133,7 +134,19 @@ def _ranged(fake_quant, x, training=None):
     return ops.cast(fake_quant(x, training=training), x.dtype)
 
 
-class _KernelFakeQuant:
+class _WeightBits:
+    """Mixin: the constructor argument `weight_bits` (2 to 8): the kernels are fake-quantized to that many bits.
+    TFLite's int8 kernels then hold those levels rescaled to int8 (n-bit training, int8 storage)."""
+
+    def __init__(self, *args, weight_bits: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight_bits = check_int("weight_bits", weight_bits, minimum=2, maximum=8)
+
+    def get_config(self):
+        return {**super().get_config(), "weight_bits": self.weight_bits}
+
+
+class _KernelFakeQuant(_WeightBits):
     """Mixin: the layer's own `call`, computed from its public weights with the kernel fake-quantized per output
     channel (the same maths as the Keras layer's `call`, which reads `self.kernel` itself)."""
 
@@ -147,7 +160,7 @@ class _KernelFakeQuant:
 
     def call(self, inputs, training=None):  # `inputs` named: Keras reads the first argument's name for build
         axes = tuple(range(len(self.kernel.shape) - self._channel_axes))
-        outputs = self._project(inputs, fake_quant_weights(self.kernel, axes))
+        outputs = self._project(inputs, fake_quant_weights(self.kernel, axes, self.weight_bits))
         if self.bias is not None:
             outputs = ops.add(outputs, self._bias())
         return outputs if self.activation is None else self.activation(outputs)
@@ -223,14 +236,14 @@ class _RangeSublayer(_Ranged):
         self.mid.build(None)
 
 
-class _SeparableFakeQuant(_RangeSublayer):
+class _SeparableFakeQuant(_WeightBits, _RangeSublayer):
     """Mixin for SeparableConv1D/2D. TFLite runs a separable conv as DEPTHWISE_CONV_2D then a 1x1 CONV_2D, so the
     tensor between the two steps is int8 too: `call` computes depthwise -> `mid` range -> pointwise, each kernel
     fake-quantized per output channel (depthwise: in_channels * multiplier; pointwise: filters)."""
 
     def call(self, inputs, training=None):
-        depthwise = fake_quant_weights(self.depthwise_kernel, tuple(range(self.rank)))
-        pointwise = fake_quant_weights(self.pointwise_kernel, tuple(range(self.rank + 1)))
+        depthwise = fake_quant_weights(self.depthwise_kernel, tuple(range(self.rank)), self.weight_bits)
+        pointwise = fake_quant_weights(self.pointwise_kernel, tuple(range(self.rank + 1)), self.weight_bits)
         x = ops.depthwise_conv(inputs, depthwise, strides=self.strides, padding=self.padding,
                                data_format=self.data_format, dilation_rate=self.dilation_rate)
         x = _ranged(self.mid, x, training)
@@ -475,7 +488,7 @@ _FOLDABLE = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras
              keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, Stream)
 
 
-def _quantized_layer(layer, momentum: float = 0.9, standalone_bn: frozenset = frozenset()):
+def _quantized_layer(layer, momentum: float = 0.9, standalone_bn: frozenset = frozenset(), weight_bits: int = 8):
     """A fresh copy of `layer` with fake-quantized weights where supported (same config, same weight order; a
     Stream's cell is swapped). BatchNormalizations named in `standalone_bn` (nothing to fold into) become
     `QuantizedBatchNormalization`."""
@@ -485,8 +498,11 @@ def _quantized_layer(layer, momentum: float = 0.9, standalone_bn: frozenset = fr
     config = layer.get_config()
     if issubclass(target, (_Ranged, _QuantizedRNN)):
         config["range_momentum"] = momentum
+    if issubclass(target, _WeightBits):
+        config["weight_bits"] = weight_bits
     if isinstance(layer, Stream):
-        cell = _quantized_layer(keras.saving.deserialize_keras_object(dict(config["cell"])), momentum)
+        cell = _quantized_layer(keras.saving.deserialize_keras_object(dict(config["cell"])), momentum,
+                                weight_bits=weight_bits)
         config["cell"] = keras.saving.serialize_keras_object(cell)
     return target.from_config(config)
 
@@ -534,7 +550,7 @@ def is_quantize_aware(model: keras.Model) -> bool:
     return any(isinstance(layer, FakeQuant) for layer in getattr(model, "layers", []))
 
 
-def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
+def quantize_aware(model: keras.Model, *, momentum: float = 0.9, weight_bits: int = 8) -> keras.Model:
     """Returns a QAT copy of a functional model: fake-quantized weights and activations (see the module docs).
 
     The copy starts from `model`'s weights; fine-tune it (compile + fit), then export with
@@ -545,17 +561,27 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
     Args:
         model: a functional Keras 3 model (non-streaming).
         momentum: moving-average momentum of the activation ranges (also those inside layers).
+        weight_bits: bits of the Dense / convolution kernels (2 to 8; activations stay 8-bit). Below 8 the
+            exported int8 kernels hold `2^weight_bits - 1` levels per channel (the runtime has no narrower kernels);
+            recurrent layers keep 8-bit weights, so a model with one is refused below 8.
 
     Returns:
         A new functional `keras.Model` named `<name>_qat`.
 
     Raises:
         TypeError: `model` is not a functional model.
-        ValueError: `model` is already quantize-aware.
+        ValueError: `model` is already quantize-aware, or `weight_bits` is out of range or below 8 with a
+            recurrent layer.
     """
     functional_config(model)  # raises TypeError for Sequential and subclassed models
     if is_quantize_aware(model):
         raise ValueError(f"`model` is already quantize-aware. Received: model={model.name!r}")
+    check_int("weight_bits", weight_bits, minimum=2, maximum=8)
+    recurrent = [layer.name for layer in model.layers if issubclass(
+        QUANTIZED_CLASSES.get(type(layer), type(layer)), (_QuantizedRNN, _QuantizedStreamingRNN))]
+    if weight_bits != 8 and recurrent:
+        raise ValueError(f"`weight_bits={weight_bits}` applies to Dense and convolution kernels; the recurrent "
+                         f"layers {recurrent} keep 8-bit weights. Use weight_bits=8 for this model.")
     consumers: dict[str, list] = {}
     by_name = {layer.name: layer for layer in model.layers}
 
@@ -594,7 +620,8 @@ def quantize_aware(model: keras.Model, *, momentum: float = 0.9) -> keras.Model:
         return FakeQuant(momentum, name=f"{layer.name}_fq")(outputs)
 
     qat = keras.models.clone_model(model, input_tensors=new_inputs, call_function=call_function,
-                                   clone_function=lambda layer: _quantized_layer(layer, momentum, standalone_bn))
+                                   clone_function=lambda layer: _quantized_layer(layer, momentum, standalone_bn,
+                                                                                 weight_bits))
     qat.name = f"{model.name}_qat"
     for layer in qat.layers:
         if layer.name in by_name and not isinstance(layer, keras.layers.InputLayer):
