@@ -4,6 +4,7 @@
   `natural_partition`), `plot_label_distribution`;
 - `Payload` (what a client sends in a round) and `sum_payloads`;
 - `CentralDP` (DP-FedAvg with fixed or adaptive clipping, a postprocessor) and `DPAccountant` (dp-accounting);
+  `DistributedDP` (the distributed discrete Gaussian: clients add the noise inside secure aggregation);
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
 - robust aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
@@ -45,6 +46,7 @@ from tfx_ext.federated.aggregate import weighted_average, weighted_delta_sum
 from tfx_ext.federated.callbacks import Callback
 from tfx_ext.federated.client_data import ClientData, plot_label_distribution
 from tfx_ext.federated.compression import RandomK, StochasticQuantizer, TopK
+from tfx_ext.federated.distributed_dp import DistributedDP
 from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
 from tfx_ext.federated.fedma.schedule import run_fedma
 from tfx_ext.federated.history import History, plot_history
@@ -62,6 +64,7 @@ __all__ = [
     "Aggregator",
     "Callback",
     "CentralDP",
+    "DistributedDP",
     "DPAccountant",
     "GaussianNoise",
     "GeometricMedian",

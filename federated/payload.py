@@ -52,6 +52,15 @@ class Payload:
         return int(sum(a.nbytes for a in self.arrays) + sum(v.nbytes for v in self.extras.values()) + 8)
 
 
+@dataclasses.dataclass(frozen=True)
+class FieldPayload(Payload):
+    """A payload of integers modulo `2^bits` (`distributed_dp.DistributedDP`'s output, weight 1): secure
+    aggregation sums its arrays as they are, modulo `2^bits`, instead of fixed-point encoding them; the plain sum
+    adds them in float64 (exact below 2^53), and the postprocessor that made them reduces the sum."""
+
+    bits: int = 32
+
+
 def payload_problem(payload, template: Payload) -> str | None:
     """Why `payload` must be rejected against `template` (None when it is fine).
 
@@ -110,4 +119,4 @@ def sum_payloads(payloads: Sequence[Payload]) -> Payload:
     return Payload(arrays, weight, extras)
 
 
-__all__ = ["Payload", "payload_problem", "sum_payloads", "validate_payload"]
+__all__ = ["FieldPayload", "Payload", "payload_problem", "sum_payloads", "validate_payload"]

@@ -118,8 +118,10 @@ def _client_payloads(inputs: RoundInputs, valid, rejected, hook_metrics):
     wire bytes (the last `bytes_up` a hook reported, e.g. a compressor's; None when no hook did)."""
     agg = inputs.aggregator
     template = agg.client_payload(inputs.weights, ClientResult(None, inputs.weights, 1))
-    for p in inputs.postprocessors:  # fields a postprocessor adds to every payload (e.g. CentralDP's clip count)
-        template = template.replace(extras={**template.extras, **getattr(p, "payload_extras", {})})
+    for p in inputs.postprocessors:  # fields a postprocessor adds (CentralDP's clip count) or the layout it sends
+        layout = getattr(p, "payload_layout", None)  # (DistributedDP's field integers)
+        template = layout(template) if layout is not None else template.replace(
+            extras={**template.extras, **getattr(p, "payload_extras", {})})
     payloads, kept, wire = [], [], []
     for r in valid:
         ctx = _context(inputs, r.client_id)

@@ -118,6 +118,9 @@ def _checked_aggregator(client_data, *, rounds, clients_per_round, eval_every, m
             f"{type(aggregator).__name__} is not sum-based: {aggregator.individual_updates_reason}. "
             f"{aggregator.secure_alternative} Received: postprocessors={postprocessors!r}"
         )
+    for p in postprocessors:  # e.g. DistributedDP: needs `secure`, comes last
+        if hasattr(p, "check_composition"):
+            p.check_composition(secure=secure, postprocessors=postprocessors)
     if strategy is not None and (not isinstance(aggregator, agg.FedAvg) or secure is not None or postprocessors):
         raise ValueError(
             "`strategy` supports FedAvg-family aggregators without `secure` or `postprocessors`. "

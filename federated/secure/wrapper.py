@@ -31,11 +31,12 @@ import numpy as np
 
 from tfx_ext._validate import check_int, check_number, is_number
 from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
-from tfx_ext.federated.payload import Payload, payload_problem
+from tfx_ext.federated.payload import FieldPayload, Payload, payload_problem
 from tfx_ext.federated.secure.encoding import ROUNDINGS, FixedPointEncoder, WeightedEncoder
 from tfx_ext.federated.secure.graph import THREAT_MODELS, VARIANTS, choose_parameters
 from tfx_ext.federated.secure.protocol import STAGES, KeyStore, run_round
 from tfx_ext.federated.secure.config import RoundConfig
+from tfx_ext.federated.secure.prg import word_dtype
 
 
 def check_aggregator(aggregator) -> None:
@@ -220,6 +221,10 @@ class SecAgg:
     def secure_sum(self, payloads, client_ids, rng):
         """The `SecureSum` hook of `simulate`: `(sum of the survivors' Payloads, as a Payload; metrics)`.
 
+        `FieldPayload`s (integers modulo `2^bits`, e.g. `DistributedDP`'s) are summed as they are, the protocol
+        running at their `bits` (`clip`, `weighted` and this object's `bits` do not apply); the sum's weight is the
+        number of survivors.
+
         Raises:
             SecureAggregationError: too many dropouts for the threshold, or the encoding could overflow.
             MalformedUpdateError: a payload whose fields differ from the first client's, or (weighted) whose
@@ -230,14 +235,14 @@ class SecAgg:
             raise SecureAggregationError(f"Secure aggregation needs at least 2 clients. Received: {n}")
         self._round += 1
         gen = np.random.default_rng([self.seed, int(rng.integers(2**63 - 1))])
+        if isinstance(payloads[0], FieldPayload):
+            return self._field_sum(payloads, client_ids, gen)
         template = payloads[0]
         encoder = self._encoder(n)
-        params = self.parameters(n)
-        ids = list(range(1, n + 1))
         t0 = time.perf_counter()
         words, weights = {}, []
         clipped = coords = 0
-        for pid, payload in zip(ids, payloads):
+        for pid, payload in enumerate(payloads, start=1):
             problem = payload_problem(payload, template) if self.weighted else _layout_problem(payload, template)
             if problem is not None:
                 raise MalformedUpdateError(f"Client {client_ids[pid - 1]!r}: {problem}.")
@@ -252,21 +257,7 @@ class SecAgg:
             clipped += int(np.sum(np.abs(x) > self.clip))
             coords += x.size
         encode_s = time.perf_counter() - t0
-        length = len(next(iter(words.values())))
-        public_seed = gen.bytes(32) if self.beacon is None else self._beacon_bytes()
-        signing = verify = None
-        if self.consistency_check:  # each client's key comes from its own side; the server sees verify keys only
-            self.key_store.add(client_ids)
-            signing = {pid: self.key_store[client_ids[pid - 1]] for pid in ids}
-            verify = {pid: key.verify_key for pid, key in signing.items()}
-        config = RoundConfig(round_id=self._round, client_ids=tuple(ids), vector_length=length, bits=self.bits,
-                             threshold=params.threshold, degree=params.degree, variant=self.variant,
-                             public_seed=public_seed, consistency_check=self.consistency_check,
-                             verify_keys=verify, threat_model=self.threat_model,
-                             corrupt_fraction=self.corrupt_fraction)
-        result = run_round(words, config, dropout_rates=self.dropout_rates, rng=gen, randbytes=os.urandom,
-                           signing_keys=signing)
-        self.last_result = result
+        result, metrics = self._protocol(words, client_ids, gen, self.bits)
         t1 = time.perf_counter()
         if self.weighted:
             values, wsum = encoder.decode_sum(result.total)
@@ -278,7 +269,61 @@ class SecAgg:
         plain = np.zeros_like(total)
         for p in result.survivors:  # simulation only: the plaintext sum over the same clients, for the error metric
             plain += np.concatenate([_flat(payloads[p - 1]), [payloads[p - 1].weight]])
-        err = float(np.linalg.norm(total - plain) / max(np.linalg.norm(plain), 1e-300))
+        metrics.update(
+            sim_only_relative_error=float(np.linalg.norm(total - plain) / max(np.linalg.norm(plain), 1e-300)),
+            sim_only_clipped_fraction=clipped / max(1, coords),  # of the clipped coordinates, not the weight's
+            sim_only_weights_capped=int(sum(w > self.max_weight for w in weights)),
+            time_encode_s=encode_s, time_decode_s=decode_s)
+        _warn_if_distorted(metrics["sim_only_clipped_fraction"], metrics["sim_only_weights_capped"], self.clip,
+                           self.max_weight, n)
+        return out, metrics
+
+    def _field_sum(self, payloads, client_ids, gen):
+        """`secure_sum` of `FieldPayload`s: their integers summed modulo `2^bits` at `bits` bits, unchanged."""
+        template = payloads[0]
+        words = {}
+        for pid, payload in enumerate(payloads, start=1):
+            problem = payload_problem(payload, template)
+            if problem is None and (not isinstance(payload, FieldPayload) or payload.bits != template.bits
+                                    or payload.weight != 1.0):
+                problem = f"expected a FieldPayload of {template.bits} bits and weight 1, like the first client's"
+            if problem is not None:
+                raise MalformedUpdateError(f"Client {client_ids[pid - 1]!r}: {problem}.")
+            flat = np.concatenate([np.asarray(a).ravel() for a in payload.arrays])
+            if flat.dtype.kind not in "iu" or flat.size and (flat.min() < 0 or flat.max() >= 1 << payload.bits):
+                raise MalformedUpdateError(f"Client {client_ids[pid - 1]!r}: a FieldPayload holds integers in "
+                                           f"[0, 2^{payload.bits}); got dtype {flat.dtype} or values outside.")
+            words[pid] = flat.astype(word_dtype(template.bits))
+        result, metrics = self._protocol(words, client_ids, gen, template.bits)
+        total = np.asarray(result.total).astype(np.int64)
+        plain = sum(words[p].astype(np.int64) for p in result.survivors) % (1 << template.bits)
+        metrics["sim_only_relative_error"] = float(np.any(plain != total))  # 0: the exact modular sum
+        out, start = [], 0
+        for a in template.arrays:
+            out.append(total[start:start + a.size].reshape(a.shape))
+            start += a.size
+        return Payload(out, float(len(result.survivors))), metrics
+
+    def _protocol(self, words, client_ids, gen, bits):
+        """One protocol round on `{pid: words}` at `bits` bits: its result and the round's metrics."""
+        n = len(words)
+        params = self.parameters(n)
+        ids = list(range(1, n + 1))
+        length = len(next(iter(words.values())))
+        public_seed = gen.bytes(32) if self.beacon is None else self._beacon_bytes()
+        signing = verify = None
+        if self.consistency_check:  # each client's key comes from its own side; the server sees verify keys only
+            self.key_store.add(client_ids)
+            signing = {pid: self.key_store[client_ids[pid - 1]] for pid in ids}
+            verify = {pid: key.verify_key for pid, key in signing.items()}
+        config = RoundConfig(round_id=self._round, client_ids=tuple(ids), vector_length=length, bits=bits,
+                             threshold=params.threshold, degree=params.degree, variant=self.variant,
+                             public_seed=public_seed, consistency_check=self.consistency_check,
+                             verify_keys=verify, threat_model=self.threat_model,
+                             corrupt_fraction=self.corrupt_fraction)
+        result = run_round(words, config, dropout_rates=self.dropout_rates, rng=gen, randbytes=os.urandom,
+                           signing_keys=signing)
+        self.last_result = result
         m = result.metrics
         metrics = {
             "survivors": len(result.survivors),
@@ -286,26 +331,19 @@ class SecAgg:
             "rejected": len(result.rejections),
             "threshold": params.threshold,
             "degree": params.degree,
-            "sim_only_relative_error": err,
-            "sim_only_clipped_fraction": clipped / max(1, coords),  # of the clipped coordinates, not the weight's
-            "sim_only_weights_capped": int(sum(w > self.max_weight for w in weights)),
             "bytes_up_per_client": m["bytes_up_per_client"],
             "bytes_down_per_client": m["bytes_down_per_client"],
             "server_bytes_in": m["server_bytes_in"],
             "server_bytes_out": m["server_bytes_out"],
-            "time_encode_s": encode_s,
-            "time_decode_s": decode_s,
             "time_server_s": m["server_time_s"],
             "time_clients_total_s": m["clients_time_total_s"],
             "time_critical_path_s": m["critical_path_s"],
         }
-        _warn_if_distorted(metrics["sim_only_clipped_fraction"], metrics["sim_only_weights_capped"], self.clip,
-                           self.max_weight, n)
         for stage, t in m["time_s"].items():
             metrics[f"time_{stage}_s"] = t["server_s"] + t["clients_max_s"]
         metrics["survivor_ids"] = [client_ids[p - 1] for p in result.survivors]
         metrics["rejections"] = [[client_ids[r.client_id - 1], str(r)] for r in result.rejections]
-        return out, metrics
+        return result, metrics
 
     def _beacon_bytes(self) -> bytes:
         value = self.beacon(self._round)
