@@ -140,9 +140,34 @@ def test_privacy_settings_are_named_and_calibrated():
     with pytest.raises(ValueError, match=r"`dp='central'` needs `noise_multiplier` or `target_epsilon`"):
         make_privacy("central", population_size=10, cohort_size=5, rounds=3)
     with pytest.raises(ValueError, match=r"`dp` must be one of"):
-        make_privacy("distributed", population_size=10, cohort_size=5, rounds=3)
+        make_privacy("local", population_size=10, cohort_size=5, rounds=3)
+    with pytest.raises(ValueError, match=r"`dp='distributed'` needs `noise_multiplier`"):
+        make_privacy("distributed", population_size=10, cohort_size=5, rounds=3, target_epsilon=1.0)
+    with pytest.raises(ValueError, match=r"`dp_bits` needs `dp='distributed'`"):
+        make_privacy("central", population_size=10, cohort_size=5, rounds=3, noise_multiplier=1.0, bits=12)
+    (ddp,) = make_privacy("distributed", population_size=10, cohort_size=5, rounds=3, noise_multiplier=1.0, bits=12)
+    assert (ddp.bits, ddp.noise_multiplier, ddp.clip_norm, ddp.accountant.cohort_size) == (12, 1.0, 1.0, 5)
     (dp,) = make_privacy("central", population_size=100, cohort_size=10, rounds=5, target_epsilon=3.0)
     assert 2.9 < dp.epsilon(5) <= 3.0 + 1e-6
+
+
+@pytest.mark.slow  # a fresh Python process importing TensorFlow
+def test_cli_distributed_dp_under_secagg_plus_prints_the_epsilon_of_its_rounds(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "tfx_ext", "federated", "simulate", "--clients=12", "--clients_per_round=6",
+           "--rounds=2", "--secure=secagg+", "--dp=distributed", "--noise_multiplier=0.7", "--clip_norm=0.5",
+           "--dp_bits=14", f"--output_dir={out}", "--progress=false"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = json.loads((out / "history.json").read_text())["rounds"]
+    assert summary["dp"] == "distributed" and summary["dp_bits"] == 14
+    assert summary["epsilon"] == rounds[-1]["DistributedDP/epsilon"] > rounds[0]["DistributedDP/epsilon"] > 0
+    assert f"epsilon {summary['epsilon']:.3f} at delta" in proc.stdout and "14-bit secure sums" in proc.stdout
+    bad = subprocess.run(cmd[:-3] + ["--secure=none", f"--output_dir={tmp_path / 'bad'}", "--progress=false"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and "needs `secure='secagg'` or `'secagg+'`" in bad.stderr
 
 
 # ----- LiteRT clients from the CLI (issue 23) ---------------------------------------------------------------------

@@ -157,22 +157,36 @@ def make_secure(secure: str = "none", *, threshold=None, dropout_rate: float = 0
                   consistency_check=consistency_check, seed=seed, threat_model=threat_model)
 
 
-DP_MODES = ("none", "central")
+DP_MODES = ("none", "central", "distributed")
 
 
 def make_privacy(dp: str = "none", *, population_size: int, cohort_size: int, rounds: int,
                  noise_multiplier=None, clip_norm: float = 1.0, adaptive_clip_quantile=None, target_delta=None,
-                 target_epsilon=None):
+                 target_epsilon=None, bits=None):
     """`[CentralDP(...)]` for `dp="central"` (noise from `noise_multiplier`, or calibrated to `target_epsilon` over
-    `rounds`), `[]` for "none". ("distributed", DP inside secure aggregation, is not built yet.)"""
+    `rounds`), `[DistributedDP(...)]` for "distributed" (clients add discrete Gaussian noise inside secure
+    aggregation, field of `bits` bits, default 16; needs `secure=`), `[]` for "none"."""
     check_choice("dp", dp, DP_MODES)
     if dp == "none":
-        if noise_multiplier is not None or target_epsilon is not None or adaptive_clip_quantile is not None:
-            raise ValueError("`noise_multiplier`, `target_epsilon` and `adaptive_clip_quantile` need `dp='central'`. "
-                             f"Received: dp={dp!r}")
+        if noise_multiplier is not None or target_epsilon is not None or adaptive_clip_quantile is not None \
+                or bits is not None:
+            raise ValueError("`noise_multiplier`, `target_epsilon`, `adaptive_clip_quantile` and `dp_bits` need "
+                             f"`dp='central'` or `'distributed'`. Received: dp={dp!r}")
         return []
+    if dp == "distributed":
+        from tfx_ext.federated.distributed_dp import DistributedDP
+
+        if noise_multiplier is None or target_epsilon is not None or adaptive_clip_quantile is not None:
+            raise ValueError("`dp='distributed'` needs `noise_multiplier` and supports neither `target_epsilon` nor "
+                             f"`adaptive_clip_quantile` (use `dp='central'` for those). Received: noise_multiplier="
+                             f"{noise_multiplier}, target_epsilon={target_epsilon}, "
+                             f"adaptive_clip_quantile={adaptive_clip_quantile}")
+        return [DistributedDP(clip_norm=clip_norm, noise_multiplier=noise_multiplier, population_size=population_size,
+                              cohort_size=cohort_size, bits=16 if bits is None else bits, target_delta=target_delta)]
     from tfx_ext.federated.privacy import CentralDP
 
+    if bits is not None:
+        raise ValueError(f"`dp_bits` needs `dp='distributed'`. Received: dp={dp!r}, bits={bits}")
     if noise_multiplier is None and target_epsilon is None:
         raise ValueError("`dp='central'` needs `noise_multiplier` or `target_epsilon`.")
     return [CentralDP(clip_norm=clip_norm, population_size=population_size, cohort_size=cohort_size,
@@ -258,6 +272,9 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
     x_tr, y_tr, ids, x_te, y_te, num_classes = load_dataset(dataset, data_dir=data_dir, seed=seed)
     cd = make_client_data(x_tr, y_tr, ids, partition=partition, clients=clients, alpha=alpha,
                           shards_per_client=shards_per_client, seed=seed)
+    if dp == "distributed" and secure == "none":
+        raise ValueError("`dp='distributed'` adds the noise on the clients inside secure aggregation: it needs "
+                         "`secure='secagg'` or `'secagg+'` (CLI: --secure=secagg+).")
     privacy = make_privacy(dp, population_size=len(cd), cohort_size=min(clients_per_round, len(cd)), rounds=rounds,
                            **(dp_options or {}))
     compressors = make_compression(compression, **(compression_options or {}))
@@ -305,6 +322,7 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
         "epsilon": privacy[0].epsilon() if privacy else None,
         "delta": privacy[0].target_delta if privacy else None,
         "noise_multiplier": privacy[0].noise_multiplier if privacy else None,
+        "dp_bits": privacy[0].bits if dp == "distributed" else None,
         "attack": attack,
         "malicious_fraction": malicious_fraction if threat is not None else None,
         "attackers": len(aggregator_obj.malicious) if threat is not None else 0,

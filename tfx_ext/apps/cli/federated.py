@@ -10,7 +10,9 @@
         --consistency_check, --threat_model=semi-malicious|active); a failed secure round is skipped and
         counted (summary: failed_rounds).
         --dp=central adds DP-FedAvg (--clip_norm, --noise_multiplier or --target_epsilon, --target_delta,
-        --adaptive_clip_quantile) and prints the epsilon spent.
+        --adaptive_clip_quantile) and prints the epsilon spent; --dp=distributed has the clients add discrete
+        Gaussian noise inside secure aggregation (needs --secure; --clip_norm, --noise_multiplier, --target_delta,
+        --dp_bits: the field's bits per coordinate, default 16).
         --aggregator=median|trimmed_mean|krum|multi_krum|geometric_median|norm_bounding (--trim_fraction,
         --krum_byzantine, --multi_krum_m, --norm_bound) aggregates robustly; all but norm_bounding refuse --secure.
         --attack=sign_flip|scale|gaussian|label_flip|replace --malicious_fraction=F [--attack_scale=S] makes a seeded
@@ -80,7 +82,10 @@ flags.DEFINE_bool("consistency_check", False, "Run SecAgg's consistency-check ro
 flags.DEFINE_enum("threat_model", "semi-malicious", ["semi-malicious", "active"],
                   "Secure aggregation's threat model (README's table); active signs every message and sizes (k, t) "
                   "against forked views.")
-flags.DEFINE_enum("dp", "none", ["none", "central"], "Differential privacy: central DP-FedAvg (server noise).")
+flags.DEFINE_enum("dp", "none", ["none", "central", "distributed"],
+                  "Differential privacy: central DP-FedAvg (server noise) or distributed (client discrete Gaussian "
+                  "noise inside --secure aggregation).")
+flags.DEFINE_integer("dp_bits", None, "--dp=distributed: bits per coordinate of the secure sum (default 16).")
 flags.DEFINE_float("clip_norm", 1.0, "DP: L2 clip norm of each client update (start value when adaptive).",
                    lower_bound=0.0)
 flags.DEFINE_float("noise_multiplier", None, "DP: noise standard deviation over the clip norm.")
@@ -107,7 +112,9 @@ def format_summary(summary: dict) -> str:
         f"  client updates / s    {summary['client_updates_per_s']:.1f} ({summary['client_runtime']} clients)",
         *([f"  failed rounds         {summary['failed_rounds']}"] if secure else []),
         *([f"  privacy               epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2g} "
-           f"(noise multiplier {summary['noise_multiplier']:.3f})"] if summary.get("epsilon") is not None else []),
+           f"(noise multiplier {summary['noise_multiplier']:.3f}"
+           + (f", distributed in {summary['dp_bits']}-bit secure sums" if summary.get("dp_bits") else "") + ")"]
+          if summary.get("epsilon") is not None else []),
         *([f"  attack                {summary['attack']}: {summary['attackers']} malicious clients "
            f"(fraction {summary['malicious_fraction']:g})"] if summary.get("attack", "none") != "none" else []),
         *([f"  compression           {', '.join(summary['compression_options'])}: "
@@ -143,6 +150,14 @@ def main(argv):
         return 2
 
 
+def _dp_options() -> dict:
+    """`make_privacy`'s keyword arguments from the DP flags that were given (the clip norm when DP is on)."""
+    names = {"noise_multiplier": "noise_multiplier", "target_epsilon": "target_epsilon",
+             "target_delta": "target_delta", "adaptive_clip_quantile": "adaptive_clip_quantile", "dp_bits": "bits"}
+    options = {key: getattr(FLAGS, flag) for flag, key in names.items() if getattr(FLAGS, flag) is not None}
+    return options | ({"clip_norm": FLAGS.clip_norm} if FLAGS.dp != "none" else {})
+
+
 def _simulate():
     if cli_flags.run_local_cluster_if_requested():
         return 0  # The local worker processes ran the simulation.
@@ -159,10 +174,7 @@ def _simulate():
         seed=FLAGS.seed, checkpoint=FLAGS.checkpoint, resume=FLAGS.resume, progress=FLAGS.progress,
         strategy=strategy, secure=FLAGS.secure, secure_threshold=FLAGS.secure_threshold,
         dropout_rate=FLAGS.dropout_rate, consistency_check=FLAGS.consistency_check, threat_model=FLAGS.threat_model,
-        dp=FLAGS.dp, dp_options={k: getattr(FLAGS, k) for k in ("noise_multiplier", "target_epsilon", "target_delta",
-                                                                 "adaptive_clip_quantile")
-                                 if getattr(FLAGS, k) is not None} | ({"clip_norm": FLAGS.clip_norm}
-                                                                      if FLAGS.dp != "none" else {}),
+        dp=FLAGS.dp, dp_options=_dp_options(),
         client_runtime=FLAGS.client_runtime,
         aggregator_options={k: getattr(FLAGS, k) for k in ("trim_fraction", "krum_byzantine", "multi_krum_m",
                                                            "norm_bound")},
