@@ -12,10 +12,14 @@ from tfx_ext.federated import DPAccountant
 def test_privacy_bench_smoke(tmp_path):
     doc = privacy.main(["--smoke", f"--results_dir={tmp_path}"])
     dp = {r["method"]: r for r in doc["rows"] if r["section"] == "dp"}
-    assert set(dp) == {"no DP", "central DP"}
+    assert set(dp) == {"no DP", "central DP", "distributed DP"}
     assert dp["no DP"]["epsilon"] is None and dp["no DP"]["acc_drop_pt"] == 0
     want = DPAccountant(population_size=10, cohort_size=5, noise_multiplier=1.0).epsilon(2, 1 / 10**1.1)
     assert dp["central DP"]["epsilon"] == want
+    # distributed: under SecAgg+ at 16 bits, a little more epsilon than central at the same multiplier (rounding)
+    assert dp["distributed DP"]["secure"] == "secagg+" and dp["distributed DP"]["dp_bits"] == 16
+    assert want < dp["distributed DP"]["epsilon"] < 1.01 * want
+    assert any(n.startswith("dp target") and "z=1" in n for n in doc["notes"])
 
     robust = {(r["attack"], r["defence"]): r for r in doc["rows"] if r["section"] == "robust"}
     assert set(robust) == {("none", "fedavg"), ("sign_flip", "fedavg"), ("sign_flip", "median")}
