@@ -269,3 +269,18 @@ def test_simulate_under_secagg_with_distributed_dp_equals_the_clipped_fedavg_ste
     assert h["DistributedDP/survivors"] == [m] and h["secure/survivors"] == [m]
     assert h["DistributedDP/epsilon"] == [ddp.epsilon()] and ddp.epsilon() > 0
     assert h["DistributedDP/bits"] == [16] and h["DistributedDP/clipped"][0] == pytest.approx(np.mean(np.array(norms) > clip))
+
+
+def test_composition_refusals_are_named_and_the_accounting_survives_a_checkpoint():
+    from tfx_ext.federated import CentralDP
+
+    ddp = make(m=4)
+    central = CentralDP(clip_norm=1.0, population_size=40, cohort_size=4, noise_multiplier=1.0)
+    with pytest.raises(FederatedError, match="does not compose with another DP postprocessor"):
+        ddp.check_composition(secure=SecAgg(), postprocessors=[central, ddp])
+    ddp.check_composition(secure=SecAgg(), postprocessors=[ddp])
+    for rnd in (1, 2):
+        decoded(ddp, encoded(ddp, [[np.zeros(64)]] * 4, rnd)[:3 + rnd % 2], rnd)
+    again = make(m=4)
+    again.set_state(ddp.get_state())
+    assert again.epsilon() == ddp.epsilon() > again.epsilon(1) > 0
