@@ -256,7 +256,8 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
                    secure_threshold=None, dropout_rate=0.0, consistency_check=False, threat_model="semi-malicious",
                    dp="none", dp_options=None, client_runtime="keras", aggregator_options=None, attack="none",
-                   malicious_fraction=0.0, attack_scale=None, compression="none", compression_options=None) -> dict:
+                   malicious_fraction=0.0, attack_scale=None, compression="none", compression_options=None,
+                   data=None) -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
     `secure`, `secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` configure secure
@@ -264,7 +265,8 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
     privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`, whose robust parameters
     `aggregator_options` holds); `attack`, `malicious_fraction` and `attack_scale` an attack (`make_attack`);
     `compression` and `compression_options` (`bits`, `fraction`) update compression (`make_compression`);
-    `client_runtime` is "keras" or "litert" (`simulate`).
+    `client_runtime` is "keras" or "litert" (`simulate`). `data`, when given, is what `load_dataset(dataset, ...)`
+    returns, loaded once by a caller that runs many experiments on it (a benchmark), instead of loading again.
     """
     import keras
 
@@ -272,7 +274,11 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                              consistency_check=consistency_check, seed=seed, threat_model=threat_model)
 
     os.makedirs(output_dir, exist_ok=True)
-    x_tr, y_tr, ids, x_te, y_te, num_classes = load_dataset(dataset, data_dir=data_dir, seed=seed)
+    if data is not None and len(data) != 6:
+        raise ValueError("`data` must be load_dataset's (x_train, y_train, ids_train, x_test, y_test, num_classes). "
+                         f"Received: {len(data)} items")
+    x_tr, y_tr, ids, x_te, y_te, num_classes = (data if data is not None else
+                                                load_dataset(dataset, data_dir=data_dir, seed=seed))
     cd = make_client_data(x_tr, y_tr, ids, partition=partition, clients=clients, alpha=alpha,
                           shards_per_client=shards_per_client, seed=seed)
     privacy = make_privacy(dp, population_size=len(cd), cohort_size=min(clients_per_round, len(cd)), rounds=rounds,
