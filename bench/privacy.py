@@ -193,7 +193,8 @@ def target_notes(rows) -> list[str]:
         verdict = "met" if q8["acc_drop_pt"] <= 0.5 else "NOT met"
         notes.append(f"compression target (8-bit within 0.5 pt of float): {verdict}: {q8['acc_drop_pt']:+.2f} pt; "
                      f"bytes {q8['bytes_ratio']:.2f}x fewer ({'met' if q8['bytes_ratio'] >= 4 else 'NOT met'} "
-                     "for 4x: 32 -> 8 bits per value plus float32 (min, max) per array and the float64 weight)")
+                     "for 4x on the whole message: the values are exactly 4x fewer, 32 -> 8 bits; the quantized "
+                     "message adds float32 (min, max) per array, and both carry the 8-byte float64 weight)")
     return notes
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tfx_ext.federated import History
@@ -237,6 +238,13 @@ def test_server_momentum_and_pre_clip_compose_with_the_robust_rules_only():
     assert [_pre_clip(v) for v in (None, "median", "2.5")] == [None, "median", 2.5]
     with pytest.raises(ValueError, match=r"--pre_clip must be 'median' or a number. Received: --pre_clip='mean'"):
         _pre_clip("mean")
+
+
+def test_run_experiment_refuses_preloaded_data_of_the_wrong_form(tmp_path):
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    with pytest.raises(ValueError, match=r"`data` must be load_dataset's \(x_train, .*Received: 2 items"):
+        run_experiment(tmp_path, data=(np.zeros(3), np.zeros(3)), progress=False)
 
 
 def test_bad_attack_and_compression_settings_are_named():
