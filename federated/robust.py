@@ -24,7 +24,7 @@ by name; each takes `pre_clip=` (`clip_to_bound` before the rule: a boosted upda
 
 The combined update goes through a server optimizer like FedAvg's (`ServerSGD(1.0)` by default: `w + delta`);
 with `ServerMomentum` the rules keep a history, which is what holds them within 3 pt of the attack-free run under
-25% attackers in bench/README.md's `## privacy` (no rule does without it).
+25% attackers in bench/README.md's `## privacy` (on digits, no rule does without it).
 """
 
 from __future__ import annotations
