@@ -1,7 +1,9 @@
 """Privacy and robustness side by side (issue 20): accuracy vs epsilon, defences under attack, compressed updates.
 
-Workload: scikit-learn's 8x8 digits, `--clients` clients under Dirichlet(0.5) label skew (default 100),
-`--clients_per_round` per round (default 20), `--rounds` rounds (default 30), the CLI's digits CNN and client
+Workload (`--workload`): `digits`, scikit-learn's 8x8 digits, `--clients` clients under Dirichlet(0.5) label
+skew (default 100); or `keywords`, spoken keywords synthesized by `tfx_ext.apps.synthesis` (numpy engine,
+`--kw_speakers` speakers, 70% of them training clients) under the speaker partition, with the CLI's keyword CNN
+(`load_workload`). `--clients_per_round` per round (default 20), `--rounds` rounds (default 30), the CLI's client
 settings (`tfx_ext.apps.federated_experiments.run_experiment`), mean over `--seeds`. One configuration for every
 section, so the plain FedAvg run is the no-DP row, the attack-free row and the float row alike (run once a seed).
 
@@ -14,8 +16,10 @@ section, so the plain FedAvg run is the no-DP row, the attack-free row and the f
 - `robust`: `--attacks` (sign_flip with scale `--sign_flip_scale`, scale with boost `--boost`: an honest update
   boosted, replace: model replacement, flipped labels then boost `--boost`) by each of
   `--fractions` of the clients, against each of `--defences`; trimmed mean trims the attack fraction per side,
-  Krum / Multi-Krum assume f = ceil(fraction x clients per round). Target: the best defence within 3 pt of the
-  attack-free FedAvg at fraction 0.25.
+  Krum / Multi-Krum / Bulyan assume f = ceil(fraction x clients per round); `+worst` sizes f and the trim for the
+  99% quantile of attackers in a cohort, `+momentum` adds server momentum (`defence_options`); the
+  `--clean_defences` also run without an attack. Target: the best defence within 3 pt of the attack-free FedAvg
+  at fraction 0.25.
 - `compression`: StochasticQuantizer at `--bits`, TopK (error feedback) at `--topk` fractions, against float;
   bytes up per client as the round metrics count them. Target: 8-bit within 0.5 pt of float at 4x fewer bytes.
 
@@ -25,6 +29,7 @@ Writes `bench/results/<name>.json`, `<name>.png` (accuracy vs epsilon), `<name>_
     .venv/bin/python -m bench.privacy                  # all sections, 2 seeds
     .venv/bin/python -m bench.privacy --sections=robust --seeds=0
     .venv/bin/python -m bench.privacy --smoke          # seconds
+    .venv/bin/python -m bench.privacy --workload=keywords --name=privacy_keywords --sections=robust,compression
 """
 
 from __future__ import annotations
@@ -53,8 +58,7 @@ def run_row(args, seed, cache, **kw):
     if key not in cache:
         with tempfile.TemporaryDirectory() as out:
             try:
-                cache[key] = run_experiment(out, dataset="digits", partition="dirichlet", alpha=0.5,
-                                            clients=args.clients, clients_per_round=args.clients_per_round,
+                cache[key] = run_experiment(out, **args.workload_kw, clients_per_round=args.clients_per_round,
                                             rounds=args.rounds, seed=seed, eval_every=args.rounds, progress=False,
                                             **kw)
             except MalformedUpdateError as e:
@@ -63,6 +67,29 @@ def run_row(args, seed, cache, **kw):
         if loss is not None and not math.isfinite(loss):
             cache[key] = {"diverged": f"final eval loss {loss}"}
     return cache[key]
+
+
+KEYWORD_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "bed", "bird")
+
+
+def load_workload(args) -> dict:
+    """`run_experiment`'s data arguments for `--workload`, and `args.population` (the clients): digits under
+    Dirichlet(0.5) over `--clients`; keywords synthesized once (numpy engine, seed 0, `--kw_speakers` speakers x
+    1 clip of the ten command words and two unknown words, 20% of the speakers for test) into bench/.cache, loaded
+    once as log-mel (49, 40) with the 12-label view, one client per training speaker (plus the silence clips' own
+    client: the speaker partition `run_experiment` makes with partition='natural')."""
+    if args.workload == "digits":
+        args.population = args.clients
+        return {"dataset": "digits", "partition": "dirichlet", "alpha": 0.5, "clients": args.clients}
+    from tfx_ext.apps.federated_experiments import load_dataset
+    from tfx_ext.apps.synthesis import synthesize_keywords
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache", f"privacy_keywords_{args.kw_speakers}")
+    synthesize_keywords(root, words=KEYWORD_WORDS, speakers=args.kw_speakers, clips_per_speaker=1, seed=0,
+                        engine="numpy", test_fraction=0.2, progress=False)
+    data = load_dataset("speech_commands", data_dir=root, seed=0)
+    args.population = len(set(data[2]))
+    return {"dataset": "speech_commands", "data_dir": root, "partition": "natural", "data": data}
 
 
 def mean_row(args, seeds, cache, **kw) -> dict:
@@ -112,11 +139,28 @@ def dp_target_notes(rows) -> list[str]:
     return notes
 
 
-def defence_options(defence, fraction, args):
-    """The defence's parameters sized for the attack fraction (the server is told how many may be Byzantine)."""
-    f = math.ceil(fraction * args.clients_per_round)
-    return {"trimmed_mean": {"trim_fraction": fraction}, "krum": {"krum_byzantine": f},
-            "multi_krum": {"krum_byzantine": f, "multi_krum_m": max(1, args.clients_per_round - f)}}.get(defence, {})
+def defence_options(defence, fraction, args) -> tuple[str, dict]:
+    """`(aggregator, aggregator_options)` for a defence `name[+worst][+momentum]`, its parameters sized for the
+    attack fraction (the server is told how many may be Byzantine): f = ceil(fraction x cohort), or with `+worst`
+    the cohort's 99% hypergeometric quantile of attackers (`cohort_attackers_bound`); `+momentum` adds server
+    momentum `--server_momentum` after the rule. Bulyan's f is capped at (cohort - 3) // 4 (it needs n >= 4f + 3)."""
+    from tfx_ext.federated.robust import cohort_attackers_bound
+
+    name, *mods = defence.split("+")
+    if set(mods) - {"worst", "momentum"}:
+        raise ValueError(f"defence modifiers are +worst and +momentum. Received: {defence!r}")
+    n = args.clients_per_round
+    if "worst" in mods:
+        f = cohort_attackers_bound(args.population, round(fraction * args.population), n, args.confidence)
+        trim = min(f, (n - 1) // 2) / n
+    else:
+        f, trim = math.ceil(fraction * n), fraction
+    options = {"trimmed_mean": {"trim_fraction": trim}, "krum": {"krum_byzantine": f},
+               "multi_krum": {"krum_byzantine": f, "multi_krum_m": max(1, n - f)},
+               "bulyan": {"krum_byzantine": min(f, (n - 3) // 4)}}.get(name, {})
+    if "momentum" in mods:
+        options["server_momentum"] = args.server_momentum
+    return name, options
 
 
 def robust_rows(args, seeds, cache):
@@ -125,19 +169,20 @@ def robust_rows(args, seeds, cache):
              "test_acc": clean["test_acc"], "test_acc_std": clean["test_acc_std"], "diverged_seeds": clean["diverged"],
              "gap_to_clean_pt": 0.0}]
     scales = {"sign_flip": args.sign_flip_scale, "scale": args.boost, "replace": args.boost}
-    for attack in args.attacks.split(","):
-        for fraction in [float(f) for f in args.fractions.split(",")]:
-            for defence in args.defences.split(","):
-                m = mean_row(args, seeds, cache, aggregator=defence,
-                             aggregator_options=defence_options(defence, fraction, args), attack=attack,
-                             malicious_fraction=fraction, attack_scale=scales.get(attack))
-                rows.append({"section": "robust", "attack": attack, "fraction": fraction, "defence": defence,
-                             "attackers": m["summary"].get("attackers"), "test_acc": m["test_acc"],
-                             "test_acc_std": m["test_acc_std"], "diverged_seeds": m["diverged"],
-                             "gap_to_clean_pt": None if m["test_acc"] is None else
-                             100 * (clean["test_acc"] - m["test_acc"])})
-                print(f"robust {attack} {fraction:g} {defence}: accuracy {m['test_acc']}, diverged {m['diverged']}",
-                      flush=True)
+    cases = [("none", 0.0, d) for d in args.clean_defences.split(",") if d]
+    cases += [(attack, float(fraction), defence) for attack in args.attacks.split(",")
+              for fraction in args.fractions.split(",") for defence in args.defences.split(",")]
+    for attack, fraction, defence in cases:
+        name, options = defence_options(defence, fraction, args)
+        attacked = {} if attack == "none" else {"attack": attack, "malicious_fraction": fraction,
+                                                "attack_scale": scales.get(attack)}
+        m = mean_row(args, seeds, cache, aggregator=name, aggregator_options=options, **attacked)
+        rows.append({"section": "robust", "attack": attack, "fraction": fraction, "defence": defence,
+                     "options": options, "attackers": m["summary"].get("attackers"), "test_acc": m["test_acc"],
+                     "test_acc_std": m["test_acc_std"], "diverged_seeds": m["diverged"],
+                     "gap_to_clean_pt": None if m["test_acc"] is None else 100 * (clean["test_acc"] - m["test_acc"])})
+        print(f"robust {attack} {fraction:g} {defence}: accuracy {m['test_acc']}, diverged {m['diverged']}",
+              flush=True)
     return rows
 
 
@@ -173,7 +218,8 @@ def target_notes(rows) -> list[str]:
         verdict = "met" if q8["acc_drop_pt"] <= 0.5 else "NOT met"
         notes.append(f"compression target (8-bit within 0.5 pt of float): {verdict}: {q8['acc_drop_pt']:+.2f} pt; "
                      f"bytes {q8['bytes_ratio']:.2f}x fewer ({'met' if q8['bytes_ratio'] >= 4 else 'NOT met'} "
-                     "for 4x: 32 -> 8 bits per value plus float32 (min, max) per array and the float64 weight)")
+                     "for 4x on the whole message: the values are exactly 4x fewer, 32 -> 8 bits; the quantized "
+                     "message adds float32 (min, max) per array, and both carry the 8-byte float64 weight)")
     return notes
 
 
@@ -251,6 +297,8 @@ def plot_compression(rows, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of dp,robust,compression")
+    parser.add_argument("--workload", default="digits", choices=["digits", "keywords"])
+    parser.add_argument("--kw_speakers", type=int, default=150, help="keywords: synthetic speakers (70%% train)")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--clients_per_round", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=30)
@@ -261,7 +309,12 @@ def main(argv=None):
     parser.add_argument("--dp_bits", type=int, default=16, help="distributed DP: bits per coordinate of the secure sum")
     parser.add_argument("--attacks", default="sign_flip,scale,replace")
     parser.add_argument("--fractions", default="0.1,0.25")
-    parser.add_argument("--defences", default="fedavg,median,trimmed_mean,krum,geometric_median")
+    parser.add_argument("--defences", default="fedavg,median,trimmed_mean,krum,geometric_median,bulyan,"
+                        "centered_clipping,trimmed_mean+worst,geometric_median+momentum,centered_clipping+momentum")
+    parser.add_argument("--clean_defences", default="geometric_median+momentum,centered_clipping+momentum",
+                        help="defences also run without an attack (their own attack-free accuracy)")
+    parser.add_argument("--server_momentum", type=float, default=0.5, help="+momentum defences' server momentum")
+    parser.add_argument("--confidence", type=float, default=0.99, help="+worst defences' hypergeometric quantile")
     parser.add_argument("--sign_flip_scale", type=float, default=4.0)
     parser.add_argument("--boost", type=float, default=10.0)
     parser.add_argument("--bits", default="8,4,2")
@@ -277,6 +330,7 @@ def main(argv=None):
         args.clients, args.clients_per_round, args.rounds, args.seeds = 10, 5, 2, "0"
         args.noise_multipliers, args.name = "1.0", f"{args.name}_smoke"
         args.attacks, args.fractions, args.defences, args.bits, args.topk = "sign_flip", "0.25", "fedavg,median", "8", "0.1"
+        args.clean_defences, args.kw_speakers = "", 12
 
     from bench.harness import RESULTS_DIR, Benchmark, format_table
 
@@ -284,6 +338,8 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     config = {k: v for k, v in vars(args).items() if k not in ("results_dir", "name")}
     bench = Benchmark(args.name, config=config, results_dir=results_dir)
+    args.workload_kw = load_workload(args)
+    bench.config["population"] = args.population
     cache, rows = {}, []
     makers = {"dp": dp_rows, "robust": robust_rows, "compression": compression_rows}
     for section in SECTIONS:

@@ -7,7 +7,8 @@
   `DistributedDP` (the distributed discrete Gaussian: clients add the noise inside secure aggregation);
 - aggregators (`FedAvg`, `FedProx`, `FedAvgM`, `FedAdam`, `FedYogi`, `FedAdagrad`) over the pure maths of `aggregate`, and
   the server optimizers;
-- robust aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`, `NormBounding`, in `robust`);
+- robust aggregators (`Median`, `TrimmedMean`, `GeometricMedian`, `Krum`, `MultiKrum`, `Bulyan`, `CenteredClipping`,
+  `NormBounding`, in `robust`);
 - attack simulation (`with_attack`, `UnderAttack`, `SignFlip`, `Scaling`, `GaussianNoise`, `LabelFlip`, in
   `attacks`);
 - update compression postprocessors (`StochasticQuantizer`, `TopK`, `RandomK` with error feedback, in
@@ -53,7 +54,7 @@ from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
 from tfx_ext.federated.privacy import CentralDP, DPAccountant
-from tfx_ext.federated.robust import GeometricMedian, Krum, Median, MultiKrum, NormBounding, TrimmedMean
+from tfx_ext.federated.robust import Bulyan, CenteredClipping, GeometricMedian, Krum, Median, MultiKrum, NormBounding, TrimmedMean
 from tfx_ext.federated.round import validate_client_result
 from tfx_ext.federated.secure.wrapper import SecAgg, check_aggregator
 from tfx_ext.federated.simulation import simulate
@@ -67,6 +68,8 @@ __all__ = [
     "DistributedDP",
     "DPAccountant",
     "GaussianNoise",
+    "Bulyan",
+    "CenteredClipping",
     "GeometricMedian",
     "LabelFlip",
     "Scaling",

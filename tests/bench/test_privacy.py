@@ -58,3 +58,33 @@ def test_privacy_bench_records_a_diverged_run(tmp_path):
     assert robust["sign_flip", "fedavg"]["gap_to_clean_pt"] is None
     assert robust["none", "fedavg"]["diverged_seeds"] == 0 and robust["none", "fedavg"]["test_acc"] > 0
     assert {r["section"] for r in doc["rows"]} == {"robust"}
+
+
+def test_privacy_bench_keyword_workload_uses_the_speaker_partition(tmp_path):
+    """--workload=keywords: synthesized keywords, one client per training speaker (plus silence's own client)."""
+    doc = privacy.main(["--smoke", "--workload=keywords", "--sections=robust", f"--results_dir={tmp_path}"])
+    root = privacy.os.path.join(privacy.os.path.dirname(privacy.__file__), ".cache", "privacy_keywords_12")
+    held = set()
+    for name in ("validation_list.txt", "testing_list.txt"):
+        with open(privacy.os.path.join(root, name)) as f:
+            held |= {line.split("/")[1].split("_nohash_")[0] for line in f if line.strip()}
+    speakers = {p.split("_nohash_")[0] for p in privacy.os.listdir(privacy.os.path.join(root, "yes"))}
+    assert doc["config"]["population"] == len(speakers - held) + 1  # + the silence clips' client
+    robust = {(r["attack"], r["defence"]): r for r in doc["rows"]}
+    assert set(robust) == {("none", "fedavg"), ("sign_flip", "fedavg"), ("sign_flip", "median")}
+    assert robust["sign_flip", "median"]["attackers"] == round(0.25 * doc["config"]["population"])
+    assert 0 < robust["none", "fedavg"]["test_acc"] <= 1
+
+
+def test_defence_options_size_f_for_the_worst_cohort():
+    import argparse
+
+    args = argparse.Namespace(clients_per_round=20, population=100, confidence=0.99, server_momentum=0.5)
+    assert privacy.defence_options("krum", 0.25, args) == ("krum", {"krum_byzantine": 5})  # ceil(0.25 x 20)
+    assert privacy.defence_options("bulyan", 0.25, args) == ("bulyan", {"krum_byzantine": 4})  # 20 >= 4f + 3
+    # 25 of 100 malicious, cohorts of 20: P(X <= 8) < 0.99 <= P(X <= 9), so 9 trimmed per side
+    assert privacy.defence_options("trimmed_mean+worst", 0.25, args) == ("trimmed_mean", {"trim_fraction": 0.45})
+    assert privacy.defence_options("geometric_median+momentum", 0.25, args) == (
+        "geometric_median", {"server_momentum": 0.5})
+    with pytest.raises(ValueError, match="defence modifiers are"):
+        privacy.defence_options("median+fast", 0.25, args)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tfx_ext.federated import History
@@ -202,7 +203,9 @@ def test_cli_simulate_with_litert_clients(tmp_path):
 @pytest.mark.parametrize("name, options, attr, want", [
     ("median", {}, None, None), ("trimmed_mean", {"trim_fraction": 0.25}, "beta", 0.25),
     ("krum", {"krum_byzantine": 1}, "f", 1), ("multi_krum", {"krum_byzantine": 1, "multi_krum_m": 2}, "m", 2),
-    ("geometric_median", {}, None, None), ("norm_bounding", {"norm_bound": 0.5}, "bound", 0.5)])
+    ("geometric_median", {}, None, None), ("norm_bounding", {"norm_bound": 0.5}, "bound", 0.5),
+    ("bulyan", {"krum_byzantine": 0}, "f", 0), ("centered_clipping", {"cc_tau": 0.5, "cc_iterations": 2}, "tau", 0.5),
+    ("centered_clipping", {"server_momentum": 0.5, "pre_clip": "median"}, "pre_clip", "median")])
 def test_run_experiment_with_each_robust_aggregator(tmp_path, name, options, attr, want):
     from tfx_ext.apps.federated_experiments import make_aggregator, run_experiment
 
@@ -243,6 +246,30 @@ def test_run_experiment_compression_counts_the_bytes_each_client_sends(tmp_path)
     assert q["compression_options"] == ["StochasticQuantizer(bits=8)"] and q["epsilon"] > 0
     top = run("topk", compression="topk", compression_options={"fraction": 0.1})
     assert top["bytes_up_per_client"] == 993 * 8 + 8 and top["final_eval_accuracy"] > 0.15
+
+
+def test_server_momentum_and_pre_clip_compose_with_the_robust_rules_only():
+    from tfx_ext.apps.federated_experiments import make_aggregator
+
+    cc = make_aggregator("centered_clipping", server_momentum=0.5, server_lr=0.8, pre_clip=2.0)
+    assert (cc.server_optimizer.momentum, cc.server_optimizer.learning_rate, cc.pre_clip) == (0.5, 0.8, 2.0)
+    with pytest.raises(ValueError, match=r"`server_momentum` and `pre_clip` apply to the robust aggregators .*"
+                                         r"Received: aggregator='fedavg'"):
+        make_aggregator("fedavg", server_momentum=0.9)
+    with pytest.raises(ValueError, match="norm_bounding clips on the clients with `norm_bound`"):
+        make_aggregator("norm_bounding", pre_clip="median")
+    from tfx_ext.apps.cli.federated import _pre_clip
+
+    assert [_pre_clip(v) for v in (None, "median", "2.5")] == [None, "median", 2.5]
+    with pytest.raises(ValueError, match=r"--pre_clip must be 'median' or a number. Received: --pre_clip='mean'"):
+        _pre_clip("mean")
+
+
+def test_run_experiment_refuses_preloaded_data_of_the_wrong_form(tmp_path):
+    from tfx_ext.apps.federated_experiments import run_experiment
+
+    with pytest.raises(ValueError, match=r"`data` must be load_dataset's \(x_train, .*Received: 2 items"):
+        run_experiment(tmp_path, data=(np.zeros(3), np.zeros(3)), progress=False)
 
 
 def test_bad_attack_and_compression_settings_are_named():

@@ -8,10 +8,27 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tfx_ext.errors import FederatedError, SecureAggregationError
-from tfx_ext.federated import ClientResult, FedAvg, GeometricMedian, Krum, Median, MultiKrum, NormBounding, SecAgg, TrimmedMean
+from tfx_ext.federated import (
+    Bulyan,
+    CenteredClipping,
+    ClientResult,
+    FedAvg,
+    GeometricMedian,
+    Krum,
+    Median,
+    MultiKrum,
+    NormBounding,
+    SecAgg,
+    ServerMomentum,
+    TrimmedMean,
+)
 from tfx_ext.federated import aggregators as agg
 from tfx_ext.federated.robust import (
+    bulyan,
+    centered_clip,
+    clip_to_bound,
     clip_update_norm,
+    cohort_attackers_bound,
     coordinate_median,
     geometric_median,
     krum,
@@ -67,6 +84,95 @@ def test_krum_aggregator_applies_the_pick_and_reports_client_ids():
     assert metrics["selected"] == ["c1"] and metrics["update_norm"] == pytest.approx(1.0)
     new, _, metrics = MultiKrum(f=1, m=2).aggregate(g, results, {})
     assert float(new[0]) == 2.5 and metrics["selected"] == ["c1", "c2"]
+
+
+# Bulyan on the line 0, 1, 2, 3, 5, 50, 100 with f = 1 (n = 7 = 4f + 3): theta = 5 picks, beta = 3.
+#   Krum (4 nearest): 0: 1+4+9+25=39, 1: 1+1+4+16=22, 2: 4+1+1+9=15, 3: 9+4+1+4=18, 5: 54, 50, 100 larger -> 2.
+#   Left 0,1,3,5,50,100 (3 nearest): 0: 1+9+25=35, 1: 1+4+16=21, 3: 9+4+4=17, 5: 45 -> 3.
+#   Left 0,1,5,50,100 (2 nearest): 0: 1+25=26, 1: 1+16=17, 5: 41 -> 1.  Left 0,5,50,100 (1 nearest): 0 and 5 are
+#   each other's nearest (25) -> 0, the first.  Left 5,50,100 (f drops to 0, 1 nearest): 5 and 50 (45^2) -> 5.
+#   Selected 2, 3, 1, 0, 5; their median is 2 and the 3 closest to it are 2, 1, 3: mean 2.
+#   Second column: 10, 0, 7, 1, 9, 0, 0 over the same clients; the selection's values 7, 1, 0, 10, 9 (median 7),
+#   the 3 closest 7, 9, 10 (distances 0, 2, 3): mean 26/3. Scaled by 1e-3, it moves no Krum score past another.
+def test_bulyan_by_hand():
+    second = [10, 0, 7, 1, 9, 0, 0]
+    ups = [[np.array(p, np.float64), np.array([1e-3 * q])] for p, q in zip([0, 1, 2, 3, 5, 50, 100], second)]
+    out, chosen = bulyan(ups, 1)
+    assert [int(i) for i in chosen] == [2, 3, 1, 0, 4]
+    assert out[0] == pytest.approx(2.0) and out[1][0] == pytest.approx(1e-3 * 26 / 3)
+    everything, chosen = bulyan(updates_of([1, 2], [3, 4], [8, 0]), 0)  # f = 0: every update, the plain mean
+    assert sorted(chosen) == [0, 1, 2] and everything[0] == pytest.approx(4.0) and everything[1][0] == 2.0
+    with pytest.raises(ValueError, match=r"Bulyan needs n >= 4f \+ 3 clients per round \(n=10\); lower `f` \(at most 1\)"):
+        bulyan(updates_of(*[[p, 0.0] for p in range(10)]), 2)
+    with pytest.raises(FederatedError, match=r"Bulyan with f=2 needs at least 11 clients per round but the round has 10"):
+        Bulyan(f=2).combine(updates_of(*[[p, 0.0] for p in range(10)]))
+
+
+# Centered clipping from center 0 over the scalars 1, 2, 100 with tau = 3: the differences 1, 2, 100 clip to 1, 2,
+# 3, mean 2; the second iteration from 2: -1, 0, 98 -> 3, mean 2/3, so v = 8/3. tau=None takes the median distance
+# 2 from the first iteration: 1, 2, 2 -> v = 5/3.
+def test_centered_clip_by_hand():
+    ups = [[np.array([v], np.float64)] for v in (1.0, 2.0, 100.0)]
+    zero = [np.zeros(1)]
+    v, tau, clipped = centered_clip(ups, zero, 3.0, iterations=1)
+    assert v[0][0] == pytest.approx(2.0) and tau == 3.0 and clipped == 1
+    v, _, clipped = centered_clip(ups, zero, 3.0, iterations=2)
+    assert v[0][0] == pytest.approx(8 / 3) and clipped == 1
+    v, tau, _ = centered_clip(ups, zero, None, iterations=1)
+    assert tau == 2.0 and v[0][0] == pytest.approx(5 / 3)
+    # the norm is global over the layers: (3 | 4) from the center (0 | 0) has norm 5, clipped to 2.5: (1.5 | 2)
+    v, _, _ = centered_clip([[np.array(3.0), np.array([4.0])]], [np.array(0.0), np.zeros(1)], 2.5)
+    assert float(v[0]) == pytest.approx(1.5) and v[1][0] == pytest.approx(2.0)
+    # a center other than 0: from 10, the scalars 9 and 13 with tau 1 move v by (-1 + 1) / 2 = 0
+    v, _, _ = centered_clip([[np.array([9.0])], [np.array([13.0])]], [np.array([10.0])], 1.0)
+    assert v[0][0] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match=r"`center` must have the updates' 1 values. Received: 2 values"):
+        centered_clip(ups, [np.zeros(2)], 1.0)
+
+
+def test_centered_clipping_starts_each_round_from_the_last_aggregate():
+    g = [np.zeros(1, np.float32)]
+    cc = CenteredClipping(tau=1.0, iterations=1)
+    state = cc.init_state(g)
+    assert set(state) == {"cc_center"} and state["cc_center"][0][0] == 0
+    results = [ClientResult(k, [np.array([v], np.float32)], 1) for k, v in enumerate([1.0, 3.0])]
+    new, state, metrics = cc.aggregate(g, results, state)  # from 0: 1 and 3 clip to 1 and 1: v = 1
+    assert new[0][0] == pytest.approx(1.0) and state["cc_center"][0][0] == pytest.approx(1.0)
+    assert metrics["cc_tau"] == 1.0 and metrics["cc_clipped"] == 1
+    new, state, _ = cc.aggregate(g, results, state)  # from 1: differences 0 and 2 -> 0 and 1: v = 1.5
+    assert new[0][0] == pytest.approx(1.5) and state["cc_center"][0][0] == pytest.approx(1.5)
+    # with server momentum: the optimizer's velocity and the center live side by side in the state
+    ccm = CenteredClipping(tau=1.0, iterations=1, server_optimizer=ServerMomentum(1.0, 0.5))
+    state = ccm.init_state(g)
+    assert set(state) == {"velocity", "cc_center"}
+    new, state, _ = ccm.aggregate(g, results, state)  # v = 1, velocity 1
+    new, state, _ = ccm.aggregate(new, results, state)  # updates -> 0 and 2 from the new weights 1: centre 1 -> 1
+    assert state["velocity"][0][0] == pytest.approx(0.5 * 1 + 1.0) and new[0][0] == pytest.approx(1 + 1.5)
+
+
+def test_cohort_attackers_bound_is_the_hypergeometric_quantile():
+    # 2 malicious of 4, cohort of 2: P(0) = C(2,0)C(2,2)/C(4,2) = 1/6, P(1) = 4/6, P(2) = 1/6
+    assert [cohort_attackers_bound(4, 2, 2, q) for q in (0.1, 1 / 6, 0.5, 5 / 6, 0.9, 1.0)] == [0, 0, 1, 1, 2, 2]
+    assert cohort_attackers_bound(100, 0, 20) == 0 and cohort_attackers_bound(10, 10, 3) == 3
+    with pytest.raises(ValueError, match=r"`confidence` must be a finite number > 0 and <= 1"):
+        cohort_attackers_bound(10, 2, 3, 0)
+
+
+def test_pre_clip_bounds_every_update_before_the_rule():
+    # norms 1, 2, 10: the median 2 clips the third to 2 (direction kept), then the coordinate-wise median
+    ups = updates_of([1, 0], [0, 2], [-6, 8])
+    clipped, metrics = clip_to_bound(ups, "median")
+    assert metrics == {"clip_bound": 2.0, "clipped": 1}
+    assert float(clipped[2][0]) == pytest.approx(-1.2) and clipped[2][1][0] == pytest.approx(1.6)
+    g = [np.array(0.0, np.float32), np.zeros(1, np.float32)]
+    results = [ClientResult(k, [np.array(u[0], np.float32), u[1].astype(np.float32)], 1) for k, u in enumerate(ups)]
+    new, _, m = GeometricMedian(pre_clip=1.0).aggregate(g, results, {})
+    assert m["clip_bound"] == 1.0 and m["clipped"] == 2
+    new, _, m = Median(pre_clip="median").aggregate(g, results, {})
+    assert float(new[0]) == pytest.approx(0.0) and new[1][0] == pytest.approx(1.6)  # medians of (1,0,-1.2), (0,2,1.6)
+    with pytest.raises(ValueError, match=r"`pre_clip` must be a finite number > 0 or None"):
+        Median(pre_clip=0)
+    assert repr(Median(pre_clip="median")).endswith("pre_clip='median')")
 
 
 def test_median_and_trimmed_mean_aggregators_ignore_example_counts():
@@ -132,6 +238,8 @@ def test_clip_update_norm_is_global_over_layers():
     (Krum(), "to score pairwise distances"),
     (MultiKrum(m=2), "to score pairwise distances"),
     (GeometricMedian(), "for the Weiszfeld iterations"),
+    (Bulyan(), "to run Krum and sort each coordinate"),
+    (CenteredClipping(), "to clip its distance to the center"),
 ])
 def test_secure_aggregation_refuses_individual_update_aggregators_by_name(aggregator, why):
     name = type(aggregator).__name__
@@ -148,6 +256,7 @@ def test_names_resolve_through_the_registry():
     assert agg.get("trimmed_mean", beta=0.2).beta == 0.2
     assert agg.get("multi_krum", f=2, m=3).m == 3 and isinstance(agg.get("norm_bounding"), NormBounding)
     assert isinstance(agg.get("geometric_median"), GeometricMedian)
+    assert agg.get("bulyan", f=2).f == 2 and agg.get("centered_clipping", tau=0.5).tau == 0.5
 
 
 def test_argument_errors():

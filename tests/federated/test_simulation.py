@@ -102,8 +102,18 @@ def _strip_time(rounds):
     return [{k: v for k, v in r.items() if k not in ("wall_time_s", "client_updates_per_s")} for r in rounds]
 
 
-@pytest.mark.parametrize("aggregator", [FedAvg, lambda: FedAdam(learning_rate=0.05)], ids=["fedavg", "fedadam"])
-def test_resume_equals_uninterrupted(tmp_path, aggregator):
+def _centered_clipping():
+    from tfx_ext.federated import CenteredClipping, ServerMomentum
+
+    return CenteredClipping(iterations=2, server_optimizer=ServerMomentum(1.0, 0.5))
+
+
+RESUME_STATE = {"fedavg": set(), "fedadam": {"m", "v"}, "centered_clipping": {"velocity", "cc_center"}}
+
+
+@pytest.mark.parametrize("aggregator", [FedAvg, lambda: FedAdam(learning_rate=0.05), _centered_clipping],
+                         ids=list(RESUME_STATE))
+def test_resume_equals_uninterrupted(tmp_path, aggregator, request):
     cd, ev = population()
     kw = dict(KW, eval_data=ev, seed=11)
     h_full, m_full = simulate(tiny_model, cd, rounds=5, aggregator=aggregator(), **kw)
@@ -111,7 +121,7 @@ def test_resume_equals_uninterrupted(tmp_path, aggregator):
     simulate(tiny_model, cd, rounds=2, aggregator=aggregator(), checkpoint_dir=tmp_path, **kw)
     weights, state, meta = load_checkpoint(tmp_path)
     assert meta["round"] == 2 and len(meta["history"]) == 2
-    assert set(state) == ({"m", "v"} if aggregator is not FedAvg else set())
+    assert set(state) == RESUME_STATE[request.node.callspec.id]  # centered clipping's center is checkpointed
     h_res, m_res = simulate(tiny_model, cd, rounds=5, aggregator=aggregator(), checkpoint_dir=tmp_path,
                             resume=True, **kw)
     for a, b in zip(m_full.get_weights(), m_res.get_weights()):

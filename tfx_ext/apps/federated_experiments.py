@@ -25,7 +25,7 @@ DATASETS = ("digits", "speech_commands")
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
 KEYWORD_LABELS = "12"  # The Speech Commands label view of the keyword workload.
 AGGREGATOR_NAMES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "fedma", "matched", "median", "trimmed_mean",
-                    "krum", "multi_krum", "geometric_median", "norm_bounding")
+                    "krum", "multi_krum", "geometric_median", "norm_bounding", "bulyan", "centered_clipping")
 ROBUST_NAMES = AGGREGATOR_NAMES[7:]  # `tfx_ext.federated.robust`: Byzantine-robust, by name
 SECURE = ("none", "secagg", "secagg+")
 # Defaults that learn: FedAvg on Dirichlet(0.5) digits, 16 clients, 8 per round, 8 rounds reaches >= 0.85 with
@@ -105,17 +105,24 @@ def make_client_data(x, y, ids, *, partition: str, clients: int, alpha: float = 
 
 def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = None, model_fn=None,
                     class_counts=None, trim_fraction: float = 0.1, krum_byzantine: int = 1, multi_krum_m: int = 1,
-                    norm_bound: float = 1.0):
+                    norm_bound: float = 1.0, cc_tau: float | None = None, cc_iterations: int = 3,
+                    server_momentum: float = 0.0, pre_clip=None):
     """An aggregator by CLI name, with the server learning rate where it applies.
 
     "fedma" is server-side matched averaging (`FedMA`), "matched" client-side matching (`ClientSideMatching`,
     which composes with secure aggregation); both need `model_fn` (and use `class_counts` for the output layer).
-    The robust ones (`ROBUST_NAMES`) take `trim_fraction` (trimmed_mean's beta), `krum_byzantine` (Krum's f),
-    `multi_krum_m` and `norm_bound`; median, trimmed mean, Krum and geometric median refuse `secure=` by name.
+    The robust ones (`ROBUST_NAMES`) take `trim_fraction` (trimmed_mean's beta), `krum_byzantine` (Krum's and
+    Bulyan's f), `multi_krum_m`, `norm_bound`, `cc_tau` / `cc_iterations` (centered clipping's radius, None: the
+    median distance, and iterations) and `server_momentum` (> 0: `ServerMomentum(server_lr or 1, momentum)` after
+    the robust rule) and `pre_clip` (a float or "median": each update's norm clipped before the rule,
+    `robust.clip_to_bound`); all but norm_bounding refuse `secure=` by name.
     """
     name = name.lower()
     if name not in AGGREGATOR_NAMES:
         raise ValueError(f"`aggregator` must be one of {AGGREGATOR_NAMES}. Received: aggregator={name!r}")
+    if (server_momentum or pre_clip is not None) and name not in ROBUST_NAMES:
+        raise ValueError(f"`server_momentum` and `pre_clip` apply to the robust aggregators {ROBUST_NAMES} (for FedAvg "
+                         f"with momentum use aggregator='fedavgm'). Received: aggregator={name!r}")
     if name in ("fedma", "matched"):
         from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
 
@@ -130,12 +137,22 @@ def make_aggregator(name: str, *, mu: float = 0.01, server_lr: float | None = No
     if name == "fedavgm":
         return agg.FedAvgM(learning_rate=server_lr if server_lr is not None else 1.0)
     server_sgd = agg.ServerSGD(server_lr) if server_lr not in (None, 1.0) else None
+    if server_momentum:
+        server_sgd = agg.ServerMomentum(learning_rate=1.0 if server_lr is None else server_lr,
+                                        momentum=server_momentum)
     if name == "fedavg":
         return agg.FedAvg(server_optimizer=server_sgd)
     import tfx_ext.federated.robust  # noqa: F401  (registers the robust names with `aggregators.get`)
 
     options = {"trimmed_mean": {"beta": trim_fraction}, "krum": {"f": krum_byzantine},
-               "multi_krum": {"f": krum_byzantine, "m": multi_krum_m}, "norm_bounding": {"bound": norm_bound}}
+               "multi_krum": {"f": krum_byzantine, "m": multi_krum_m}, "norm_bounding": {"bound": norm_bound},
+               "bulyan": {"f": krum_byzantine}, "centered_clipping": {"tau": cc_tau, "iterations": cc_iterations}}
+    if pre_clip is not None:
+        if name == "norm_bounding":
+            raise ValueError("`pre_clip` applies to the rules that see individual updates; norm_bounding clips on "
+                             "the clients with `norm_bound`. Received: aggregator='norm_bounding', "
+                             f"pre_clip={pre_clip!r}")
+        options.setdefault(name, {})["pre_clip"] = pre_clip
     return agg.get(name, server_optimizer=server_sgd, **options.get(name, {}))
 
 
@@ -253,7 +270,8 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                    checkpoint=False, resume=False, strategy=None, progress=True, secure="none",
                    secure_threshold=None, dropout_rate=0.0, consistency_check=False, threat_model="semi-malicious",
                    dp="none", dp_options=None, client_runtime="keras", aggregator_options=None, attack="none",
-                   malicious_fraction=0.0, attack_scale=None, compression="none", compression_options=None) -> dict:
+                   malicious_fraction=0.0, attack_scale=None, compression="none", compression_options=None,
+                   data=None) -> dict:
     """Loads, partitions, simulates and writes the results into `output_dir`; returns the summary dict.
 
     `secure`, `secure_threshold`, `dropout_rate`, `consistency_check` and `threat_model` configure secure
@@ -261,7 +279,8 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
     privacy; `aggregator` is one of `AGGREGATOR_NAMES` (`make_aggregator`, whose robust parameters
     `aggregator_options` holds); `attack`, `malicious_fraction` and `attack_scale` an attack (`make_attack`);
     `compression` and `compression_options` (`bits`, `fraction`) update compression (`make_compression`);
-    `client_runtime` is "keras" or "litert" (`simulate`).
+    `client_runtime` is "keras" or "litert" (`simulate`). `data`, when given, is what `load_dataset(dataset, ...)`
+    returns, loaded once by a caller that runs many experiments on it (a benchmark), instead of loading again.
     """
     import keras
 
@@ -269,7 +288,11 @@ def run_experiment(output_dir, *, dataset="digits", data_dir=None, partition="di
                              consistency_check=consistency_check, seed=seed, threat_model=threat_model)
 
     os.makedirs(output_dir, exist_ok=True)
-    x_tr, y_tr, ids, x_te, y_te, num_classes = load_dataset(dataset, data_dir=data_dir, seed=seed)
+    if data is not None and len(data) != 6:
+        raise ValueError("`data` must be load_dataset's (x_train, y_train, ids_train, x_test, y_test, num_classes). "
+                         f"Received: {len(data)} items")
+    x_tr, y_tr, ids, x_te, y_te, num_classes = (data if data is not None else
+                                                load_dataset(dataset, data_dir=data_dir, seed=seed))
     cd = make_client_data(x_tr, y_tr, ids, partition=partition, clients=clients, alpha=alpha,
                           shards_per_client=shards_per_client, seed=seed)
     if dp == "distributed" and secure == "none":

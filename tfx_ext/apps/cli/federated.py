@@ -13,8 +13,10 @@
         --adaptive_clip_quantile) and prints the epsilon spent; --dp=distributed has the clients add discrete
         Gaussian noise inside secure aggregation (needs --secure; --clip_norm, --noise_multiplier, --target_delta,
         --dp_bits: the field's bits per coordinate, default 16).
-        --aggregator=median|trimmed_mean|krum|multi_krum|geometric_median|norm_bounding (--trim_fraction,
-        --krum_byzantine, --multi_krum_m, --norm_bound) aggregates robustly; all but norm_bounding refuse --secure.
+        --aggregator=median|trimmed_mean|krum|multi_krum|geometric_median|bulyan|centered_clipping|norm_bounding
+        (--trim_fraction, --krum_byzantine, --multi_krum_m, --norm_bound, --cc_tau, --cc_iterations, and for the
+        server-side rules --pre_clip=median|C and --server_momentum=B) aggregates robustly; all but norm_bounding
+        refuse --secure.
         --attack=sign_flip|scale|gaussian|label_flip|replace --malicious_fraction=F [--attack_scale=S] makes a seeded
         fraction of the clients attack; --compression=quantize|topk|randomk (--compression_bits,
         --compression_fraction) compresses each client update before DP clips it. The summary names both.
@@ -58,13 +60,21 @@ flags.DEFINE_enum("client_optimizer", "sgd", ["sgd", "adam"], "Client optimizer.
 flags.DEFINE_float("client_lr", DEFAULT_CLIENT_LR, "Client learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("aggregator", "fedavg", list(AGGREGATOR_NAMES),
                   "Aggregator (fedma: server-side matched averaging; matched: client-side matching; median, "
-                  "trimmed_mean, krum, multi_krum, geometric_median: Byzantine-robust, refuse --secure; "
+                  "trimmed_mean, krum, multi_krum, geometric_median, bulyan, centered_clipping: Byzantine-robust, "
+                  "refuse --secure; "
                   "norm_bounding: clients clip, composes with --secure).")
 flags.DEFINE_float("trim_fraction", 0.1, "trimmed_mean: fraction trimmed at each end, in [0, 0.5).")
-flags.DEFINE_integer("krum_byzantine", 1, "krum / multi_krum: the number f of Byzantine clients tolerated.",
+flags.DEFINE_integer("krum_byzantine", 1, "krum / multi_krum / bulyan: the number f of Byzantine clients tolerated.",
                      lower_bound=0)
 flags.DEFINE_integer("multi_krum_m", 1, "multi_krum: how many lowest-score updates are averaged.", lower_bound=1)
 flags.DEFINE_float("norm_bound", 1.0, "norm_bounding: L2 bound of each client update.")
+flags.DEFINE_float("cc_tau", None, "centered_clipping: clipping radius (default: the median distance to the center, "
+                   "per round).")
+flags.DEFINE_integer("cc_iterations", 3, "centered_clipping: clipping iterations per round.", lower_bound=1)
+flags.DEFINE_string("pre_clip", None, "Server-side robust rules: clip each update's L2 norm to this bound, or "
+                    "'median' (the round's median norm), before the rule.")
+flags.DEFINE_float("server_momentum", 0.0, "Server-side robust rules: server momentum after the rule (0: none).",
+                   lower_bound=0.0, upper_bound=0.999)
 flags.DEFINE_enum("attack", "none", list(ATTACK_NAMES), "Simulated attack by --malicious_fraction of the clients.")
 flags.DEFINE_float("malicious_fraction", 0.0, "Fraction of the clients that attack (fixed for the run, seeded).")
 flags.DEFINE_float("attack_scale", None, "sign_flip: scale (default 1), scale and replace: boost (default 10), "
@@ -128,6 +138,16 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _pre_clip(value):
+    """--pre_clip's value: None, "median" or a float."""
+    if value is None or value == "median":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--pre_clip must be 'median' or a number. Received: --pre_clip={value!r}") from None
+
+
 def fresh_output_dir(root: str = "out") -> str:
     """A new folder `root/federated-YYYYmmdd-HHMMSS` (with a suffix when that exists already)."""
     base = os.path.join(root, time.strftime("federated-%Y%m%d-%H%M%S"))
@@ -177,7 +197,8 @@ def _simulate():
         dp=FLAGS.dp, dp_options=_dp_options(),
         client_runtime=FLAGS.client_runtime,
         aggregator_options={k: getattr(FLAGS, k) for k in ("trim_fraction", "krum_byzantine", "multi_krum_m",
-                                                           "norm_bound")},
+                                                           "norm_bound", "cc_tau", "cc_iterations",
+                                                           "server_momentum")} | {"pre_clip": _pre_clip(FLAGS.pre_clip)},
         attack=FLAGS.attack, malicious_fraction=FLAGS.malicious_fraction, attack_scale=FLAGS.attack_scale,
         compression=FLAGS.compression, compression_options={"bits": FLAGS.compression_bits,
                                                             "fraction": FLAGS.compression_fraction},
