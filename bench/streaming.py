@@ -78,20 +78,13 @@ def bench_model(name: str, *, model=None, model_kwargs=None, repeats: int = 50, 
     lite_ext({"features": chunk, **states})
     rss_ext = _rss_mb() - rss0
 
-    # Timed through the LiteRT signature runners directly (TFLiteModel's argument checks and copies would add a
-    # fixed Python cost per call that dwarfs a one-frame step).
-    run_full, run_int, run_ext = lite_full.runner, lite_int.runner, lite_ext.runner
-
-    def ext_step():
-        out = run_ext(features=chunk, **states)
-        for n in external.state_names:
-            states[n] = out[n]
-
+    # Bare invocations on both sides, inputs bound once (`TFLiteModel.invoker`); the external-state step also copies
+    # each state output into its input in place (`TFLiteModel.stepper`), as an app feeding states back does.
     timings = compare(
         {
-            "non_stream": lambda: run_full(features=window),
-            "stream_internal": lambda: run_int(features=chunk),
-            "stream_external": ext_step,
+            "non_stream": lite_full.invoker({"features": window}),
+            "stream_internal": lite_int.invoker({"features": chunk}),
+            "stream_external": lite_ext.stepper({"features": chunk, **states}),
         },
         warmup=warmup,
         repeats=repeats,

@@ -7,7 +7,7 @@ import pytest
 
 from tfx_ext.errors import DataError, ExportError
 from tfx_ext.lite.convert import to_tflite
-from tfx_ext.lite.runtime import TFLiteModel
+from tfx_ext.lite.runtime import TFLiteModel, quantize_input
 from tfx_ext.lite.int8 import model_ops, non_integer_ops, streaming_calibration_data
 from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.lite.verification import verify
@@ -183,6 +183,24 @@ def test_invoker_runs_the_bound_signature_bare(exports, data):
     invoke()  # ...and a bare invocation advances the internal state like a call does
     assert not np.array_equal(runner({"features": x[:, 2:3]})["probs"], expected)
     assert runner.latency({"features": x[:, :1]}, warmup=1, repeats=3) > 0
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_stepper_feeds_states_back_like_run_stream(exports, data, quantize):
+    """The bare external-state step (bench/streaming.py times it) against run_stream, which binds by name: binding
+    runs a step from the bound (zero) states without feeding back, then each bare step runs one more."""
+    _, flatbuffer = exports("crnn", "stream_external_state", quantize)
+    chunk = data["test"][0][:1, :1]
+    runner = TFLiteModel(flatbuffer, dequantize=False)
+    expected = runner.run_stream(np.repeat(chunk, 4, axis=1))["probs"][:, :, 0]  # raw outputs of steps 1..4
+    zeros = {name: quantize_input(np.zeros(runner.input_details[name]["shape"], np.float32),
+                                  runner.input_details[name]) for name in runner.state_names}
+    step = runner.stepper({"features": chunk, **zeros})
+    probs = runner.output_details["probs"]["index"]
+    for t in range(4):
+        step()
+        np.testing.assert_array_equal(runner.interpreter.get_tensor(probs)[:, 0], expected[:, t])
+    assert not np.array_equal(expected[:, 0], expected[:, 3])  # the states matter: feeding back is tested
 
 
 def test_streamed_state_calibration_beats_zero_state_calibration(trained, data, exports):

@@ -188,6 +188,30 @@ class TFLiteModel:
         self(inputs)  # checks names and shapes, sizes the tensors and sets the inputs
         return signature_invoker(self.runner)
 
+    def stepper(self, inputs: Mapping[str, Any]):
+        """Like `invoker`, for external-state streaming: binds `inputs` (the data input and the starting states) and
+        returns a zero-argument function that runs one bare invocation, then copies each state output into its
+        input in place, as an app feeding states back does (no binding by name, no allocation of state arrays).
+
+        The copies go through `Interpreter.tensor` views of the primary subgraph, so the signature must run that
+        subgraph (true for every export of `to_tflite`; anything else is refused by name).
+        """
+        invoke = self.invoker(inputs)
+        primary = {d["index"] for d in self.interpreter.get_input_details()}
+        bound = {d["index"] for d in self.input_details.values()}
+        if primary != bound:
+            raise ExportError(f"stepper needs a signature that runs the primary subgraph; {self.signature!r} runs "
+                              f"another one. Use `run_stream` (it binds by name) for this model")
+        views = [(self.interpreter.tensor(self.output_details[name]["index"]),
+                  self.interpreter.tensor(self.input_details[name]["index"])) for name in self.state_names]
+
+        def step():
+            invoke()
+            for output, state_input in views:
+                np.copyto(state_input(), output())
+
+        return step
+
     def latency(self, inputs: Mapping[str, Any], *, warmup: int = 3, repeats: int = 20) -> float:
         """Median seconds per bare invocation (see `invoker`) over `repeats` runs after `warmup` runs. Streaming
         models with internal state advance their state with every run."""
