@@ -33,15 +33,18 @@ def mel_matrix(config: FeatureConfig) -> np.ndarray:
     return np.pad(weights, [(1, 0), (0, 0)]).astype(np.float32)
 
 
-def dft_matrix(config: FeatureConfig, rows: int) -> np.ndarray:
-    """`(rows, 2 * bins)`: the periodic Hann window folded into the real-input DFT, `[cos | -sin]` columns, rows past
-    the window zero (so a frame of whole hops needs no slice)."""
+def hann_window(length: int) -> np.ndarray:
+    """The periodic Hann window of `tf.signal.hann_window` (float64)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+
+
+def dft_matrix(config: FeatureConfig, bins) -> np.ndarray:
+    """`(window, 2 * len(bins))`: the periodic Hann window folded into the real-input DFT at frequency `bins`,
+    `[cos | -sin]` columns (bins the mel filterbank ignores are left out: they would only multiply zeros)."""
     window, length = config.window_samples, config.fft_length
-    n = np.arange(window)
-    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / window)
-    phase = 2.0 * np.pi * (np.outer(n, np.arange(length // 2 + 1)) % length) / length  # exact integer phase first
-    matrix = np.concatenate([hann[:, None] * np.cos(phase), -hann[:, None] * np.sin(phase)], axis=1)
-    return np.pad(matrix, [(0, rows - window), (0, 0)]).astype(np.float32)
+    n, hann = np.arange(window), hann_window(window)
+    phase = 2.0 * np.pi * (np.outer(n, np.asarray(bins)) % length) / length  # exact integer phase first
+    return np.concatenate([hann[:, None] * np.cos(phase), -hann[:, None] * np.sin(phase)], axis=1).astype(np.float32)
 
 
 def dct_matrix(num_bins: int, num_mfcc: int) -> np.ndarray:
@@ -108,8 +111,10 @@ class LogMelFrontend(StreamingLayer):
         c = self.config
         self.window, self.hop = c.window_samples, c.hop_samples
         self.hops_per_frame = -(-self.window // self.hop)  # K: whole hops that hold one window
-        self._dft = dft_matrix(c, self.hops_per_frame * self.hop)
         self._mel = mel_matrix(c)
+        if dft == "matmul":  # only the DFT bins some mel filter weighs (243 of 257 at the defaults)
+            used = np.flatnonzero(self._mel.any(axis=1))
+            self._dft, self._mel_used = dft_matrix(c, used), self._mel[used]
         self._dct = dct_matrix(c.num_bins, c.num_mfcc) if c.kind == "mfcc" else None
 
     # ----- streaming geometry ------------------------------------------------------------------------------------
@@ -141,7 +146,7 @@ class LogMelFrontend(StreamingLayer):
         return ops.cast(inputs, "float32")
 
     def _frames(self, samples, count):
-        """`(batch, count, K * hop)` frames of whole hops (rows past the window meet zero DFT rows)."""
+        """`(batch, count, K * hop)` frames of whole hops (the window is their first `window` samples)."""
         k = self.hops_per_frame
         hops = ops.reshape(samples, (-1, count + k - 1, self.hop))
         if k == 1:
@@ -150,17 +155,18 @@ class LogMelFrontend(StreamingLayer):
 
     def _features(self, frames):
         c = self.config
-        bins = c.fft_length // 2 + 1
+        if frames.shape[-1] != self.window:
+            frames = frames[..., : self.window]  # whole hops past the window
         if self.dft == "matmul":
             spectrum = ops.matmul(frames, ops.convert_to_tensor(self._dft))
-            real, imag = spectrum[..., :bins], spectrum[..., bins:]
+            bins = self._dft.shape[1] // 2
+            real, imag, mel = spectrum[..., :bins], spectrum[..., bins:], self._mel_used
         else:
-            window = ops.convert_to_tensor(self._dft[: self.window, 0])  # the Hann window: the k = 0 cosine column
-            x = frames[..., : self.window] * window
-            x = ops.pad(x, [[0, 0], [0, 0], [0, c.fft_length - self.window]])
-            real, imag = ops.rfft(x)
+            hann = ops.convert_to_tensor(hann_window(self.window).astype(np.float32))
+            x = ops.pad(frames * hann, [[0, 0], [0, 0], [0, c.fft_length - self.window]])
+            (real, imag), mel = ops.rfft(x), self._mel
         magnitude = ops.sqrt(real * real + imag * imag)
-        log_mel = ops.log(ops.matmul(magnitude, ops.convert_to_tensor(self._mel)) + c.log_offset)
+        log_mel = ops.log(ops.matmul(magnitude, ops.convert_to_tensor(mel)) + c.log_offset)
         if self._dct is not None:
             log_mel = ops.matmul(log_mel, ops.convert_to_tensor(self._dct))
         return ops.cast(log_mel, self.compute_dtype)
@@ -206,4 +212,4 @@ class LogMelFrontend(StreamingLayer):
         return {**super().get_config(), "config": dataclasses.asdict(self.config), "dft": self.dft}
 
 
-__all__ = ["DFTS", "INT16_SCALE", "LogMelFrontend", "dct_matrix", "dft_matrix", "mel_matrix"]
+__all__ = ["DFTS", "INT16_SCALE", "LogMelFrontend", "dct_matrix", "dft_matrix", "hann_window", "mel_matrix"]
