@@ -132,6 +132,12 @@ def test_export_raw_audio_streams_hops_and_agrees_with_the_features_model(traine
     assert report["accuracy_model"] == pytest.approx(metrics["test_accuracy"], abs=1.0 / report["examples"])
 
 
+@pytest.mark.parametrize("quantize", ["int8", "dynamic"])
+def test_export_raw_audio_refuses_a_quantized_front_end(trained, tmp_path, quantize):
+    with pytest.raises(ValueError, match=rf"`quantize='{quantize}'` with raw_audio=True would quantize the LogMel"):
+        kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize=quantize, raw_audio=True)
+
+
 def test_export_int8_needs_calibration_data(trained, tmp_path):
     with pytest.raises(ValueError, match="int8 export calibrates on training clips: pass `data_root`"):
         kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize="int8")

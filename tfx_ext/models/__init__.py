@@ -79,4 +79,5 @@ def get_model(name: str, input_shape=None, num_classes: int = 12, *, raw_audio: 
     return with_frontend(MODELS[name](derived, num_classes, **kwargs), config, samples)
 
 
-__all__ = ["MODELS", "TINY_KWARGS", "get_model", "with_frontend", "attention", "ds_cnn", "crnn", "gru", "svdf", "tc_resnet"]
+__all__ = ["MODELS", "TINY_KWARGS", "get_model", "with_frontend", "attention", "ds_cnn", "crnn", "gru", "svdf",
+           "tc_resnet"]

@@ -83,8 +83,8 @@ def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | No
             f"model you trained. Use causal padding on {sources} (pad_time_dim='causal') or put the look-ahead "
             "after the stateful layers (a Delay on a skip branch aligns a look-ahead branch)."
             + (f" Or give it warmup_frames={lag}: it then takes the warm-up frames as its zero padding (a front end "
-               "without padding, such as LogMelFrontend, always emits them)." if lag and hasattr(layer, "warmup_frames")
-               else ""))
+               "without padding, such as LogMelFrontend, always emits them)."
+               if lag and hasattr(layer, "warmup_frames") else ""))
 
 
 def _phase_refusal(layer: StreamingLayer, info: _Info) -> str | None:

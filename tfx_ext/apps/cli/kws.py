@@ -61,7 +61,7 @@ flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: s
 flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                   "export: quantization (int8: full integer, calibrated on --data_root).")
 flags.DEFINE_bool("raw_audio", False, "export: the model behind a LogMelFrontend (its training features): raw audio "
-                  "in, 1 s clips or one hop of samples per step when streamed; calibrated and verified on raw clips.")
+                  "in, 1 s clips or one hop of samples per step when streamed; verified on raw clips (float only).")
 
 
 def parse_model_kwargs(text: str | None, model: str) -> dict | None:
