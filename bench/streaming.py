@@ -3,6 +3,7 @@
     python -m bench.streaming                     # DS-CNN, CRNN, GRU at full size; writes bench/results/streaming.json
     python -m bench.streaming --smoke             # seconds: tiny models, few repeats (what tests/bench runs)
     python -m bench.streaming --model_dir=DIR     # use trained DIR/<model>.keras instead of seeded random weights
+    python -m bench.streaming --raw_audio         # DS-CNN with LogMelFrontend inside vs features outside, float + int8
 
 Per model, side by side in one process (timings interleaved round-robin by `bench.harness.compare`):
   - LiteRT float latency of one non-streaming inference over the 1 s window (49 frames) and of one streaming step
@@ -147,6 +148,110 @@ def run(models=FULL_MODELS, *, model_kwargs=None, model_dir=None, repeats: int =
                                  "state_kb", "rss_mb_full", "rss_mb_int", "rss_mb_ext"])
 
 
+# ----- raw audio in the model vs features outside (issue 22) ---------------------------------------------------------
+def _clips(count: int, samples: int, seed: int) -> np.ndarray:
+    """Synthesized words over a -50 dBFS noise floor (the calibration and error data of the raw-audio rows)."""
+    from tfx_ext.apps.synthesis import _numpy_word, _place
+    from tfx_ext.data import COMMAND_WORDS
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        word = _numpy_word(COMMAND_WORDS[i % len(COMMAND_WORDS)], {"speed": 1.0, "shift": 1.0, "f0": 120.0}, rng)
+        clip = _place(word, rng, 0.0)[:samples] + 0.003 * rng.standard_normal(samples)
+        out.append(clip.astype("float32"))
+    return np.stack(out)
+
+
+def _raw_audio_row(label: str, runner, data: np.ndarray, quantize: str | None, calibration, reference,
+                   repeats: int, warmup: int) -> dict:
+    """One streaming export of `runner` (external state): bare LiteRT step time, file size, error vs `reference`."""
+    from tfx_ext.lite import TFLiteModel, to_tflite
+    from tfx_ext.lite.int8 import non_integer_ops
+    from tfx_ext.lite.runtime import quantize_input
+
+    flatbuffer = to_tflite(runner, quantize=quantize, representative_data=calibration, allow_float_ops=True)
+    lite = TFLiteModel(flatbuffer, num_threads=1)
+    name = runner.input_names[0]
+    feed = {n: quantize_input(np.zeros(lite.input_details[n]["shape"], "float32"), lite.input_details[n])
+            for n in lite.input_names}
+    feed[name] = quantize_input(data[:1, :runner.frames_per_step], lite.input_details[name])
+    run = lite.runner
+
+    def step():
+        out = run(**feed)
+        for n in runner.state_names:
+            feed[n] = out[n]
+
+    timing = time_callable(step, warmup=warmup, repeats=repeats)
+    streamed = [lite.run_stream(x[None])[runner.output_names[0]][0] for x in data]
+    if reference.ndim == 3:  # features (the front end alone): streamed frame j + lag is whole-clip frame j
+        lag = runner.output_delays[runner.output_names[0]] // runner.frames_per_step
+        streamed = np.stack([s.reshape(-1, reference.shape[-1])[lag:lag + reference.shape[1]] for s in streamed])
+    else:  # posteriors: the last step, after the whole clip
+        streamed = np.stack([s[-1].reshape(-1) for s in streamed])
+    error = np.abs(streamed - reference)
+    return {"model": label, "quantize": quantize or "float", "stream_ext_ms": timing["median_s"] * 1e3,
+            "tflite_kb": len(flatbuffer) / 1024, "max_abs_err": float(error.max()), "mean_abs_err": float(error.mean()),
+            "agreement": float(np.mean(streamed.argmax(-1) == reference.argmax(-1))) if reference.ndim == 2 else None,
+            "float_ops": ",".join(sorted(set(non_integer_ops(flatbuffer)))) if quantize == "int8" else ""}
+
+
+def run_raw_audio(*, model_kwargs=None, model_dir=None, clips: int = 8, repeats: int = 50, warmup: int = 5,
+                  seed: int = 0, name: str = "streaming_raw_audio", results_dir=RESULTS_DIR) -> dict:
+    """DS-CNN on raw audio (`with_frontend`: LogMelFrontend inside, the same weights) vs the same DS-CNN on
+    features computed outside: per-step LiteRT latency (one 20 ms hop: 320 samples vs one 40-bin frame), file
+    size, float, dynamic and int8, and the error of each export against the float Keras model on whole clips
+    (a trained `model_dir/ds_cnn.keras` makes the top-1 agreement meaningful; seeded random weights give
+    near-uniform posteriors)."""
+    import keras
+    import tensorflow as tf
+
+    from tfx_ext.data import FeatureConfig, compute_features
+    from tfx_ext.layers import LogMelFrontend
+    from tfx_ext.lite.int8 import streaming_calibration_data
+    from tfx_ext.models import get_model, with_frontend
+    from tfx_ext.streaming.contract import Mode
+    from tfx_ext.streaming.convert import to_streaming
+
+    keras.utils.set_random_seed(seed)
+    config = FeatureConfig()
+    if model_dir is not None:
+        features_model = keras.saving.load_model(pathlib.Path(model_dir) / "ds_cnn.keras")
+    else:
+        features_model = get_model("ds_cnn", (49, 40), 12, **(model_kwargs or {}))
+    raw_model = with_frontend(features_model, config, 16000)  # the same weights behind the front end
+    audio = _clips(clips, 16000, seed)
+    features = compute_features(audio, config).numpy()
+    reference = features_model.predict(features, verbose=0)  # the trained-model oracle, on whole clips
+    bench = Benchmark(name, config={"model": "ds_cnn", "model_kwargs": model_kwargs, "model_dir": model_dir,
+                                    "clips": clips,
+                                    "repeats": repeats, "warmup": warmup, "seed": seed, "hop_samples": 320,
+                                    "tflite_threads": 1})
+    samples = keras.Input((16000,), name="audio")
+    front_only = keras.Model(samples, LogMelFrontend(config, name="frontend")(samples))
+    front_rfft = keras.Model(samples, LogMelFrontend(config, dft="rfft", name="frontend")(samples))
+    for label, model, data, step, want, modes in (
+            ("ds_cnn features outside", features_model, features, 1, reference, (None, "int8")),
+            ("ds_cnn raw audio", raw_model, audio, config.hop_samples, reference, (None, "dynamic", "int8")),
+            ("LogMelFrontend alone", front_only, audio, config.hop_samples, features, (None, "dynamic", "int8")),
+            ("LogMelFrontend alone, rfft", front_rfft, audio, config.hop_samples, features, (None,))):
+        runner = to_streaming(model, Mode.STREAM_EXTERNAL_STATE, batch_size=1, frames_per_step=step)
+        calibration = streaming_calibration_data(runner, data) if "int8" in modes else None
+        for quantize in modes:
+            bench.add_row(_raw_audio_row(label, runner, data, quantize, calibration if quantize == "int8" else None,
+                                         want, repeats, warmup))
+    one_frame = tf.function(lambda x: compute_features(x, config))
+    frame_audio = tf.constant(audio[:1, :config.window_samples])
+    outside = time_callable(lambda: one_frame(frame_audio), warmup=warmup, repeats=repeats)["median_s"] * 1e3
+    bench.note(f"features outside: compute_features of one frame (tf.function, tf.signal) takes {outside:.3f} ms "
+               "per step on top of the model step; the raw-audio step includes its front end")
+    bench.note("max_abs_err / mean_abs_err: posteriors after the whole clip vs the float Keras features model on "
+               "compute_features (agreement: top-1); for the front end alone, log-mel frames vs compute_features")
+    return bench.finish(columns=["model", "quantize", "stream_ext_ms", "tflite_kb", "max_abs_err", "mean_abs_err",
+                                 "agreement", "float_ops"])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny models, few repeats (seconds)")
@@ -155,12 +260,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="streaming", help="results file name (bench/results/<name>.json)")
+    parser.add_argument("--raw_audio", action="store_true",
+                        help="DS-CNN on raw audio vs features outside (bench/results/streaming_raw_audio.json)")
     args = parser.parse_args(argv)
     models = tuple(m for m in args.models.split(",") if m)
     if args.smoke:
         from tfx_ext.models import TINY_KWARGS
 
+        if args.raw_audio:
+            return run_raw_audio(model_kwargs=TINY_KWARGS["ds_cnn"], clips=2, repeats=3, warmup=1, seed=args.seed,
+                                 name="streaming_raw_audio_smoke")
         return run(models, model_kwargs=TINY_KWARGS, repeats=3, warmup=1, seed=args.seed, name="streaming_smoke")
+    if args.raw_audio:
+        return run_raw_audio(model_dir=args.model_dir, repeats=args.repeats, seed=args.seed)
     return run(models, model_dir=args.model_dir, repeats=args.repeats, seed=args.seed, name=args.name)
 
 

@@ -7,6 +7,7 @@ Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract
     Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
+    LogMelFrontend    raw audio -> log-mel / MFCC (compute_features in the model), a ring buffer of samples
     TemporalPadding   pads or crops time in the whole sequence, passes frames through when streaming
     SVDF              kws_streaming's factored time-feature filter (feature filter, causal time filter)
     StreamingMultiHeadAttention  causal sliding-window self-attention, keys and values in a ring buffer
@@ -21,6 +22,7 @@ from tfx_ext.layers.attention import StreamingMultiHeadAttention
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
+from tfx_ext.layers.frontend import LogMelFrontend
 from tfx_ext.layers.hyper_network import HyperNetwork
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
@@ -38,6 +40,7 @@ __all__ = [
     "HyperDense",
     "HyperDepthwiseConv2D",
     "HyperNetwork",
+    "LogMelFrontend",
     "LSTM",
     "Stream",
     "StreamingMultiHeadAttention",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from tfx_ext._validate import check_int, check_number
 from tfx_ext.layers._warmup import warmup_mask, warmup_spec
@@ -116,7 +117,9 @@ class _StreamingRNN(StreamingLayer):
         # Warm-up frames (emitted by a delayed layer upstream) are masked: the state passes through them unchanged.
         active, count = warmup_mask(states.pop(), inputs.shape[1], self.warmup_frames)
         sequence, *new_states = self.rnn(inputs, initial_state=states, mask=active, training=False)
-        return self._output(sequence), [*new_states, count]
+        # A copy drops the warm-up mask Keras attached to the inner RNN's output: streamed layers after this one
+        # take every frame (a GRU after it would refuse the mask).
+        return self._output(ops.copy(sequence)), [*new_states, count]
 
     def compute_output_shape(self, input_shape):
         shape = self._data_shape(input_shape)

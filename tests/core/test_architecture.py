@@ -18,7 +18,7 @@ SOURCE_TREES = {"tfx_ext": "tfx_ext", "layers": "tfx_ext.layers", "federated": "
 APPLICATION = ("tfx_ext.apps", "tfx_ext.__main__")
 # What layers/ may import from the rest of the project: the streaming contract, errors, validators, internals.
 LAYERS_MAY_IMPORT = ("tfx_ext.layers", "tfx_ext.streaming.contract", "tfx_ext.errors", "tfx_ext._validate",
-                     "tfx_ext._compat")
+                     "tfx_ext._compat", "tfx_ext.data.feature_config")
 MAX_FUNCTION_LINES = 150
 MAX_SIMULATE_LINES = 100
 

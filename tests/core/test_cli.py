@@ -56,7 +56,8 @@ def test_kws_subcommand_help_lists_only_its_flags():
                                   "worker_timeout"}
     assert _flag_names(convert) == {"model_path", "mode", "output", "tflite", "frames_per_step"}
     assert _flag_names(evaluate) == {"model_path", "data_root", "mode", "split", "batch_size", "labels"}
-    assert _flag_names(export) == {"model_path", "output", "quantize", "mode", "data_root", "labels", "seed"}
+    assert _flag_names(export) == {"model_path", "output", "quantize", "mode", "data_root", "labels", "seed",
+                                   "raw_audio"}
     # Each flag keeps its help text, without the scope prefix that selected it (the enum's values stay).
     assert "--epochs: epochs." in train and "train: epochs" not in train
     assert "--mode: <internal|external|none>: streaming mode" in convert

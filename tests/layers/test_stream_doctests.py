@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from tfx_ext.layers import delay, recurrent, stream
+from tfx_ext.layers import delay, frontend, recurrent, stream
 
 
-@pytest.mark.parametrize("module", [stream, recurrent, delay], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [stream, recurrent, delay, frontend], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"np": np, "keras": keras}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -118,6 +118,26 @@ def test_export_int8_is_verified_against_keras(trained, tmp_path, mode):
     assert report["max_abs_error"] < 0.5  # int8 posteriors stay posteriors of the same model
 
 
+def test_export_raw_audio_streams_hops_and_agrees_with_the_features_model(trained, tmp_path):
+    """`kws export --raw_audio`: the TFLite takes 320 samples per step; verified on raw test clips against the
+    trained model behind the front end, whose accuracy is the features model's (the front end is compute_features)."""
+    root, _, model, metrics = trained
+    out = tmp_path / "raw.tflite"
+    report = kws.export(metrics["model_path"], out, mode="external", data_root=root, raw_audio=True)
+    from tfx_ext.lite import TFLiteModel
+
+    lite = TFLiteModel(out)
+    assert report["raw_audio"] and tuple(lite.input_details["audio"]["shape"]) == (1, 320)
+    assert report["agreement"] == 1.0 and report["max_abs_error"] <= 1e-4
+    assert report["accuracy_model"] == pytest.approx(metrics["test_accuracy"], abs=1.0 / report["examples"])
+
+
+@pytest.mark.parametrize("quantize", ["int8", "dynamic"])
+def test_export_raw_audio_refuses_a_quantized_front_end(trained, tmp_path, quantize):
+    with pytest.raises(ValueError, match=rf"`quantize='{quantize}'` with raw_audio=True would quantize the LogMel"):
+        kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize=quantize, raw_audio=True)
+
+
 def test_export_int8_needs_calibration_data(trained, tmp_path):
     with pytest.raises(ValueError, match="int8 export calibrates on training clips: pass `data_root`"):
         kws.export(trained[3]["model_path"], tmp_path / "m.tflite", quantize="int8")

@@ -380,9 +380,21 @@ def convert(model_path, output, *, mode: Mode | str = Mode.STREAM_INTERNAL_STATE
             "state_names": runner.state_names}
 
 
+def raw_audio_model(model, features: FeatureConfig = FeatureConfig()) -> keras.Model:
+    """`model` on raw audio: as it is when it already starts with a `LogMelFrontend`, else behind one configured
+    by `features` (the front end it was trained with; `tfx_ext.models.with_frontend`, weights kept)."""
+    from tfx_ext.layers import LogMelFrontend
+    from tfx_ext.models import with_frontend
+
+    model = _load(model)
+    if any(isinstance(layer, LogMelFrontend) for layer in model.layers):
+        return model
+    return with_frontend(model, features, features.sample_rate)
+
+
 def export(model_path, output, *, quantize: str | None = None, mode: Mode | str | None = None, data_root=None,
            features: FeatureConfig = FeatureConfig(), labels: str = "12", calibration_clips: int = 64,
-           seed: int = 0) -> dict:
+           seed: int = 0, raw_audio: bool = False) -> dict:
     """Exports a trained model (optionally converted to streaming first) to TFLite and verifies it in LiteRT.
 
     Args:
@@ -397,22 +409,32 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
         labels: "12" or "35".
         calibration_clips: training clips used for int8 calibration.
         seed: data pipeline seed.
+        raw_audio: export the model behind a `LogMelFrontend(features)` (`raw_audio_model`): the TFLite takes 1 s
+            clips, or one hop of samples per step when streamed, and is verified on raw clips. Float (or float16)
+            only: an int8 or dynamic front end is refused (it loses the quiet mel bands).
 
     Returns:
-        `{"tflite", "bytes", "quantize", "mode"}` plus, with `data_root`, the `verify` figures (max abs error,
-        top-1 agreement, accuracy of the Keras model and of the TFLite model, size ratio to 4 bytes/parameter).
+        `{"tflite", "bytes", "quantize", "mode", "raw_audio"}` plus, with `data_root`, the `verify` figures (max abs
+        error, top-1 agreement, accuracy of the Keras model and of the TFLite model, size ratio to 4 bytes/parameter).
 
     Raises:
-        ValueError: int8 without `data_root`.
+        ValueError: int8 without `data_root`; int8 or dynamic with `raw_audio`.
     """
     from tfx_ext.data.speech_commands import load_speech_commands
     from tfx_ext.lite.convert import to_tflite
     from tfx_ext.lite.int8 import streaming_calibration_data
     from tfx_ext.lite.verification import verify
 
+    if raw_audio and quantize in ("int8", "dynamic"):
+        raise ValueError(
+            f"`quantize={quantize!r}` with raw_audio=True would quantize the LogMelFrontend, which loses the quiet "
+            "mel bands (log-mel 3.6 off on average with int8, 0.15 with int8 weights; bench/README.md). Export the "
+            "raw-audio model as float, or export int8 without raw_audio and compute the features outside. "
+            f"Received: quantize={quantize!r}, raw_audio=True")
     if quantize == "int8" and data_root is None:
         raise ValueError("int8 export calibrates on training clips: pass `data_root`. Received: data_root=None")
-    model = _load(model_path)
+    model = raw_audio_model(model_path, features) if raw_audio else _load(model_path)
+    inputs = None if raw_audio else features  # the loader's front end, or raw clips for the in-model one
     target = model
     if mode is not None:
         mode = Mode.of({"internal": Mode.STREAM_INTERNAL_STATE, "external": Mode.STREAM_EXTERNAL_STATE}.get(mode, mode))
@@ -420,7 +442,7 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
     representative = None
     if quantize == "int8":
         clips = np.concatenate([np.asarray(x) for x, _ in load_speech_commands(
-            data_root, "train", batch_size=64, features=features, labels=labels, seed=seed)])[:calibration_clips]
+            data_root, "train", batch_size=64, features=inputs, labels=labels, seed=seed)])[:calibration_clips]
         if mode is None:
             name = model.inputs[0].name
             representative = [{name: clip[None]} for clip in clips]
@@ -428,13 +450,13 @@ def export(model_path, output, *, quantize: str | None = None, mode: Mode | str 
             representative = streaming_calibration_data(target, clips)
     flatbuffer = to_tflite(target, output, quantize=quantize, representative_data=representative)
     report = {"tflite": str(output), "bytes": len(flatbuffer), "quantize": quantize or "none",
-              "mode": mode.value if mode is not None else "non_stream_inference"}
+              "mode": mode.value if mode is not None else "non_stream_inference", "raw_audio": bool(raw_audio)}
     if data_root is not None:
         x, y = zip(*((np.asarray(a), np.asarray(b)) for a, b in load_speech_commands(
-            data_root, "test", batch_size=64, features=features, labels=labels, shuffle=False, seed=seed)))
+            data_root, "test", batch_size=64, features=inputs, labels=labels, shuffle=False, seed=seed)))
         report.update(verify(model, flatbuffer, (np.concatenate(x), np.concatenate(y))).as_dict())  # the trained model
     return report
 
 
 __all__ = ["train", "evaluate", "score", "long_stream", "stream_posteriors", "plot_posteriors", "convert", "export",
-           "input_shape"]
+           "input_shape", "raw_audio_model"]

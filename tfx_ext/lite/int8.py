@@ -166,7 +166,7 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
     Args:
         model_or_runner: a `StreamingRunner` (external state: `to_streaming(..., "stream_external_state")`), an
             external-state streaming model, or an internal-state streaming model.
-        sequences: `(num, time, ...)` whole sequences (features), `time` a multiple of the model's frames per step;
+        sequences: `(num, time, ...)` whole sequences (features, or `(num, samples)` raw audio), `time` a multiple of the model's frames per step;
             each is streamed from a fresh state, one batch of the streaming model's batch size at a time. Every
             sequence is used: a last batch that is not full (or `num` below the batch size) is padded with
             sequences from the start, which adds no values outside the data's ranges.
@@ -185,8 +185,9 @@ def streaming_calibration_data(model_or_runner, sequences, *, reset: bool = True
         raise ValueError(f"streaming_calibration_data supports one data input. Received: {runner.input_names}")
     name = runner.input_names[0]
     batch, step = runner.batch_size or 1, runner.frames_per_step
-    sequences = np.asarray(sequences, dtype="float32")
-    if sequences.ndim < 3 or sequences.shape[1] % step:
+    sequences = np.asarray(sequences)
+    sequences = sequences if sequences.dtype.kind in "iu" else sequences.astype("float32")  # int16 PCM stays int16
+    if sequences.ndim < 2 or sequences.shape[1] % step:  # (num, samples) raw audio streams too
         raise DataError(
             f"`sequences` must be (num, time, ...) with time a multiple of frames_per_step={step}. "
             f"Received: shape={sequences.shape}"

@@ -81,7 +81,10 @@ def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | No
             f"(look-ahead of {sources}): a layer with look-ahead feeds a stateful layer, whose state would take in "
             f"the {info.delay} warm-up frames streamed before the first real one, so the stream would not equal the "
             f"model you trained. Use causal padding on {sources} (pad_time_dim='causal') or put the look-ahead "
-            "after the stateful layers (a Delay on a skip branch aligns a look-ahead branch).")
+            "after the stateful layers (a Delay on a skip branch aligns a look-ahead branch)."
+            + (f" Or give it warmup_frames={lag}: it then takes the warm-up frames as its zero padding (a front end "
+               "without padding, such as LogMelFrontend, always emits them)."
+               if lag and hasattr(layer, "warmup_frames") else ""))
 
 
 def _phase_refusal(layer: StreamingLayer, info: _Info) -> str | None:
@@ -164,9 +167,10 @@ class _Rebuild:
     def _add_input(self, layer_config: dict) -> None:
         name, config = layer_config["name"], layer_config["config"]
         batch_shape = list(config.get("batch_shape") or [None, *config["shape"]])
-        if len(batch_shape) < 3 and self.streaming:
+        if len(batch_shape) < 2 and self.streaming:  # (batch, time) streams: raw audio, token ids
             raise NotStreamableError(
-                f"input {name!r} has shape {tuple(batch_shape)}; streaming inputs need (batch, time, features...)."
+                f"input {name!r} has shape {tuple(batch_shape)}, no time axis; streaming inputs need (batch, time, "
+                "...)."
             )
         self.shapes[(name, 0, 0)] = tuple(batch_shape)
         if self.batch_size is not None:

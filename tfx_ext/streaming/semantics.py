@@ -159,6 +159,15 @@ def _embedding(layer, ranks, _out):
     return None
 
 
+def _last_axis(layer, ranks, _out):
+    """Dense-like layers act on the last axis: on a rank-2 `(batch, time)` tensor that axis is time."""
+    if ranks[0] == 2:
+        return ("acts on the last axis, which is time on its rank-2 (batch, time) input, so every output mixes "
+                "frames; give frames a feature axis first (Reshape((-1, 1)), or a front end such as "
+                "tfx_ext.layers.LogMelFrontend).")
+    return None
+
+
 def _einsum_dense(layer, ranks, _out):
     return einsum_refusal(layer.equation, ranks[0])
 
@@ -208,8 +217,8 @@ TABLE: tuple[tuple[tuple[type, ...], TimeAxis, _Check | None], ...] = (
     ((TensorRegression,), TimeAxis.REFUSED, _tensor_regression),
     ((TensorContraction,), TimeAxis.REFUSED, _tensor_contraction),
     ((HyperConv1D, HyperConv2D, HyperDepthwiseConv2D), TimeAxis.FRAME_LOCAL, _hyper_conv),
-    ((FactorizedDense, HyperDense, HyperNetwork), TimeAxis.FRAME_LOCAL, None),
-    ((L.Dense, L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Identity, L.Add, L.Subtract, L.Multiply, L.Average,
+    ((FactorizedDense, HyperDense, HyperNetwork, L.Dense), TimeAxis.FRAME_LOCAL, _last_axis),
+    ((L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Identity, L.Add, L.Subtract, L.Multiply, L.Average,
       L.Maximum, L.Minimum), TimeAxis.FRAME_LOCAL, None),
     ((L.EinsumDense,), TimeAxis.FRAME_LOCAL, _einsum_dense),
     ((L.PReLU,), TimeAxis.FRAME_LOCAL, _prelu),

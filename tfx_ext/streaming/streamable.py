@@ -177,8 +177,9 @@ def _with_warmup(layer: StreamingLayer, frames: int) -> StreamingLayer | None:
     config = layer.get_config()
     if "warmup_frames" not in config or frames == 0:
         return None
-    if isinstance(layer, Stream) and (layer.is_window_cell or layer.pad_time_dim == "valid"):
-        return None
+    if isinstance(layer, Stream) and not layer.is_window_cell and (
+            layer.pad_time_dim == "valid" or layer.kernel <= layer.stride):
+        return None  # no zero padding in front to stand for (a window cell's warm-up frames fall out of its window)
     return type(layer).from_config(dict(config, warmup_frames=frames))
 
 
@@ -212,7 +213,7 @@ class _Rewrite:
         shape = tuple(config.get("batch_shape") or (None, *config["shape"]))
         tensor = keras.Input(batch_shape=shape, dtype=config.get("dtype", "float32"), name=layer_config["name"])
         self.tensors[(layer_config["name"], 0, 0)] = tensor
-        self.times[(layer_config["name"], 0, 0)] = _Time(len(shape) >= 3)
+        self.times[(layer_config["name"], 0, 0)] = _Time(len(shape) >= 2)  # (batch, time) raw audio has time
         self.inputs.append(tensor)
 
     def _layer(self, layer_config: dict) -> None:

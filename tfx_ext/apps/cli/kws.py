@@ -9,6 +9,7 @@
         Accuracy on whole clips, or streamed clip by clip.
     tfx-ext kws export --model_path=M.keras --output=M.tflite [--quantize=none|dynamic|float16|int8]
         [--mode=internal|external|none --data_root=DIR]   (int8 calibrates on DIR; DIR also verifies in LiteRT)
+        [--raw_audio]   (the model behind a LogMelFrontend: raw audio in, one hop of samples per streamed step)
         Float TFLite of a (streaming or non-streaming) model.
 """
 
@@ -59,6 +60,8 @@ flags.DEFINE_integer("frames_per_step", None, "convert: frames per step (default
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: split.")
 flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                   "export: quantization (int8: full integer, calibrated on --data_root).")
+flags.DEFINE_bool("raw_audio", False, "export: the model behind a LogMelFrontend (its training features): raw audio "
+                  "in, 1 s clips or one hop of samples per step when streamed; verified on raw clips (float only).")
 
 
 def parse_model_kwargs(text: str | None, model: str) -> dict | None:
@@ -138,7 +141,7 @@ def main(argv):
             result = kws.export(FLAGS.model_path, FLAGS.output,
                                 quantize=None if FLAGS.quantize == "none" else FLAGS.quantize,
                                 mode=None if FLAGS.mode == "none" else MODES[FLAGS.mode], data_root=FLAGS.data_root,
-                                labels=FLAGS.labels, seed=FLAGS.seed)
+                                labels=FLAGS.labels, seed=FLAGS.seed, raw_audio=FLAGS.raw_audio)
             print(json.dumps(result, indent=2))
     except (TfxExtError, ValueError, OSError) as error:
         print(f"tfx-ext kws {command}: {type(error).__name__}: {error}", file=sys.stderr)
