@@ -9,7 +9,8 @@
 around Conv1D/2D, DepthwiseConv, SeparableConv and pooling with random kernel, stride, dilation, time padding
 causal/same and frequency padding; BatchNormalization, LayerNormalization(axis=-1), Dense, activations, Add or
 Concatenate(axis=-1) residual branches, `tfx_ext.layers.GRU`/`LSTM`, `DeltaActivation`, `FactorizedDense`,
-`HyperDense`, frame-local EinsumDense (its output shape spelling the time length or not), Reshape/
+`HyperDense`, frame-local EinsumDense (its output shape spelling the time length or not), plain Conv1DTranspose/
+Conv2DTranspose upsampling time (padding 'same', rewritten as `ConvTransposeStream`), Reshape/
 TimeDistributed(Flatten) of the non-time axes), an optional window summary (Stream of global pooling or Flatten, or
 a GRU without sequences), and in about a quarter of the models one time-mixing op that must be refused
 (Softmax/Concatenate/LayerNormalization over time, EinsumDense summing, moving or weighting time, global pooling
@@ -44,6 +45,7 @@ import json
 import math
 import time
 import traceback
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -207,7 +209,7 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
             if op["op"] in ("bidirectional", "conv_plain"):
                 width = 2 * op["units"] if op["op"] == "bidirectional" else op["units"]
             continue
-        choices = ["conv", "dw", "sep", "pool", "frame", "frame", "residual"]
+        choices = ["conv", "dw", "sep", "pool", "frame", "frame", "residual", "up"]
         choices += ["gru", "lstm", "svdf", "attention", "to2d"] if rank == 1 else ["to1d"]
         kind = draw(st.sampled_from(choices))
         if kind in ("conv", "dw", "sep", "pool"):
@@ -226,6 +228,10 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
         elif kind == "frame":
             op, width = draw(_frame_op(rank, width))
             ops.append(op)
+        elif kind == "up":  # a plain Conv1DTranspose / Conv2DTranspose (kernel (k, 1)) upsampling time, 'same'
+            width = draw(_widths())
+            ops.append({"op": f"up{rank}d", "filters": width, "kernel": draw(st.integers(1, 5)),
+                        "stride": draw(st.sampled_from([1, 2, 3]))})
         elif kind in ("gru", "lstm"):
             units = draw(_widths())
             ops.append({"op": kind, "units": units})
@@ -334,6 +340,12 @@ def _apply(op: dict, x, name: str):
     spatial = len(x.shape) - 2
     if kind[-2:] in ("1d", "2d") and kind[:-2] in ("conv", "dw", "sep", "pool"):
         return tl.Stream(_stream_cell(op, keras), pad_time_dim=op["pad"], name=name)(x)
+    if kind in ("up1d", "up2d"):  # plain Keras: to_streaming rewrites it (tfx_ext.layers.ConvTransposeStream)
+        if kind == "up1d":
+            return keras.layers.Conv1DTranspose(op["filters"], op["kernel"], strides=op["stride"], padding="same",
+                                                name=name)(x)
+        return keras.layers.Conv2DTranspose(op["filters"], (op["kernel"], 1), strides=(op["stride"], 1),
+                                            padding="same", name=name)(x)
     if kind == "residual":
         y = x
         for j, branch_op in enumerate(op["branch"]):
@@ -489,12 +501,10 @@ def _aligned(streamed: np.ndarray, expected: np.ndarray, delay: int, frames: int
 
     Returns `(got, expected, "")`, or `(None, None, why)` when they cannot be aligned."""
     if expected.ndim >= 3:  # a time axis: output frame j of the window is streamed frame j + delay / rate
-        if frames % expected.shape[1]:
-            return None, None, f"output has {expected.shape[1]} frames for {frames} input frames"
-        rate = frames // expected.shape[1]
-        if delay % rate:
+        rate = Fraction(frames, expected.shape[1])  # a fraction after upsampling (a transposed conv)
+        if (delay / rate).denominator != 1:
             return None, None, f"delay {delay} is not a whole number of output frames ({rate} input frames each)"
-        shift = delay // rate
+        shift = int(delay / rate)
         kept = expected.shape[1] - shift  # the last `shift` frames saw the look-ahead's zero padding inside the model
         if kept < 1:
             return None, None, f"delay of {shift} output frames leaves none of the {expected.shape[1]} to compare"

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 import pathlib
 import tempfile
 import warnings
@@ -466,13 +467,24 @@ def _as_dict(outputs, names) -> dict[str, np.ndarray]:
     return {names[0]: np.asarray(outputs)}
 
 
-def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames: int, rate: int, atol: float, what: str) -> float:
-    """Compares stacked/concatenated streamed outputs with whole-sequence outputs; returns max abs error."""
-    if streamed.shape == expected.shape and expected.ndim >= 3:  # time axis: concatenated along time
-        shift = delay_frames // max(rate, 1)
-        a, e = streamed[:, shift:], expected[:, : expected.shape[1] - shift]
-        _check(a.shape[1] > 0, f"{what}: the output delay ({delay_frames} frames) leaves no frame of the "
-                               f"{expected.shape[1]} to compare; use a longer x")
+def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames, x_frames: int, atol: float,
+             what: str) -> float:
+    """Compares stacked/concatenated streamed outputs with whole-sequence outputs; returns max abs error.
+
+    Outputs with a time axis: streamed frame `j + shift` against whole-sequence frame `j`, where the shift is the
+    delay (model-input frames) over the model-input frames per streamed frame (a fraction after upsampling), over
+    the frames both have (a 'valid' layer's whole-sequence output may be shorter, a transposed conv's longer).
+    """
+    if expected.ndim >= 3 and streamed.ndim == expected.ndim and streamed.shape[2:] == expected.shape[2:]:
+        rate = Fraction(x_frames, streamed.shape[1])
+        shift = Fraction(delay_frames) / rate
+        _check(shift.denominator == 1, f"{what}: the output delay ({delay_frames} model-input frames) is not whole "
+                                       f"frames of this output ({rate} model-input frames each)")
+        shift = int(shift)
+        frames = min(streamed.shape[1] - shift, expected.shape[1])
+        _check(frames > 0, f"{what}: the output delay ({delay_frames} frames) leaves no frame of the "
+                           f"{expected.shape[1]} to compare; use a longer x")
+        a, e = streamed[:, shift:shift + frames], expected[:, :frames]
     elif streamed.shape[2:] == expected.shape[1:]:  # no time axis: one entry per step, compare the last
         a, e = streamed[:, -1], expected
     else:
@@ -480,11 +492,6 @@ def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames: int, rate
     err = float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64)))) if a.size else 0.0
     _check(err <= atol, f"{what}: max abs error {err:.3g} > atol {atol:g}")
     return err
-
-
-def _time_rates(expected: dict[str, np.ndarray], x_frames: int) -> dict[str, int]:
-    """Model-input frames per output frame, for outputs with a time axis (1 for the others)."""
-    return {name: max(x_frames // e.shape[1], 1) if e.ndim >= 3 else 1 for name, e in expected.items()}
 
 
 def verify_streaming(
@@ -512,7 +519,6 @@ def verify_streaming(
     """
     x = np.asarray(x, dtype="float32")
     expected = _as_dict(model(x, training=False), output_names(model))  # the independent oracle
-    rates = _time_rates(expected, x.shape[1])
     errors: dict[str, float] = {}
     for mode in modes:
         mode = Mode.of(mode)
@@ -525,7 +531,7 @@ def verify_streaming(
                 streamed = _as_dict(run.run(x), run.output_names)
                 for name in expected:
                     case = f"{mode.value}/fps={step}/{'compiled' if is_compiled else 'eager'}/{name}"
-                    errors[case] = _compare(streamed[name], expected[name], delays.get(name, 0), rates[name],
+                    errors[case] = _compare(streamed[name], expected[name], delays.get(name, 0), x.shape[1],
                                             atol, case)
             if check_reset:
                 _check_reset(runner, x)

@@ -131,6 +131,9 @@ def _pool_axes(layer, ranks, _out):  # bare pooling / global pooling / Flatten o
 
 
 def _conv(layer, ranks, _out):
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose)):
+        return ("upsamples time with an overlap-add and no state between steps; wrap it in "
+                "tfx_ext.layers.ConvTransposeStream(...) (to_streaming does so for plain models).")
     return f"convolves over time with no state between steps; {_STREAM_FIX}."
 
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from fractions import Fraction
 
 import keras
 
 from tfx_ext.errors import NotStreamableError
+from tfx_ext.layers.conv_transpose import TRANSPOSED_CELLS, ConvTransposeStream
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import StreamingLayer
@@ -48,8 +50,8 @@ class _Time:
     """What a tensor's time axis looks like when streamed."""
 
     has_time: bool
-    delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames
-    rate: int = 1  # model-input frames per frame of this tensor
+    delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames (maybe a Fraction)
+    rate: int = 1  # model-input frames per frame of this tensor (a Fraction after upsampling)
     lookahead: bool = False  # a 'same' layer upstream: its last frames need frames after the window
 
 
@@ -65,6 +67,8 @@ def _plain_kind(layer) -> str | None:
         return None
     if type(layer) in _RNNS:
         return "rnn"
+    if isinstance(layer, TRANSPOSED_CELLS):
+        return "transpose"
     if isinstance(layer, _CONVS):
         return "conv"
     if isinstance(layer, _POOLS):
@@ -133,10 +137,31 @@ def _stream_for(layer, kind: str, info: _Time, time_length) -> tuple[Stream, _Ti
     return stream, out
 
 
+def _overlaps_in_time(layer) -> bool:
+    """Whether a transposed conv overlaps frames in time (effective kernel > stride): only then has it state."""
+    config = layer.get_config()
+    return (int(config["kernel_size"][0]) - 1) * int(config["dilation_rate"][0]) + 1 > int(config["strides"][0])
+
+
+def _transpose_for(layer, info: _Time) -> tuple[ConvTransposeStream, _Time]:
+    """A Conv1DTranspose / Conv2DTranspose as a `ConvTransposeStream` (its look-ahead or 'valid' tail flagged)."""
+    lag = info.delay / info.rate  # this layer's input frames of delay: warm-up frames, zeros of its whole form
+    if lag != int(lag):
+        raise _Refusal(f"sits behind layers that delay it by {lag} of its input frames, not whole frames",
+                       "make the delays upstream whole frames of its input")
+    stateful = _overlaps_in_time(layer)
+    stream = ConvTransposeStream(layer, warmup_frames=int(lag) if stateful else 0, name=layer.name,
+                                 dtype=layer.dtype_policy)
+    out = _Time(True, info.delay + stream.output_delay * info.rate, Fraction(info.rate) / stream.output_ratio,
+                info.lookahead or stream.lookahead > 0)
+    return stream, out
+
+
 def _window_for(layer, info: _Time, time_length) -> tuple[Stream, _Time]:
     if info.lookahead:
-        raise _Refusal("summarizes the window behind a look-ahead ('same') layer: streamed, the window's last "
-                       "frames come only after it", "use padding='valid' or 'causal' in time before it")
+        raise _Refusal("summarizes the window behind a look-ahead ('same') layer or a 'valid' transposed conv's "
+                       "overlap tail: streamed, the window's last frames come only after it",
+                       "use padding='valid' or 'causal' in time before it ('same' on a transposed conv)")
     if time_length is None:
         raise _Refusal("summarizes a time axis of unknown length", "give the model input a static time length")
     config = layer.get_config()
@@ -226,7 +251,7 @@ class _Rewrite:
             info = max(timed, key=lambda t: t.delay) if timed else _Time(False)
             if new is None:  # a shared layer is one layer in the rewrite too
                 new, out, copies_weights = self._convert(source, layer_config, info, self._time_length(sources),
-                                                         len(nodes))
+                                                         len(nodes), node)
                 if not copies_weights and source is not None:
                     self.copies.append((new, source.get_weights()))
             kwargs = _resolve(node["kwargs"], self.tensors)
@@ -235,7 +260,8 @@ class _Rewrite:
                     self.refusals[name] = (f"{layer_label(source)} is called with a mask; fix: streaming has no "
                                            "masks, drop Masking / mask_zero.")
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
-            outputs = new(*_resolve(node["args"], self.tensors), **kwargs)
+            args = _resolve(node["args"], self.tensors)
+            outputs = new(*args, **kwargs)
             for index, tensor in enumerate(_flat(outputs)):
                 self.tensors[(name, node_index, index)] = tensor
                 self.times[(name, node_index, index)] = out
@@ -245,7 +271,7 @@ class _Rewrite:
         tensor = self.tensors[sources[0]] if sources else None
         return tensor.shape[1] if tensor is not None and len(tensor.shape) >= 2 else None
 
-    def _convert(self, source, layer_config: dict, info: _Time, time_length, calls: int):
+    def _convert(self, source, layer_config: dict, info: _Time, time_length, calls: int, node: dict):
         """(the layer to call, its output `_Time`, whether it copied the weights itself); a refusal is recorded
         and the layer kept as it is."""
         kind = _plain_kind(source) if info.has_time and source is not None else None
@@ -257,6 +283,9 @@ class _Rewrite:
                 return (*_stream_for(source, kind, info, time_length), True)
             if kind == "window":
                 return (*_window_for(source, info, time_length), True)
+            if kind == "transpose":
+                return (*_transpose_for(source, info), True)
+
             if kind == "rnn":
                 return (*_rnn_for(source, info), False)
             if kind == "refused":
@@ -274,9 +303,9 @@ class _Rewrite:
         if isinstance(source, StreamingLayer) and info.has_time:
             warmed = _with_warmup(layer, info.delay // info.rate)
             layer = warmed or layer
-            stride = max(int(layer.time_stride), 1)
+            rate = info.rate * Fraction(max(int(layer.time_stride), 1), max(int(layer.output_ratio), 1))
             return layer, _Time(not layer.drops_time_axis, info.delay + layer.output_delay * info.rate,
-                                info.rate * stride, info.lookahead or getattr(layer, "lookahead", 0) > 0)
+                                rate, info.lookahead or getattr(layer, "lookahead", 0) > 0)
         return layer, info
 
     def _assemble(self) -> keras.Model:
