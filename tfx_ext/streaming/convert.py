@@ -305,7 +305,9 @@ class _Rebuild:
                     "one layer per call."
                 )
         elif isinstance(layer, keras.layers.EinsumDense) and self.streaming:  # frame-local: checked before
-            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"])
+            sources = _history(nodes[0]["args"])[:1] if nodes else []
+            frames = self.infos[sources[0]].frames if sources else None
+            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"], frames)
             if shape is not None:
                 serialized["config"] = dict(serialized["config"], output_shape=shape)
                 layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))

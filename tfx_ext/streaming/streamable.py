@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from fractions import Fraction
 
 import keras
 
-from tfx_ext.errors import NotStreamableError
+from tfx_ext.errors import AttentionWindowWarning, NotStreamableError
+from tfx_ext.layers.attention import StreamingMultiHeadAttention
 from tfx_ext.layers.conv_transpose import TRANSPOSED_CELLS, ConvTransposeStream
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
@@ -69,6 +71,8 @@ def _plain_kind(layer) -> str | None:
         return "rnn"
     if isinstance(layer, TRANSPOSED_CELLS):
         return "transpose"
+    if isinstance(layer, L.MultiHeadAttention):
+        return "attention"
     if isinstance(layer, _CONVS):
         return "conv"
     if isinstance(layer, _POOLS):
@@ -155,6 +159,42 @@ def _transpose_for(layer, info: _Time) -> tuple[ConvTransposeStream, _Time]:
     out = _Time(True, info.delay + stream.output_delay * info.rate, Fraction(info.rate) / stream.output_ratio,
                 info.lookahead or stream.lookahead > 0)
     return stream, out
+
+
+def _attention_for(layer, node: dict, info: _Time, time_length) -> tuple[StreamingMultiHeadAttention, _Time]:
+    """A `keras.layers.MultiHeadAttention` self-attention called with `use_causal_mask=True` as a
+    `StreamingMultiHeadAttention` whose window is the model's time length (exact over the trained window)."""
+    config = layer.get_config()
+    inputs = _history(node["args"]) + _history({k: v for k, v in node["kwargs"].items() if k in ("query", "value",
+                                                                                                   "key")})
+    if len(set(inputs)) != 1:
+        raise _Refusal("attends to another sequence (query, key and value differ): a stream has only its own past",
+                       "call it as self-attention, layer(x, x, use_causal_mask=True)")
+    unsupported = {k: v for k, v in node["kwargs"].items() if k not in ("query", "value", "key", "use_causal_mask",
+                                                                        "training") and v not in (None, False)}
+    if not node["kwargs"].get("use_causal_mask") or unsupported:
+        why = (f"is called with {sorted(unsupported)}" if unsupported else
+               "attends to future frames (called without use_causal_mask=True)")
+        raise _Refusal(why, "call it as layer(x, x, use_causal_mask=True) with no attention_mask")
+    for key, allowed in (("use_gate", False), ("output_shape", None)):
+        if config.get(key) not in (allowed,):
+            raise _Refusal(f"has {key}={config.get(key)!r}", f"use {key}={allowed!r}")
+    if tuple(config.get("attention_axes") or (1,)) != (1,):
+        raise _Refusal(f"attends over axes {config['attention_axes']} (time is axis 1)", "use attention_axes=None")
+    if info.lookahead or info.delay:
+        raise _Refusal("sits behind a delayed or look-ahead layer; its keys would take in warm-up frames",
+                       "use causal layers before it")
+    window = config.get("sliding_window") or time_length
+    if window is None:
+        raise _Refusal("attends over a time axis of unknown length, so no window covers it",
+                       "give the model input a static time length, or use StreamingMultiHeadAttention(window=W)")
+    window = min(int(window), int(time_length)) if time_length is not None else int(window)
+    warnings.warn(f"{layer_label(layer)} streams as StreamingMultiHeadAttention(window={window}): exact over the "
+                  f"first {window} frames; a longer stream attends to the last {window} frames only, where the "
+                  "whole-sequence layer would attend to every earlier frame.", AttentionWindowWarning, stacklevel=4)
+    new = StreamingMultiHeadAttention(config["num_heads"], config["key_dim"], window, value_dim=config["value_dim"],
+                                      use_bias=config["use_bias"], name=layer.name, dtype=layer.dtype_policy)
+    return new, info
 
 
 def _window_for(layer, info: _Time, time_length) -> tuple[Stream, _Time]:
@@ -261,6 +301,8 @@ class _Rewrite:
                                            "masks, drop Masking / mask_zero.")
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
             args = _resolve(node["args"], self.tensors)
+            if isinstance(new, StreamingMultiHeadAttention) and not isinstance(source, StreamingLayer):
+                args, kwargs = args[:1], {}  # self-attention of the query (checked by `_attention_for`)
             outputs = new(*args, **kwargs)
             for index, tensor in enumerate(_flat(outputs)):
                 self.tensors[(name, node_index, index)] = tensor
@@ -285,7 +327,8 @@ class _Rewrite:
                 return (*_window_for(source, info, time_length), True)
             if kind == "transpose":
                 return (*_transpose_for(source, info), True)
-
+            if kind == "attention":
+                return (*_attention_for(source, node, info, time_length), False)
             if kind == "rnn":
                 return (*_rnn_for(source, info), False)
             if kind == "refused":
