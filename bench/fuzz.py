@@ -9,7 +9,8 @@
 around Conv1D/2D, DepthwiseConv, SeparableConv and pooling with random kernel, stride, dilation, time padding
 causal/same and frequency padding; BatchNormalization, LayerNormalization(axis=-1), Dense, activations, Add or
 Concatenate(axis=-1) residual branches, `tfx_ext.layers.GRU`/`LSTM`, `DeltaActivation`, `FactorizedDense`,
-`HyperDense`, frame-local EinsumDense (its output shape spelling the time length or not), Reshape/
+`HyperDense`, frame-local EinsumDense (its output shape spelling the time length or not), plain Conv1DTranspose/
+Conv2DTranspose upsampling time (padding 'same', rewritten as `ConvTransposeStream`), Reshape/
 TimeDistributed(Flatten) of the non-time axes), an optional window summary (Stream of global pooling or Flatten, or
 a GRU without sequences), and in about a quarter of the models one time-mixing op that must be refused
 (Softmax/Concatenate/LayerNormalization over time, EinsumDense summing, moving or weighting time, global pooling
@@ -44,6 +45,7 @@ import json
 import math
 import time
 import traceback
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -76,7 +78,7 @@ MAX_STRIDE_PRODUCT = 4
 # refused by name, checked against the original model like the rest.)
 TIME_MIXING = ("softmax_time", "concat_time", "layernorm_time", "einsum_time", "bidirectional", "lambda")
 # Layers whose state (recurrence, previous value, window buffer) must not see a look-ahead layer's warm-up frames.
-STATEFUL_AFTER_LOOKAHEAD = ("gru", "lstm", "gru_last", "delta", "gap", "gmp", "flatten")
+STATEFUL_AFTER_LOOKAHEAD = ("gru", "lstm", "gru_last", "delta", "gap", "gmp", "flatten", "mha")
 # The failure classes issue 17 listed or this fuzzer found (each fixed: streamed exactly or refused by name, with a
 # regression test in tests/streaming/test_fuzz.py). A failure holding one is labelled with it, a new one "NEW".
 KNOWN_ISSUES = {
@@ -207,8 +209,8 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
             if op["op"] in ("bidirectional", "conv_plain"):
                 width = 2 * op["units"] if op["op"] == "bidirectional" else op["units"]
             continue
-        choices = ["conv", "dw", "sep", "pool", "frame", "frame", "residual"]
-        choices += ["gru", "lstm", "svdf", "attention", "to2d"] if rank == 1 else ["to1d"]
+        choices = ["conv", "dw", "sep", "pool", "frame", "frame", "residual", "up"]
+        choices += ["gru", "lstm", "svdf", "attention", "mha", "to2d"] if rank == 1 else ["to1d"]
         kind = draw(st.sampled_from(choices))
         if kind in ("conv", "dw", "sep", "pool"):
             op, stride, new_freq = draw(_conv_op(rank, freq, kind))
@@ -226,10 +228,19 @@ def descriptions(draw, max_ops: int = 5, time_mixing: float = 0.25):
         elif kind == "frame":
             op, width = draw(_frame_op(rank, width))
             ops.append(op)
+        elif kind == "up":  # a plain Conv1DTranspose / Conv2DTranspose (kernel (k, 1)) upsampling time, 'same'
+            width = draw(_widths())
+            ops.append({"op": f"up{rank}d", "filters": width, "kernel": draw(st.integers(1, 5)),
+                        "stride": draw(st.sampled_from([1, 2, 3]))})
         elif kind in ("gru", "lstm"):
             units = draw(_widths())
-            ops.append({"op": kind, "units": units})
-            width = units
+            op = {"op": kind, "units": units}
+            if kind == "lstm" and draw(st.booleans()):  # kws_streaming's LSTM options: peepholes, a projection
+                op.update(peepholes=draw(st.booleans()), proj=draw(st.sampled_from([None, 2, 3])))
+            ops.append(op)
+            width = op.get("proj") or units
+        elif kind == "mha":  # a plain causal keras.layers.MultiHeadAttention (rewritten as the windowed form)
+            ops.append({"op": "mha", "heads": draw(st.sampled_from([1, 2]))})
         elif kind == "attention":
             ops.append({"op": "attention", "heads": draw(st.sampled_from([1, 2])),
                         "window": draw(st.sampled_from([1, 3, 6]))})
@@ -334,6 +345,12 @@ def _apply(op: dict, x, name: str):
     spatial = len(x.shape) - 2
     if kind[-2:] in ("1d", "2d") and kind[:-2] in ("conv", "dw", "sep", "pool"):
         return tl.Stream(_stream_cell(op, keras), pad_time_dim=op["pad"], name=name)(x)
+    if kind in ("up1d", "up2d"):  # plain Keras: to_streaming rewrites it (tfx_ext.layers.ConvTransposeStream)
+        if kind == "up1d":
+            return keras.layers.Conv1DTranspose(op["filters"], op["kernel"], strides=op["stride"], padding="same",
+                                                name=name)(x)
+        return keras.layers.Conv2DTranspose(op["filters"], (op["kernel"], 1), strides=(op["stride"], 1),
+                                            padding="same", name=name)(x)
     if kind == "residual":
         y = x
         for j, branch_op in enumerate(op["branch"]):
@@ -358,7 +375,9 @@ def _apply(op: dict, x, name: str):
         "attention": lambda: tl.StreamingMultiHeadAttention(num_heads=op.get("heads", 1), key_dim=4,
                                                             window=op.get("window", 3), name=name),
         "svdf": lambda: tl.SVDF(memory_size=op.get("memory", 3), units1=op.get("units"), name=name),
-        "lstm": lambda: tl.LSTM(op.get("units"), name=name),
+        "lstm": lambda: tl.LSTM(op.get("units"), use_peepholes=op.get("peepholes", False), num_proj=op.get("proj"),
+                                name=name),
+        "mha": lambda: _CausalSelfAttention(op.get("heads", 1), name),
         "gru_last": lambda: tl.GRU(op.get("units"), return_sequences=False, name=name),
         "gap": lambda: tl.Stream((keras.layers.GlobalAveragePooling1D if spatial == 1
                                   else keras.layers.GlobalAveragePooling2D)(), name=name),
@@ -391,6 +410,18 @@ def _apply(op: dict, x, name: str):
     if kind not in simple:
         raise ValueError(f"unknown op {kind!r} in a fuzz description")
     return simple[kind]()(x)
+
+
+class _CausalSelfAttention:
+    """`keras.layers.MultiHeadAttention` called as causal self-attention (`layer(x, x, use_causal_mask=True)`)."""
+
+    def __init__(self, heads: int, name: str):
+        import keras
+
+        self.layer = keras.layers.MultiHeadAttention(heads, 4, name=name)
+
+    def __call__(self, x):
+        return self.layer(x, x, use_causal_mask=True)
 
 
 def _einsum_output_shape(op: dict, shape) -> tuple:
@@ -489,12 +520,10 @@ def _aligned(streamed: np.ndarray, expected: np.ndarray, delay: int, frames: int
 
     Returns `(got, expected, "")`, or `(None, None, why)` when they cannot be aligned."""
     if expected.ndim >= 3:  # a time axis: output frame j of the window is streamed frame j + delay / rate
-        if frames % expected.shape[1]:
-            return None, None, f"output has {expected.shape[1]} frames for {frames} input frames"
-        rate = frames // expected.shape[1]
-        if delay % rate:
+        rate = Fraction(frames, expected.shape[1])  # a fraction after upsampling (a transposed conv)
+        if (delay / rate).denominator != 1:
             return None, None, f"delay {delay} is not a whole number of output frames ({rate} input frames each)"
-        shift = delay // rate
+        shift = int(delay / rate)
         kept = expected.shape[1] - shift  # the last `shift` frames saw the look-ahead's zero padding inside the model
         if kept < 1:
             return None, None, f"delay of {shift} output frames leaves none of the {expected.shape[1]} to compare"
@@ -800,6 +829,7 @@ def run(models: int, seed: int, *, tflite_every: int = 0, int8_every: int = 0, s
 
     # Softmax over a 1-frame time axis (a streamed chunk) is one of the cases under test; Keras warns every time.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis", category=UserWarning)
+    warnings.filterwarnings("ignore", category=tfx_ext.errors.AttentionWindowWarning)  # the window is the clip
     start = time.perf_counter()
     descriptions_ = draw_descriptions(models, seed, max_ops=max_ops)
     generation_s = time.perf_counter() - start

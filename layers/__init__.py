@@ -5,6 +5,7 @@ load as `.keras` files with Keras's default `safe_mode=True`.
 
 Streaming (each follows the `tfx_ext.streaming.contract.StreamingLayer` contract):
     Stream            ring-buffer wrapper for Conv/Depthwise/Separable convs, pooling, Flatten, global pooling
+    ConvTransposeStream  Conv1DTranspose / Conv2DTranspose over time: stride frames out per frame in, exact
     GRU, LSTM         recurrent layers that carry (h[, c]) across calls when streaming
     Delay             delays a branch by whole frames (aligns non-causal parts)
     LogMelFrontend    raw audio -> log-mel / MFCC (compute_features in the model), a ring buffer of samples
@@ -19,6 +20,7 @@ Hypernetworks:
 """
 
 from tfx_ext.layers.attention import StreamingMultiHeadAttention
+from tfx_ext.layers.conv_transpose import ConvTransposeStream
 from tfx_ext.layers.delay import Delay
 from tfx_ext.layers.delta import DeltaActivation
 from tfx_ext.layers.hyper_layers import HyperConv1D, HyperConv2D, HyperDense, HyperDepthwiseConv2D
@@ -31,6 +33,7 @@ from tfx_ext.layers.temporal_padding import TemporalPadding
 from tfx_ext.layers.tensor import FactorizedDense, TensorContraction, TensorRegression
 
 __all__ = [
+    "ConvTransposeStream",
     "Delay",
     "DeltaActivation",
     "FactorizedDense",

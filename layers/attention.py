@@ -11,7 +11,7 @@ from keras import ops
 from tfx_ext._validate import check_int
 from tfx_ext.streaming.contract import Mode, StateSpec, StreamingLayer
 
-_NEG = -1e9  # masked scores (float32 softmax; cast first under mixed precision)
+_MASK_GAP = 30.0  # masked scores: this far below the row's lowest (float32 softmax; cast first under mixed precision)
 
 
 @keras.saving.register_keras_serializable(package="tfx_ext")
@@ -93,7 +93,12 @@ class StreamingMultiHeadAttention(StreamingLayer):
     def _attend(self, q, k, v, allowed):
         """`q` (b, f, h, d) over `k`, `v` (b, s, h, .) where `allowed` (b or 1, f, s) is True."""
         scores = ops.einsum("bfhd,bshd->bhfs", q, k) / math.sqrt(self.key_dim)
-        scores = ops.where(allowed[:, None], ops.cast(scores, "float32"), _NEG)
+        scores = ops.cast(scores, "float32")
+        # Masked scores sit _MASK_GAP below the row's lowest score, not at -1e9: their softmax weight is below
+        # e^-_MASK_GAP (1e-13) of the largest, and the scores tensor keeps its own range, which int8 needs (a -1e9
+        # entry would make one int8 step ~1e7 wide and the attention uniform).
+        floor = ops.min(scores, axis=-1, keepdims=True) - _MASK_GAP
+        scores = ops.where(allowed[:, None], scores, floor)
         weights = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
         return self.output_dense(ops.einsum("bhfs,bshd->bfhd", weights, v))
 

@@ -96,6 +96,10 @@ class Stream(StreamingLayer):
             the delay of the input; 0 adds no state).
         window: for window cells, the number of frames they cover (None: the time length of the input seen in
             the whole-sequence modes). Ignored by other cells.
+        ring_buffer_size: kws_streaming's `ring_buffer_size_in_time_dim`. For any other Keras layer as `cell` (a
+            registered custom layer): the `N` past frames it sees, stride 1; it must map `N + n` frames to `n`
+            (checked at build; an identity cell with `N > 0` is refused, `N = 0` passes frames through). For
+            supported cells it is read from their geometry (give it only to check it; window cells: `window - 1`).
         mode: a `tfx_ext.Mode` (or its string value).
 
     Call arguments:
@@ -123,9 +127,10 @@ class Stream(StreamingLayer):
     """
 
     def __init__(self, cell, pad_time_dim: str = "causal", window: int | None = None, mode=Mode.TRAINING,
-                 warmup_frames: int = 0, **kwargs):
+                 warmup_frames: int = 0, ring_buffer_size: int | None = None, **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.warmup_frames = check_int("warmup_frames", warmup_frames, minimum=0)
+        self.ring_buffer_size = check_int("ring_buffer_size", ring_buffer_size, minimum=0, allow_none=True)
         from_config = isinstance(cell, dict)  # a saved cell already carries the dtype it was built with
         if from_config:
             cell_config = dict(cell)
@@ -133,12 +138,17 @@ class Stream(StreamingLayer):
             cell = keras.saving.deserialize_keras_object(cell_config)
         if not isinstance(cell, keras.layers.Layer):
             raise TypeError(f"`cell` must be a Keras layer or its serialized config. Received: cell={cell!r}")
-        if not isinstance(cell, SUPPORTED_CELLS):
+        self.generic = not isinstance(cell, SUPPORTED_CELLS)
+        if self.generic and self.ring_buffer_size is None:
             raise NotStreamableError(
                 f"layer {self.name!r} (Stream) cannot stream its cell {cell.name!r} ({type(cell).__name__}); "
-                f"supported cells: {_supported_names()}. Use a supported layer, or a frame-local layer outside "
-                "Stream."
+                f"supported cells: {_supported_names()}. Use a supported layer, a frame-local layer outside "
+                "Stream, or pass ring_buffer_size=N for a cell that maps N + n frames to n (it sees N past frames)."
             )
+        if isinstance(cell, keras.layers.Lambda):
+            raise NotStreamableError(
+                f"layer {self.name!r} (Stream) wraps a Lambda cell {cell.name!r}, which to_streaming and .keras files "
+                "cannot re-create in safe mode; write it as a Keras layer (registered for serialization).")
         if pad_time_dim not in PAD_TIME_DIMS:
             raise ValueError(f"`pad_time_dim` must be one of {PAD_TIME_DIMS}. Received: pad_time_dim={pad_time_dim!r}")
         window = check_int("window", window, minimum=1, allow_none=True)
@@ -163,7 +173,10 @@ class Stream(StreamingLayer):
         self.window = window
         self.is_window_cell = isinstance(cell, _WINDOW_CELLS)
         self.rank = 2 if isinstance(cell, _RANK2_CELLS) else 1
-        if self.is_window_cell:
+        if self.generic:  # any cell: sees `ring_buffer_size` past frames, stride 1, no frequency handling
+            self.kernel, self.stride = self.ring_buffer_size + 1, 1
+            self.freq_kernel, self.freq_stride, self.freq_padding = 1, 1, "valid"
+        elif self.is_window_cell:
             self.kernel, self.stride, self.freq_kernel, self.freq_stride, self.freq_padding = 1, 1, 1, 1, "valid"
         else:
             size = config["kernel_size"] if isinstance(cell, _CONV_CELLS) else config["pool_size"]
@@ -191,6 +204,18 @@ class Stream(StreamingLayer):
                     "s + n * s frames, or pad_time_dim='causal'."
                 )
             config = dict(config, padding="valid")
+        if self.is_window_cell and self.ring_buffer_size is not None:  # kws: the window is the buffer + 1 frame
+            if self.window is not None and self.window != self.ring_buffer_size + 1:
+                raise ValueError(f"layer {self.name!r} (Stream): `window` and `ring_buffer_size` disagree (window = "
+                                 f"ring_buffer_size + 1). Received: window={self.window}, "
+                                 f"ring_buffer_size={self.ring_buffer_size}")
+            self.window = self.ring_buffer_size + 1
+        elif not self.generic and self.ring_buffer_size is not None and (
+                self.ring_buffer_size != self._buffer_frames(None)):
+            raise ValueError(
+                f"layer {self.name!r} (Stream): the ring buffer of cell {cell.name!r} ({type(cell).__name__}) is "
+                f"read from its geometry (e - s = {self._buffer_frames(None)} frames); leave `ring_buffer_size` None "
+                f"or pass that. Received: ring_buffer_size={self.ring_buffer_size}")
         if kwargs.get("dtype") is not None and not from_config:
             # An explicit `dtype=` is the wrapper's and its cell's (as Keras's GRU passes it to its cell).
             config = dict(config, dtype=keras.dtype_policies.serialize(self.dtype_policy))
@@ -282,7 +307,7 @@ class Stream(StreamingLayer):
     def build(self, input_shape):
         shape = self._data_shape(input_shape)
         flatten = isinstance(self.cell, keras.layers.Flatten)
-        if (flatten and len(shape) < 3) or (not flatten and len(shape) != self.rank + 2):
+        if not self.generic and ((flatten and len(shape) < 3) or (not flatten and len(shape) != self.rank + 2)):
             raise ValueError(
                 f"layer {self.name!r} (Stream of {type(self.cell).__name__}) expects inputs of rank {self.rank + 2} "
                 f"(batch, time, {'freq, ' if self.rank == 2 else ''}channels). Received: input_shape={shape}"
@@ -294,10 +319,29 @@ class Stream(StreamingLayer):
         if self.mode.is_streaming:
             self._check_chunk_frames(shape[1])
         self.cell.build(self._cell_input_shape(shape))
+        if self.generic:
+            self._check_generic_cell(shape)
         if self._trained_weights is not None:
             self.cell.set_weights(self._trained_weights)
             self._trained_weights = None
         super().build(input_shape)
+
+    def _check_generic_cell(self, shape) -> None:
+        """A cell with an explicit ring buffer must map `ring_buffer_size + n` frames to `n` (the window is its
+        own): then the stream, fed the buffer and the chunk, equals the padded whole sequence frame by frame."""
+        probe = (shape[0] or 1, self.ring_buffer_size + 3, *shape[2:])
+        out = self.cell.compute_output_shape(probe)
+        if len(out) >= 2 and out[1] == 3:
+            return
+        what = ("keeps every frame (an identity or frame-local cell), so streamed it would emit the buffer and the "
+                "chunk, overlapping windows that equal no whole-sequence frames" if len(out) >= 2 and out[1] == probe[1]
+                else f"returns shape {tuple(out)} for {tuple(probe)}")
+        raise NotStreamableError(
+            f"layer {self.name!r} (Stream of {type(self.cell).__name__}) has ring_buffer_size="
+            f"{self.ring_buffer_size}: its cell must map {self.ring_buffer_size} + n frames to n, but it {what}. "
+            "kws_streaming's identity Stream + TemporalPadding + 'valid' layer is, here, the 'valid' layer itself "
+            "in a Stream (Stream(conv) causal, or TemporalPadding then Stream(conv, pad_time_dim='valid')); "
+            "use ring_buffer_size=0 for a frame-local cell.")
 
     def _check_chunk_frames(self, frames) -> None:
         if frames is not None and frames % self.block_size:
@@ -386,6 +430,7 @@ class Stream(StreamingLayer):
             "pad_time_dim": self.pad_time_dim,
             "window": self.window,
             "warmup_frames": self.warmup_frames,
+            "ring_buffer_size": self.ring_buffer_size,
         }
 
 

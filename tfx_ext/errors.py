@@ -17,6 +17,11 @@ class NotStreamableError(TfxExtError, ValueError):
     """A layer or model has no streaming form (names the layer and what to change)."""
 
 
+class AttentionWindowWarning(UserWarning):
+    """A causal attention converted to a sliding window: streams longer than the window attend to its last frames
+    only, where the whole-sequence layer would attend to every earlier frame."""
+
+
 class ExportError(TfxExtError, RuntimeError):
     """Conversion to TFLite/LiteRT failed or produced a model that is not what was asked for."""
 

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 import pathlib
 import tempfile
 import warnings
@@ -472,16 +473,24 @@ def _as_dict(outputs, names) -> dict[str, np.ndarray]:
     return {names[0]: np.asarray(outputs)}
 
 
-def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames: int, rate: int, atol: float, what: str) -> float:
-    """Compares stacked/concatenated streamed outputs with whole-sequence outputs; returns max abs error."""
-    if streamed.shape[2:] == expected.shape[2:] and streamed.ndim == expected.ndim >= 3:  # concatenated in time
-        # Streamed frame j + shift is whole-sequence frame j; a layer without padding (a front end framing raw
-        # audio) has fewer whole-sequence frames than steps, so compare the frames both have.
-        shift = delay_frames // max(rate, 1)
-        count = min(expected.shape[1], streamed.shape[1] - shift)
-        a, e = streamed[:, shift:shift + count], expected[:, :count]
-        _check(a.shape[1] > 0, f"{what}: the output delay ({delay_frames} frames) leaves no frame of the "
-                               f"{expected.shape[1]} to compare; use a longer x")
+def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames, x_frames: int, atol: float,
+             what: str) -> float:
+    """Compares stacked/concatenated streamed outputs with whole-sequence outputs; returns max abs error.
+
+    Outputs with a time axis: streamed frame `j + shift` against whole-sequence frame `j`, where the shift is the
+    delay (model-input frames) over the model-input frames per streamed frame (a fraction after upsampling), over
+    the frames both have (a 'valid' layer's whole-sequence output may be shorter, a transposed conv's longer).
+    """
+    if expected.ndim >= 3 and streamed.ndim == expected.ndim and streamed.shape[2:] == expected.shape[2:]:
+        rate = Fraction(x_frames, streamed.shape[1])
+        shift = Fraction(delay_frames) / rate
+        _check(shift.denominator == 1, f"{what}: the output delay ({delay_frames} model-input frames) is not whole "
+                                       f"frames of this output ({rate} model-input frames each)")
+        shift = int(shift)
+        frames = min(streamed.shape[1] - shift, expected.shape[1])
+        _check(frames > 0, f"{what}: the output delay ({delay_frames} frames) leaves no frame of the "
+                           f"{expected.shape[1]} to compare; use a longer x")
+        a, e = streamed[:, shift:shift + frames], expected[:, :frames]
     elif streamed.shape[2:] == expected.shape[1:]:  # no time axis: one entry per step, compare the last
         a, e = streamed[:, -1], expected
     else:
@@ -489,12 +498,6 @@ def _compare(streamed: np.ndarray, expected: np.ndarray, delay_frames: int, rate
     err = float(np.max(np.abs(a.astype(np.float64) - e.astype(np.float64)))) if a.size else 0.0
     _check(err <= atol, f"{what}: max abs error {err:.3g} > atol {atol:g}")
     return err
-
-
-def _time_rates(streamed: dict[str, np.ndarray], x_frames: int) -> dict[str, int]:
-    """Model-input frames per output frame, for outputs with a time axis (1 for the others): read from the stream,
-    which covers every input frame (a whole-sequence output without padding has fewer frames)."""
-    return {name: max(x_frames // s.shape[1], 1) if s.ndim >= 3 else 1 for name, s in streamed.items()}
 
 
 def verify_streaming(
@@ -532,10 +535,9 @@ def verify_streaming(
             for is_compiled in compiled:
                 run = StreamingRunner(runner.model, compiled=is_compiled, output_delays=delays)
                 streamed = _as_dict(run.run(x), run.output_names)
-                rates = _time_rates(streamed, x.shape[1])
                 for name in expected:
                     case = f"{mode.value}/fps={step}/{'compiled' if is_compiled else 'eager'}/{name}"
-                    errors[case] = _compare(streamed[name], expected[name], delays.get(name, 0), rates[name],
+                    errors[case] = _compare(streamed[name], expected[name], delays.get(name, 0), x.shape[1],
                                             atol, case)
             if check_reset:
                 _check_reset(runner, x)

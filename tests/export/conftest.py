@@ -16,6 +16,7 @@ TINY = {
     "tc_resnet": {"channels": (4, 6, 8), "kernel_size": 3},  # time stride 4: streams 4 frames per step
     "svdf": {"units1": (8, 8), "memory_size": (3, 4), "units2": (6, -1), "dense": 8},
     "attention": {"width": 8, "num_blocks": 1, "num_heads": 2, "window": 4},
+    "bc_resnet": {"width": 4, "stages": (1, 1, 1, 1), "sub_bands": 1},  # 10 bins: 5, 3, 2 per stage, plain BN
 }
 
 

@@ -13,7 +13,7 @@ from tfx_ext.streaming.convert import to_streaming
 from tfx_ext.lite.verification import verify
 
 MODES = ["non_stream", "stream_internal_state", "stream_external_state"]
-NAMES = ("ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention")
+NAMES = ("ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention", "bc_resnet")
 CASES = [(name, mode) for name in NAMES for mode in MODES]
 
 

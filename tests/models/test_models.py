@@ -18,6 +18,7 @@ GEOMETRY = {
     "tc_resnet": ((16, 8), (4, 8)),
     "svdf": ((10, 6), (1, 5)),
     "attention": ((10, 6), (1, 5)),
+    "bc_resnet": ((12, 16), (1, 3)),
 }
 PARITY: dict[str, float] = {}
 

@@ -98,7 +98,8 @@ def train(
     """Trains a reference KWS model on a Speech Commands directory and saves it as `.keras`.
 
     Args:
-        model_name: "ds_cnn", "crnn", "gru", "tc_resnet", "svdf" or "attention" (`tfx_ext.models.MODELS`).
+        model_name: "ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention" or "bc_resnet"
+            (`tfx_ext.models.MODELS`).
         data_root: a directory in the Speech Commands layout (real or from `tfx_ext.apps.synthesis.synthesize_keywords`).
         output_dir: where `<model_name>.keras` and `<model_name>_metrics.json` go (created if needed).
         epochs: training epochs (Adam; the learning rate warms up linearly over the first 5% of the steps, then

@@ -6,6 +6,7 @@
     tc_resnet   causal temporal-convolution ResNet (time stride 8)
     svdf        stacked SVDF layers (kws_streaming's svdf)
     attention   windowed self-attention blocks (StreamingMultiHeadAttention)
+    bc_resnet   broadcasted residual learning (frequency-wise convs, temporal convs broadcast back)
 
 Every model takes (frames, bins) features (`tfx_ext.data.compute_features`: 49 x 40 for 1 s at a 20 ms hop),
 returns softmax posteriors named "probs", trains as an ordinary Keras model and converts with
@@ -18,6 +19,7 @@ from __future__ import annotations
 import keras
 
 from tfx_ext.models._attention import attention
+from tfx_ext.models._bc_resnet import bc_resnet
 from tfx_ext.models._crnn import crnn
 from tfx_ext.models._ds_cnn import ds_cnn
 from tfx_ext.models._frontend import with_frontend
@@ -26,7 +28,7 @@ from tfx_ext.models._svdf import svdf
 from tfx_ext.models._tc_resnet import tc_resnet
 
 MODELS = {"ds_cnn": ds_cnn, "crnn": crnn, "gru": gru, "tc_resnet": tc_resnet, "svdf": svdf,
-          "attention": attention}
+          "attention": attention, "bc_resnet": bc_resnet}
 # Settings small enough for tests (a few hundred parameters, milliseconds per step).
 TINY_KWARGS = {
     "ds_cnn": {"width": 4, "num_blocks": 1},
@@ -35,6 +37,7 @@ TINY_KWARGS = {
     "tc_resnet": {"channels": (4, 6, 8), "kernel_size": 3},
     "svdf": {"units1": (6, 6), "memory_size": (3, 4), "units2": (4, -1), "dense": 5},
     "attention": {"width": 8, "num_blocks": 1, "num_heads": 2, "window": 4},
+    "bc_resnet": {"width": 2, "stages": (1, 1, 1, 1), "sub_bands": 2},
 }
 
 
@@ -43,7 +46,7 @@ def get_model(name: str, input_shape=None, num_classes: int = 12, *, raw_audio: 
     """Builds the reference model `name` (one of `MODELS`) for (frames, bins) features or raw audio.
 
     Args:
-        name: "ds_cnn", "crnn", "gru", "tc_resnet", "svdf" or "attention".
+        name: "ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention" or "bc_resnet".
         input_shape: (frames, bins) (default: 49 x 40, one second of `FeatureConfig()` features). With
             `raw_audio`, derived from `feature_config` and `clip_samples` (if given, it must agree).
         num_classes: output classes.
@@ -79,5 +82,5 @@ def get_model(name: str, input_shape=None, num_classes: int = 12, *, raw_audio: 
     return with_frontend(MODELS[name](derived, num_classes, **kwargs), config, samples)
 
 
-__all__ = ["MODELS", "TINY_KWARGS", "get_model", "with_frontend", "attention", "ds_cnn", "crnn", "gru", "svdf",
-           "tc_resnet"]
+__all__ = ["MODELS", "TINY_KWARGS", "get_model", "with_frontend", "attention", "bc_resnet", "ds_cnn", "crnn", "gru",
+           "svdf", "tc_resnet"]

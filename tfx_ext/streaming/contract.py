@@ -77,7 +77,8 @@ class StreamingLayer(keras.layers.Layer):
       - `state_specs(input_shape) -> list[StateSpec]`: the states one chunk leaves for the next.
       - `call_full(inputs, training=None)`: the whole-sequence computation (training and non-stream inference).
       - `step(inputs, states, training=None) -> (outputs, new_states)`: one chunk of `k * block_size` frames.
-    and may override `block_size` (frames per step must be a multiple of it) and `output_ratio`.
+    and may override `block_size` (frames per step must be a multiple of it), `time_stride`, `output_ratio`,
+    `output_delay`, `tail` and `drops_time_axis`.
 
     In `STREAM_EXTERNAL_STATE` mode the layer is called as `layer([inputs, *states])` and returns
     `[outputs, *new_states]`; in `STREAM_INTERNAL_STATE` it keeps the states in non-trainable variables whose
@@ -92,6 +93,12 @@ class StreamingLayer(keras.layers.Layer):
     output_delay: int = 0
     # Input frames per output frame (a strided layer emits one frame per `time_stride` input frames).
     time_stride: int = 1
+    # Output frames per input frame (an upsampling layer, a transposed convolution, emits `output_ratio` frames per
+    # input frame); delays and rates downstream may then be fractions of a model-input frame.
+    output_ratio: int = 1
+    # Whole-sequence output frames after the last streamed one (a 'valid' transposed conv's overlap-add tail):
+    # per-frame layers are fine, a summary of the whole window is not.
+    tail: int = 0
     # True when the output has no time axis (a window summary such as Flatten, or an RNN's last state).
     drops_time_axis: bool = False
 

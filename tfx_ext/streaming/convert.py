@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from fractions import Fraction
 from typing import Any
 
 import keras
@@ -42,14 +43,42 @@ from tfx_ext.streaming.streamable import needs_streamable, streamable_rewrite
 
 # ----- per-tensor bookkeeping: time axis, frames per step, streaming delay -----------------------------------------
 class _Info:
-    __slots__ = ("has_time", "frames", "delay", "rate", "ahead")
+    __slots__ = ("has_time", "frames", "delay", "rate", "ahead", "tail")
 
-    def __init__(self, has_time: bool, frames: int | None, delay: int, rate: int, ahead: tuple = ()):
+    def __init__(self, has_time: bool, frames: int | None, delay, rate, ahead: tuple = (), tail: tuple = ()):
         self.has_time = has_time  # the tensor has a time axis (axis 1)
         self.frames = frames  # frames per step on that axis when streaming
         self.delay = delay  # streamed outputs lag the whole-sequence ones by this many model-input frames
-        self.rate = rate  # model-input frames per frame of this tensor
+        self.rate = rate  # model-input frames per frame of this tensor (a Fraction after upsampling)
         self.ahead = ahead  # names of the look-ahead layers that make up `delay`
+        self.tail = tail  # names of the layers whose whole-sequence outputs run past the streamed frames
+
+
+def _whole(value):
+    """A frame count as an int when it is whole (delays and rates are Fractions only after upsampling)."""
+    value = Fraction(value)
+    return int(value) if value.denominator == 1 else value
+
+
+def _summary_refusal(layer: StreamingLayer, info: _Info) -> str | None:
+    """A summary of the whole window (window cell, last RNN state) needs the window's last whole-sequence frames
+    at a step boundary: not behind a layer with a tail (they come only after the window), not behind a look-ahead
+    (they saw that layer's zero padding, which no stream reproduces), and not at a fraction of a model-input frame
+    of lag (after upsampling: no step ends there)."""
+    if not layer.drops_time_axis:
+        return None
+    if info.tail:
+        sources = ", ".join(repr(n) for n in info.tail)
+        return (f"{layer_label(layer)} summarizes the whole window, but the whole-sequence input it summarizes runs "
+                f"past the streamed frames (the overlap-add tail of {sources}, 'valid' padding): streamed, those "
+                f"frames come only after the window. Use padding='same' on {sources}, or crop its output (a "
+                "TemporalPadding with a negative size) so the window ends with the last streamed frame.")
+    if info.ahead:
+        sources = ", ".join(repr(n) for n in info.ahead)
+        return (f"{layer_label(layer)} summarizes the whole window behind the look-ahead of {sources}: the window's "
+                f"last frames saw that layer's zero padding after the sequence, which a stream (fed on) never "
+                f"reproduces. Use causal padding on {sources}, or keep the time axis to the output.")
+    return None
 
 
 def _warm_up_refusal(layer: StreamingLayer, info: _Info, data_shape) -> str | None:
@@ -257,7 +286,7 @@ class _Rebuild:
                     shape[1] = base.frames
                 self.tensors[(name, node_index, index)] = keras.Input(batch_shape=tuple(shape), dtype=tensor.dtype)
                 self.infos[(name, node_index, index)] = _Info(has_time, base.frames, base.delay, base.rate,
-                                                              base.ahead)
+                                                              base.ahead, base.tail)
         self._record_shapes(name)
 
     def _recreate(self, layer_config: dict, nodes: list):
@@ -280,7 +309,9 @@ class _Rebuild:
                     "one layer per call."
                 )
         elif isinstance(layer, keras.layers.EinsumDense) and self.streaming:  # frame-local: checked before
-            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"])
+            sources = _history(nodes[0]["args"])[:1] if nodes else []
+            frames = self.infos[sources[0]].frames if sources else None
+            shape = einsum_streamed_output_shape(layer.equation, serialized["config"]["output_shape"], frames)
             if shape is not None:
                 serialized["config"] = dict(serialized["config"], output_shape=shape)
                 layer = keras.saving.deserialize_keras_object(copy.deepcopy(serialized))
@@ -308,15 +339,18 @@ class _Rebuild:
                 f"model input). Use frames_per_step that is a multiple of {layer.block_size * info.rate}."
             )
         if self.streaming:
-            for problem in (_warm_up_refusal(layer, info, args[0].shape), _phase_refusal(layer, info)):
+            for problem in (_warm_up_refusal(layer, info, args[0].shape), _phase_refusal(layer, info),
+                            _summary_refusal(layer, info)):
                 if problem is not None:
                     self.problems.append(problem)
+        stride, ratio = max(int(layer.time_stride), 1), max(int(layer.output_ratio), 1)
         out_info = _Info(
             not layer.drops_time_axis,
-            None if info.frames is None else info.frames // max(layer.time_stride, 1),
-            info.delay + layer.output_delay * info.rate,
-            info.rate * max(layer.time_stride, 1),
+            None if info.frames is None else info.frames * ratio // stride,
+            _whole(info.delay + layer.output_delay * info.rate),
+            _whole(info.rate * Fraction(stride, ratio)),
             info.ahead + ((layer.name,) if layer.output_delay and not isinstance(layer, Delay) else ()),
+            info.tail + ((layer.name,) if layer.tail else ()),
         )
         if not self.external:
             return layer(*args, **kwargs), out_info
@@ -340,8 +374,9 @@ class _Rebuild:
                 self.problems.append(str(error))
         base = timed[0] if timed else (in_infos[0] if in_infos else _Info(False, None, 0, 1))
         ahead = tuple(dict.fromkeys(n for i in timed for n in i.ahead))
+        tail = tuple(dict.fromkeys(n for i in timed for n in i.tail))
         keeps_time = bool(timed) and not isinstance(layer, TIMELESS_OUTPUT_LAYERS)
-        return layer(*args, **kwargs), _Info(keeps_time, base.frames, base.delay, base.rate, ahead)
+        return layer(*args, **kwargs), _Info(keeps_time, base.frames, base.delay, base.rate, ahead, tail)
 
     def _record_shapes(self, name: str) -> None:
         """Whole-sequence shapes of this layer's outputs in the original model, for Reshape fixes downstream."""
@@ -527,8 +562,9 @@ def min_frames_per_step(model: keras.Model) -> int:
         rate = max([rates.get(s, 1) for s in sources] or [1])
         layer = model.get_layer(name) if layer_config["class_name"] != "InputLayer" else None
         if isinstance(layer, StreamingLayer):
-            needed = math.lcm(needed, rate * max(int(layer.block_size), 1))
-            rate *= max(int(layer.time_stride), 1)
+            # its input gets frames_per_step / rate frames per step, a multiple of its block size
+            needed = math.lcm(needed, Fraction(rate * max(int(layer.block_size), 1)).numerator)
+            rate = _whole(rate * Fraction(max(int(layer.time_stride), 1), max(int(layer.output_ratio), 1)))
         rates[name] = rate
     return needed
 

@@ -131,6 +131,9 @@ def _pool_axes(layer, ranks, _out):  # bare pooling / global pooling / Flatten o
 
 
 def _conv(layer, ranks, _out):
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose)):
+        return ("upsamples time with an overlap-add and no state between steps; wrap it in "
+                "tfx_ext.layers.ConvTransposeStream(...) (to_streaming does so for plain models).")
     return f"convolves over time with no state between steps; {_STREAM_FIX}."
 
 
@@ -305,8 +308,9 @@ def einsum_refusal(equation: str, input_rank: int = 3) -> str | None:
             "axis 1 and out of the kernel (e.g. 'btc,cd->btd'), or apply it after the time axis is gone.")
 
 
-def einsum_streamed_output_shape(equation: str, output_shape) -> list | None:
-    """`output_shape` of a frame-local EinsumDense with its time entry made None (any number of frames per step).
+def einsum_streamed_output_shape(equation: str, output_shape, frames: int | None = None) -> list | None:
+    """`output_shape` of a frame-local EinsumDense with its time entry made `frames` (the frames per step; None:
+    any number, which leaves later window cells without a static chunk).
 
     `output_shape` lists the output axes after the batch (or after the ellipsis); a model built on whole windows
     may spell the time length there (`EinsumDense("btc,cd->btd", output_shape=(49, 8))`), which a stream of
@@ -323,7 +327,7 @@ def einsum_streamed_output_shape(equation: str, output_shape) -> list | None:
     index = after.index(term[1])
     if index >= len(shape):
         return None
-    shape[index] = None
+    shape[index] = frames
     return shape
 
 

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
+from fractions import Fraction
 
 import keras
 
-from tfx_ext.errors import NotStreamableError
+from tfx_ext.errors import AttentionWindowWarning, NotStreamableError
+from tfx_ext.layers.attention import StreamingMultiHeadAttention
+from tfx_ext.layers.conv_transpose import TRANSPOSED_CELLS, ConvTransposeStream
 from tfx_ext.layers.recurrent import GRU, LSTM
 from tfx_ext.layers.stream import Stream
 from tfx_ext.streaming.contract import StreamingLayer
@@ -48,8 +52,8 @@ class _Time:
     """What a tensor's time axis looks like when streamed."""
 
     has_time: bool
-    delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames
-    rate: int = 1  # model-input frames per frame of this tensor
+    delay: int = 0  # streamed values lag the whole-window ones by this many model-input frames (maybe a Fraction)
+    rate: int = 1  # model-input frames per frame of this tensor (a Fraction after upsampling)
     lookahead: bool = False  # a 'same' layer upstream: its last frames need frames after the window
 
 
@@ -65,6 +69,10 @@ def _plain_kind(layer) -> str | None:
         return None
     if type(layer) in _RNNS:
         return "rnn"
+    if isinstance(layer, TRANSPOSED_CELLS):
+        return "transpose"
+    if isinstance(layer, L.MultiHeadAttention):
+        return "attention"
     if isinstance(layer, _CONVS):
         return "conv"
     if isinstance(layer, _POOLS):
@@ -133,10 +141,67 @@ def _stream_for(layer, kind: str, info: _Time, time_length) -> tuple[Stream, _Ti
     return stream, out
 
 
+def _overlaps_in_time(layer) -> bool:
+    """Whether a transposed conv overlaps frames in time (effective kernel > stride): only then has it state."""
+    config = layer.get_config()
+    return (int(config["kernel_size"][0]) - 1) * int(config["dilation_rate"][0]) + 1 > int(config["strides"][0])
+
+
+def _transpose_for(layer, info: _Time) -> tuple[ConvTransposeStream, _Time]:
+    """A Conv1DTranspose / Conv2DTranspose as a `ConvTransposeStream` (its look-ahead or 'valid' tail flagged)."""
+    lag = info.delay / info.rate  # this layer's input frames of delay: warm-up frames, zeros of its whole form
+    if lag != int(lag):
+        raise _Refusal(f"sits behind layers that delay it by {lag} of its input frames, not whole frames",
+                       "make the delays upstream whole frames of its input")
+    stateful = _overlaps_in_time(layer)
+    stream = ConvTransposeStream(layer, warmup_frames=int(lag) if stateful else 0, name=layer.name,
+                                 dtype=layer.dtype_policy)
+    out = _Time(True, info.delay + stream.output_delay * info.rate, Fraction(info.rate) / stream.output_ratio,
+                info.lookahead or stream.lookahead > 0)
+    return stream, out
+
+
+def _attention_for(layer, node: dict, info: _Time, time_length) -> tuple[StreamingMultiHeadAttention, _Time]:
+    """A `keras.layers.MultiHeadAttention` self-attention called with `use_causal_mask=True` as a
+    `StreamingMultiHeadAttention` whose window is the model's time length (exact over the trained window)."""
+    config = layer.get_config()
+    inputs = _history(node["args"]) + _history({k: v for k, v in node["kwargs"].items() if k in ("query", "value",
+                                                                                                   "key")})
+    if len(set(inputs)) != 1:
+        raise _Refusal("attends to another sequence (query, key and value differ): a stream has only its own past",
+                       "call it as self-attention, layer(x, x, use_causal_mask=True)")
+    unsupported = {k: v for k, v in node["kwargs"].items() if k not in ("query", "value", "key", "use_causal_mask",
+                                                                        "training") and v not in (None, False)}
+    if not node["kwargs"].get("use_causal_mask") or unsupported:
+        why = (f"is called with {sorted(unsupported)}" if unsupported else
+               "attends to future frames (called without use_causal_mask=True)")
+        raise _Refusal(why, "call it as layer(x, x, use_causal_mask=True) with no attention_mask")
+    for key, allowed in (("use_gate", False), ("output_shape", None)):
+        if config.get(key) not in (allowed,):
+            raise _Refusal(f"has {key}={config.get(key)!r}", f"use {key}={allowed!r}")
+    if tuple(config.get("attention_axes") or (1,)) != (1,):
+        raise _Refusal(f"attends over axes {config['attention_axes']} (time is axis 1)", "use attention_axes=None")
+    if info.lookahead or info.delay:
+        raise _Refusal("sits behind a delayed or look-ahead layer; its keys would take in warm-up frames",
+                       "use causal layers before it")
+    window = config.get("sliding_window") or time_length
+    if window is None:
+        raise _Refusal("attends over a time axis of unknown length, so no window covers it",
+                       "give the model input a static time length, or use StreamingMultiHeadAttention(window=W)")
+    window = min(int(window), int(time_length)) if time_length is not None else int(window)
+    warnings.warn(f"{layer_label(layer)} streams as StreamingMultiHeadAttention(window={window}): exact over the "
+                  f"first {window} frames; a longer stream attends to the last {window} frames only, where the "
+                  "whole-sequence layer would attend to every earlier frame.", AttentionWindowWarning, stacklevel=4)
+    new = StreamingMultiHeadAttention(config["num_heads"], config["key_dim"], window, value_dim=config["value_dim"],
+                                      use_bias=config["use_bias"], name=layer.name, dtype=layer.dtype_policy)
+    return new, info
+
+
 def _window_for(layer, info: _Time, time_length) -> tuple[Stream, _Time]:
     if info.lookahead:
-        raise _Refusal("summarizes the window behind a look-ahead ('same') layer: streamed, the window's last "
-                       "frames come only after it", "use padding='valid' or 'causal' in time before it")
+        raise _Refusal("summarizes the window behind a look-ahead ('same') layer or a 'valid' transposed conv's "
+                       "overlap tail: streamed, the window's last frames come only after it",
+                       "use padding='valid' or 'causal' in time before it ('same' on a transposed conv)")
     if time_length is None:
         raise _Refusal("summarizes a time axis of unknown length", "give the model input a static time length")
     config = layer.get_config()
@@ -227,7 +292,7 @@ class _Rewrite:
             info = max(timed, key=lambda t: t.delay) if timed else _Time(False)
             if new is None:  # a shared layer is one layer in the rewrite too
                 new, out, copies_weights = self._convert(source, layer_config, info, self._time_length(sources),
-                                                         len(nodes))
+                                                         len(nodes), node)
                 if not copies_weights and source is not None:
                     self.copies.append((new, source.get_weights()))
             kwargs = _resolve(node["kwargs"], self.tensors)
@@ -236,7 +301,10 @@ class _Rewrite:
                     self.refusals[name] = (f"{layer_label(source)} is called with a mask; fix: streaming has no "
                                            "masks, drop Masking / mask_zero.")
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("mask", "training")}
-            outputs = new(*_resolve(node["args"], self.tensors), **kwargs)
+            args = _resolve(node["args"], self.tensors)
+            if isinstance(new, StreamingMultiHeadAttention) and not isinstance(source, StreamingLayer):
+                args, kwargs = args[:1], {}  # self-attention of the query (checked by `_attention_for`)
+            outputs = new(*args, **kwargs)
             for index, tensor in enumerate(_flat(outputs)):
                 self.tensors[(name, node_index, index)] = tensor
                 self.times[(name, node_index, index)] = out
@@ -246,7 +314,7 @@ class _Rewrite:
         tensor = self.tensors[sources[0]] if sources else None
         return tensor.shape[1] if tensor is not None and len(tensor.shape) >= 2 else None
 
-    def _convert(self, source, layer_config: dict, info: _Time, time_length, calls: int):
+    def _convert(self, source, layer_config: dict, info: _Time, time_length, calls: int, node: dict):
         """(the layer to call, its output `_Time`, whether it copied the weights itself); a refusal is recorded
         and the layer kept as it is."""
         kind = _plain_kind(source) if info.has_time and source is not None else None
@@ -258,6 +326,10 @@ class _Rewrite:
                 return (*_stream_for(source, kind, info, time_length), True)
             if kind == "window":
                 return (*_window_for(source, info, time_length), True)
+            if kind == "transpose":
+                return (*_transpose_for(source, info), True)
+            if kind == "attention":
+                return (*_attention_for(source, node, info, time_length), False)
             if kind == "rnn":
                 return (*_rnn_for(source, info), False)
             if kind == "refused":
@@ -275,9 +347,9 @@ class _Rewrite:
         if isinstance(source, StreamingLayer) and info.has_time:
             warmed = _with_warmup(layer, info.delay // info.rate)
             layer = warmed or layer
-            stride = max(int(layer.time_stride), 1)
+            rate = info.rate * Fraction(max(int(layer.time_stride), 1), max(int(layer.output_ratio), 1))
             return layer, _Time(not layer.drops_time_axis, info.delay + layer.output_delay * info.rate,
-                                info.rate * stride, info.lookahead or getattr(layer, "lookahead", 0) > 0)
+                                rate, info.lookahead or getattr(layer, "lookahead", 0) > 0)
         return layer, info
 
     def _assemble(self) -> keras.Model:

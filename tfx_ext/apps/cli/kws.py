@@ -38,7 +38,7 @@ SHARED_FLAGS_FOR = ("train",)  # --strategy, --local_workers, ... (tfx_ext.apps.
 MODES = {"internal": "stream_internal_state", "external": "stream_external_state"}
 
 cli_flags.define_strategy_flags()  # --strategy, --local_workers, --logical_cpus, --worker_timeout (train)
-flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention"],
+flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet", "svdf", "attention", "bc_resnet"],
                   "train: reference model.")
 flags.DEFINE_string("data_root", None, "train/evaluate/export: Speech Commands directory (export: int8 calibration "
                     "and LiteRT verification data).")
