@@ -60,25 +60,58 @@ def _setup(seed):
     return cd, (x_te, y_te), loss
 
 
-def run_tfx_ext(cd, test, loss, *, rounds, seed, lr):
+class RoundClock:
+    """The benchmark's own clock: a `simulate` callback stamping the end of every round (the last hook, so a round's
+    span covers sampling, training, aggregation, evaluation, checkpointing and the other callbacks)."""
+
+    def __init__(self, on_first_round=None):
+        self.start = time.perf_counter()
+        self.stamps, self.cpu = [], []
+        self.on_first_round = on_first_round
+
+    def __call__(self, metrics, model):
+        self.stamps.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+        if len(self.stamps) == 1 and self.on_first_round is not None:
+            self.on_first_round()
+
+    def round_times(self) -> list[float]:
+        return list(np.diff([self.start, *self.stamps]))
+
+
+def steady_rates(times, cpu, per_round):
+    """Updates/s (wall and process CPU) over the rounds after the first (which traces the graph)."""
+    steady = times[1:] or times
+    return {"updates_per_s": per_round * len(steady) / sum(steady),
+            "updates_per_cpu_s": per_round * (len(cpu) - 1) / (cpu[-1] - cpu[0]) if len(cpu) > 1 else None,
+            "first_round_s": times[0]}
+
+
+def run_tfx_ext(cd, test, loss, *, rounds, seed, lr, clients_per_round=10, profile=False, **options):
+    """tfx-ext's `simulate`, timed per round by `RoundClock`; with `profile`, also the per-phase breakdown."""
+    import contextlib
+
     import keras
 
     from tfx_ext.federated import simulate
+    from tfx_ext.federated import profile as prof
     from tfx_ext.apps.federated_experiments import digits_cnn
 
-    cpu = []
-    history, model = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=10,
-                              local_epochs=1, batch_size=16, client_optimizer=keras.optimizers.SGD(lr), loss=loss,
-                              eval_data=test, eval_every=rounds, seed=seed, progress=False,
-                              callbacks=[lambda metrics, model: cpu.append(time.process_time())])
-    times = history["wall_time_s"]
-    steady = times[1:] or times
-    return {
-        "updates_per_s": 10 * len(steady) / sum(steady),
-        "updates_per_cpu_s": 10 * (len(cpu) - 1) / (cpu[-1] - cpu[0]) if len(cpu) > 1 else None,
-        "first_round_s": times[0],
-        "test_accuracy": history.last("eval_accuracy"),
-    }
+    with prof.profiling() if profile else contextlib.nullcontext() as active:
+        clock = RoundClock(on_first_round=(lambda: prof.reset(active)) if profile else None)
+        history, model = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds,
+                                  clients_per_round=clients_per_round, local_epochs=1, batch_size=16,
+                                  client_optimizer=keras.optimizers.SGD(lr), loss=loss, eval_data=test,
+                                  eval_every=rounds, seed=seed, progress=False, callbacks=[clock], **options)
+    inner = history["wall_time_s"]
+    row = {**steady_rates(clock.round_times(), clock.cpu, clients_per_round),
+           "inner_updates_per_s": clients_per_round * len(inner[1:]) / sum(inner[1:]) if len(inner) > 1 else None,
+           "test_accuracy": history.last("eval_accuracy")}
+    if profile:
+        row["profile_ms"], row["profile_cpu_ms"] = active.per_round_ms(), active.per_round_ms(cpu=True)
+        row["round_ms"] = 1000 * float(np.mean(clock.round_times()[1:]))
+        row["round_cpu_ms"] = 1000 * float(np.mean(np.diff(clock.cpu)))
+    return row
 
 
 def run_fit_loop(cd, test, loss, *, rounds, seed, lr):
@@ -107,13 +140,10 @@ def run_fit_loop(cd, test, loss, *, rounds, seed, lr):
         cpu.append(time.process_time())
     model.set_weights(weights)
     acc = float(model.evaluate(*test, verbose=0, batch_size=512)[1])
-    steady = times[1:] or times
-    return {"updates_per_s": 10 * len(steady) / sum(steady),
-            "updates_per_cpu_s": 10 * (len(cpu) - 1) / (cpu[-1] - cpu[0]) if len(cpu) > 1 else None,
-            "first_round_s": times[0], "test_accuracy": acc}
+    return {**steady_rates(times, cpu, 10), "test_accuracy": acc}
 
 
-def run_population(num_clients, *, rounds, seed, lr, loss):
+def run_population(num_clients, *, rounds, seed, lr, loss, clients_per_round=10):
     import keras
 
     from tfx_ext.data import load_digits
@@ -128,9 +158,10 @@ def run_population(num_clients, *, rounds, seed, lr, loss):
 
     rss0 = _rss_mb()
     cd = ClientData.from_fn(num_clients, client)
-    history, _ = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=10, batch_size=16,
-                          client_optimizer=keras.optimizers.SGD(lr), loss=loss, seed=seed, progress=False)
-    times = history["wall_time_s"][1:] or history["wall_time_s"]
+    clock = RoundClock()
+    simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=clients_per_round, batch_size=16,
+             client_optimizer=keras.optimizers.SGD(lr), loss=loss, seed=seed, progress=False, callbacks=[clock])
+    times = clock.round_times()[1:] or clock.round_times()
     return {"round_ms": 1000 * float(np.mean(times)), "rss_mb": _rss_mb(), "rss_growth_mb": _rss_mb() - rss0}
 
 
@@ -297,15 +328,33 @@ def _flower_worker(data_path, out_path, rounds, lr, seed):
                    "first_round_s": stamps[0] - start, "test_accuracy": acc}, f)
 
 
+def _profile_rows(bench, ours, label):
+    """The per-phase table of `--profile`: one row per phase, then the total of the phases and the bench clock."""
+    wall, cpu = ours["profile_ms"], ours["profile_cpu_ms"]
+    for name, ms in wall.items():
+        bench.add_row({"candidate": label, "phase": name, "ms_per_round": ms, "cpu_ms_per_round": cpu[name],
+                       "cpu_share": cpu[name] / ours["round_cpu_ms"]})
+    bench.add_row({"candidate": label, "phase": "(sum of phases)", "ms_per_round": sum(wall.values()),
+                   "cpu_ms_per_round": sum(cpu.values()), "cpu_share": sum(cpu.values()) / ours["round_cpu_ms"]})
+    bench.add_row({"candidate": label, "phase": "round, bench clock", "ms_per_round": ours["round_ms"],
+                   "cpu_ms_per_round": ours["round_cpu_ms"], "cpu_share": 1.0, "updates_per_s": ours["updates_per_s"],
+                   "updates_per_cpu_s": ours["updates_per_cpu_s"]})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="rounds for tfx-ext (and the fit loop)")
     parser.add_argument("--fit_rounds", type=int, default=None, help="rounds for the fit loop (default --rounds)")
+    parser.add_argument("--clients_per_round", default="10",
+                        help="tfx-ext cohort sizes, comma-separated (the peers run the first)")
     parser.add_argument("--populations", default="100,1000,10000")
     parser.add_argument("--population_rounds", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_dir", default=None)
+    parser.add_argument("--name", default=None, help="results file name (default federated, or federated_profile)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only tfx-ext, with the per-round breakdown by phase (sampling, data, training, ...)")
     parser.add_argument("--pfl_python", default=None, help="a Python with pfl[tf] installed (optional)")
     parser.add_argument("--flower_python", default=None, help="a Python with flwr[simulation] installed (optional)")
     args = parser.parse_args(argv)
@@ -313,14 +362,29 @@ def main(argv=None):
     from bench.harness import RESULTS_DIR, Benchmark
 
     fit_rounds = args.fit_rounds or args.rounds
-    config = {"workload": "digits CNN, 100 clients Dirichlet(0.5), 10/round, 1 epoch, batch 16, SGD",
-              "rounds": args.rounds, "fit_rounds": fit_rounds, "lr": args.lr, "seed": args.seed}
-    bench = Benchmark("federated", config=config, results_dir=args.results_dir or RESULTS_DIR)
+    cohorts = [int(c) for c in args.clients_per_round.split(",") if c]
+    config = {"workload": "digits CNN, 100 clients Dirichlet(0.5), 1 epoch, batch 16, SGD",
+              "clients_per_round": cohorts, "rounds": args.rounds, "fit_rounds": fit_rounds, "lr": args.lr,
+              "seed": args.seed, "timing": "every candidate: consecutive round-end stamps of the benchmark's clock"}
+    name = args.name or ("federated_profile" if args.profile else "federated")
+    bench = Benchmark(name, config=config, results_dir=args.results_dir or RESULTS_DIR)
     cd, test, loss = _setup(args.seed)
-    ours = run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr)
+    if args.profile:
+        for k in cohorts:
+            ours = run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr, clients_per_round=k,
+                               profile=True)
+            _profile_rows(bench, ours, f"tfx-ext, {k}/round")
+        bench.note("ms per round after the first (tracing); phases timed inside simulate by the profile hook, the "
+                   "round by the benchmark's clock (round-end stamps); the rest is loop overhead outside phases.")
+        return bench.finish(["candidate", "phase", "ms_per_round", "cpu_ms_per_round", "cpu_share", "updates_per_s",
+                             "updates_per_cpu_s"])
+    rows = [run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr, clients_per_round=k)
+            for k in cohorts]
+    ours = rows[0]
     fit = run_fit_loop(cd, test, loss, rounds=fit_rounds, seed=args.seed, lr=args.lr)
-    bench.add_row({"candidate": "tfx-ext simulate", "rounds": args.rounds, **ours,
-                   "speedup": ours["updates_per_s"] / fit["updates_per_s"]})
+    for k, row in zip(cohorts, rows):
+        bench.add_row({"candidate": "tfx-ext simulate" + (f", {k}/round" if k != 10 else ""), "rounds": args.rounds,
+                       **row, "speedup": row["updates_per_s"] / fit["updates_per_s"]})
     bench.add_row({"candidate": "model.fit per client", "rounds": fit_rounds, **fit, "speedup": 1.0})
     if args.pfl_python:
         pfl = run_in_env(cd, test, rounds=args.rounds, seed=args.seed, lr=args.lr, python=args.pfl_python)
@@ -331,7 +395,7 @@ def main(argv=None):
         bench.note(f"tfx-ext / pfl throughput: {ours['updates_per_s'] / pfl['updates_per_s']:.2f}x")
     if args.flower_python:
         flower = run_in_env(cd, test, rounds=args.rounds, seed=args.seed, lr=args.lr, python=args.flower_python,
-                         worker="--flower_worker")
+                            worker="--flower_worker")
         bench.add_row({"candidate": "Flower (Ray simulation)", "rounds": args.rounds, **flower,
                        "speedup": flower["updates_per_s"] / fit["updates_per_s"]})
         bench.note("Flower's first_round_s includes starting Ray; its CPU time is spread over Ray worker processes "
@@ -341,15 +405,18 @@ def main(argv=None):
         row = run_population(n, rounds=args.population_rounds, seed=args.seed, lr=args.lr, loss=loss)
         bench.add_row({"candidate": f"tfx-ext, population {n}", "rounds": args.population_rounds,
                        "updates_per_s": 10_000.0 / row["round_ms"], **row})
-    bench.note("updates_per_s excludes the first round (graph tracing), reported as first_round_s.")
+    bench.note("Every candidate is timed the same way: the benchmark's clock stamps the end of each round (a "
+               "simulate callback, pfl's after_central_iteration, Flower's aggregate_fit, the fit loop's own round); "
+               "updates_per_s excludes the first round (graph tracing), reported as first_round_s. "
+               "inner_updates_per_s is simulate's own history['wall_time_s'] (stops before the callbacks).")
     if not args.pfl_python:
-        bench.note("pfl not run (pass --pfl_python); issue 9 measured pfl (keyed by path) at ~71 updates/s here.")
+        bench.note("pfl not run (pass --pfl_python).")
     if not args.flower_python:
-        bench.note("Flower not run (pass --flower_python); issue 9 measured Flower 1.41 at ~2.7 updates/s here.")
+        bench.note("Flower not run (pass --flower_python).")
     bench.note("updates_per_cpu_s divides by the process CPU time of those rounds (all threads): a fairer figure "
                "when other processes share the cores.")
-    return bench.finish(["candidate", "rounds", "updates_per_s", "updates_per_cpu_s", "first_round_s", "test_accuracy", "speedup",
-                         "round_ms", "rss_mb", "rss_growth_mb"])
+    return bench.finish(["candidate", "rounds", "updates_per_s", "inner_updates_per_s", "updates_per_cpu_s",
+                         "first_round_s", "test_accuracy", "speedup", "round_ms", "rss_mb", "rss_growth_mb"])
 
 
 if __name__ == "__main__":
