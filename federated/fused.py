@@ -23,6 +23,7 @@ round's weights, so callbacks, checkpoints and resume see every round exactly as
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import logging
 import time
@@ -63,6 +64,9 @@ class Execution:
         if self.micro_cohort is not None:
             check_int("micro_cohort", self.micro_cohort, minimum=1)
         check_int("rounds_per_call", self.rounds_per_call, minimum=1)
+        if self.rounds_per_call > 1 and self.micro_cohort is not None:
+            raise ValueError("`rounds_per_call` > 1 trains whole cohorts; it does not combine with `micro_cohort`. "
+                             f"Received: rounds_per_call={self.rounds_per_call}, micro_cohort={self.micro_cohort}")
 
 
 def fused_supported(plan) -> bool:
@@ -94,7 +98,8 @@ class FusedRounds:
     def __init__(self, trainer, client_data):
         self.trainer = trainer
         self.client_data = client_data
-        self._sum_fn = None
+        self._sum_fn = self._rounds_fn = None
+        self._planned = {}
         self._pool = None
         self.packed = None
         if client_data._fn is None:  # array-backed: checked and converted once, client rows sliced in-graph
@@ -148,6 +153,69 @@ class FusedRounds:
                 [tf.TensorSpec(s.shape, tf.float64) for s in self.trainer._w_spec], tf.TensorSpec([4], tf.float64)))
         return self._sum_fn(weights, x, y, offsets, idx, seeds, sums, stats)
 
+    def _rounds(self, weights, x, y, offsets, idxs, seeds, lr):
+        """Rounds `r = 0..R-1` of cohorts `idxs[r]`, each starting from the last one's FedAvg + server SGD step
+        `w + lr * sums / n` (float64, then the weight's dtype, as `server_sgd_step`); per round its sums, stats
+        and client info."""
+        rounds = tf.shape(idxs)[0]
+        out_sums = [tf.TensorArray(tf.float64, size=rounds, element_shape=w.shape) for w in weights]
+        out_stats = tf.TensorArray(tf.float64, size=rounds, element_shape=[4])
+        out_info = tf.TensorArray(tf.int32, size=rounds, element_shape=[None, 1 + len(weights)])
+
+        def body(r, weights, out_sums, out_stats, out_info):
+            zeros = [tf.zeros(w.shape, tf.float64) for w in weights]
+            sums, stats, info = self._cohort_sums(weights, x, y, offsets, idxs[r], seeds[r], zeros,
+                                                  tf.zeros([4], tf.float64))
+            weights = [tf.cast(tf.cast(w, tf.float64) + lr * (a / stats[0]), w.dtype) for w, a in zip(weights, sums)]
+            return (r + 1, weights, [t.write(r, a) for t, a in zip(out_sums, sums)], out_stats.write(r, stats),
+                    out_info.write(r, info))
+
+        _, _, out_sums, out_stats, out_info = tf.while_loop(
+            lambda r, *_: r < rounds, body, (tf.constant(0), list(weights), out_sums, out_stats, out_info))
+        return [t.stack() for t in out_sums], out_stats.stack(), out_info.stack()
+
+    def _rounds_call(self, weights, data, idxs, seeds, lr):
+        x, y, offsets = data
+        if self._rounds_fn is None:
+            self._rounds_fn = tf.function(self._rounds, input_signature=(
+                self.trainer._w_spec, tf.TensorSpec([None, *x.shape[1:]], x.dtype),
+                tf.TensorSpec([None, *y.shape[1:]], y.dtype), tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None, 2], tf.int32),
+                tf.TensorSpec([], tf.float64)))
+        return self._rounds_fn(weights, x, y, offsets, idxs, seeds, lr)
+
+    def planned_round(self, plan, state, rnd, sample):
+        """Round `rnd`'s `(cohort, seeds, sums, stats, info, updates/s)`, trained `rounds_per_call` rounds at a
+        time: the next rounds are sampled ahead (`sample(round_rng)`, in the one-round order of draws) and their
+        master Generator states kept, so `state.rng` is, at each round, what the one-round path leaves."""
+        if rnd not in self._planned:
+            self._planned.clear()
+            last = min(rnd + plan.execution.rounds_per_call - 1, plan.rounds)
+            drawn = []
+            for _ in range(rnd, last + 1):
+                round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
+                drawn.append((*sample(round_rng), copy.deepcopy(state.rng.bit_generator.state)))
+            cohorts = [list(c) for c, _, _ in drawn]
+            if self.packed is not None:
+                data, idxs = self.packed, [self._positions(c) for c in cohorts]
+            else:
+                data, flat = self._host_data([c for cohort in cohorts for c in cohort])
+                idxs = np.split(flat, len(cohorts))
+            t0 = time.perf_counter()
+            with phase("training"):
+                sums, stats, info = self._rounds_call([np.asarray(w) for w in state.weights], data,
+                                                      tf.constant(np.stack(idxs), tf.int64),
+                                                      tf.constant(np.stack([s for _, s, _ in drawn]), tf.int32),
+                                                      tf.constant(plan.aggregator.server_optimizer.learning_rate,
+                                                                  tf.float64))
+                sums, stats, info = [a.numpy() for a in sums], stats.numpy(), info.numpy()
+            rate = len(cohorts) * len(cohorts[0]) / max(time.perf_counter() - t0, 1e-9)
+            for j, (cohort, seeds, rng_state) in enumerate(drawn):
+                self._planned[rnd + j] = (cohort, seeds, [a[j] for a in sums], stats[j], info[j], rate, rng_state)
+        cohort, seeds, sums, stats, info, rate, rng_state = self._planned.pop(rnd)
+        state.rng.bit_generator.state = rng_state
+        return cohort, seeds, sums, stats, info, rate
+
     # ----- host side ----------------------------------------------------------------------------------------------
     def _host_data(self, cids):
         x, y, offsets = self.client_data.gather(cids)
@@ -158,7 +226,7 @@ class FusedRounds:
         """`(data, client positions)` per micro-cohort: the packed data, or on-demand data gathered on the host,
         the next chunk on a thread while the current one trains (`prefetch`)."""
         if self.packed is not None:
-            positions = np.fromiter((self.client_data._index(c) for c in cohort), np.int64, count=len(cohort))
+            positions = self._positions(cohort)
             for b in range(0, len(cohort), micro):
                 yield self.packed, positions[b:b + micro]
             return
@@ -188,11 +256,20 @@ class FusedRounds:
         with phase("training"):
             return [s.numpy() for s in sums], stats.numpy(), np.concatenate([i.numpy() for i in infos])
 
+    def _positions(self, cohort):
+        return np.fromiter((self.client_data._index(c) for c in cohort), np.int64, count=len(cohort))
+
     def close(self):
         """Stops the prefetch thread (idempotent)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def planned_round(plan, models, state, rnd, sample):
+    """Round `rnd` of a `rounds_per_call` run: its outcome from the sums the graph computed ahead."""
+    cohort, seeds, sums, stats, info, rate = models.fused.planned_round(plan, state, rnd, sample)
+    return outcome_from_sums(plan, state, rnd, cohort, sums, stats, info, rate)
 
 
 def fused_round(plan, models, state, rnd, cohort, seeds) -> RoundOutcome:
@@ -225,4 +302,4 @@ def outcome_from_sums(plan, state, rnd, cohort, sums, stats, info, updates_per_s
     return RoundOutcome(weights, server_state, agg_metrics, metrics)
 
 
-__all__ = ["Execution", "FusedRounds", "fused_round", "fused_supported", "multi_round_supported"]
+__all__ = ["Execution", "FusedRounds", "fused_round", "fused_supported", "multi_round_supported", "planned_round"]

@@ -31,7 +31,8 @@ from tfx_ext.errors import FederatedError, MalformedUpdateError
 import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
-from tfx_ext.federated.fused import Execution, FusedRounds, fused_round, fused_supported
+from tfx_ext.federated.fused import (Execution, FusedRounds, fused_round, fused_supported, multi_round_supported,
+                                     planned_round)
 from tfx_ext.federated.history import History
 from tfx_ext.federated.litert import CLIENT_RUNTIMES, LiteRTTrainer, check_litert_options
 from tfx_ext.federated.payload import Payload
@@ -254,17 +255,20 @@ def warn_if_diverged(metrics: dict, rnd: int) -> None:
 def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -> dict:
     """Round `rnd` (1-based): sample, train, aggregate, evaluate; updates `state` and returns the metrics."""
     t0 = time.perf_counter()
-    with phase("sampling"):
-        round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
-        cohort, seeds = _sample(plan, round_rng)
     model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
     metrics: dict = {"round": rnd, "clients_sampled": plan.clients_per_round}
-    if models.fused is not None:
-        outcome = fused_round(plan, models, state, rnd, cohort, seeds)
-    elif plan.strategy is not None:
-        outcome = _all_reduced_round(plan, models, state, rnd, cohort, seeds)
+    if multi_round_supported(plan):  # trained ahead, rounds_per_call rounds per graph call
+        outcome = planned_round(plan, models, state, rnd, lambda round_rng: _sample(plan, round_rng))
     else:
-        outcome = _hosted_round(plan, models, state, rnd, cohort, seeds, round_rng)
+        with phase("sampling"):
+            round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
+            cohort, seeds = _sample(plan, round_rng)
+        if models.fused is not None:
+            outcome = fused_round(plan, models, state, rnd, cohort, seeds)
+        elif plan.strategy is not None:
+            outcome = _all_reduced_round(plan, models, state, rnd, cohort, seeds)
+        else:
+            outcome = _hosted_round(plan, models, state, rnd, cohort, seeds, round_rng)
     with phase("bookkeeping"):
         metrics.update(outcome.metrics)
         metrics["bytes_down"] = plan.clients_per_round * model_bytes

@@ -77,3 +77,34 @@ def test_the_profile_hook_sees_every_phase_and_costs_nothing_when_off():
     assert p.rounds == 2 and {"sampling", "training", "validation", "aggregation", "evaluation", "bookkeeping",
                               "callbacks"} <= set(p.totals)
     assert profile.phase("training") is profile.phase("data")  # off: one shared no-op context
+
+
+def test_several_rounds_per_graph_call_equal_the_one_round_path():
+    cd, ev = population()
+    kw = dict(KW, rounds=5, eval_data=ev, eval_every=2, seed=1)
+    host = simulate(tiny_model, cd, execution=HOST, **kw)
+    _assert_same(host, simulate(tiny_model, cd, execution=Execution(rounds_per_call=3), **kw))
+    lazy = ClientData.from_fn(len(cd), lambda cid: cd[cid])
+    _assert_same(host, simulate(tiny_model, lazy, execution=Execution(rounds_per_call=2), **kw))
+    with pytest.raises(ValueError, match="does not combine with `micro_cohort`"):
+        Execution(rounds_per_call=2, micro_cohort=2)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crash_inside_a_multi_round_call_resumes_exactly(tmp_path):
+    """The checkpoint of round 2, written while rounds 1-3 were trained in one call, resumes to the same run."""
+    cd, ev = population()
+    kw = dict(KW, eval_data=ev, seed=11, execution=Execution(rounds_per_call=3))
+
+    def crash(metrics, model):
+        if metrics["round"] == 2:
+            raise _Crash
+
+    full = simulate(tiny_model, cd, rounds=5, **dict(kw, execution=HOST))
+    with pytest.raises(_Crash):
+        simulate(tiny_model, cd, rounds=5, checkpoint_dir=tmp_path, callbacks=[crash], **kw)
+    resumed = simulate(tiny_model, cd, rounds=5, checkpoint_dir=tmp_path, resume=True, **kw)
+    _assert_same(full, resumed)
