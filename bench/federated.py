@@ -64,6 +64,8 @@ class RoundClock:
     """The benchmark's own clock: a `simulate` callback stamping the end of every round (the last hook, so a round's
     span covers sampling, training, aggregation, evaluation, checkpointing and the other callbacks)."""
 
+    reads_model = False  # it never reads the model's weights (see `Callback.reads_model`)
+
     def __init__(self, on_warm=None, warm_rounds=1):
         self.start = time.perf_counter()
         self.stamps, self.cpu = [], []

@@ -157,6 +157,7 @@ class _Models:
 
     def __init__(self, plan: _Plan, model):
         self.plan = plan
+        self.model_read_every_round = True  # False when no callback sees the model (it is set when evaluating)
         self.use(model)
 
     def use(self, model):
@@ -278,8 +279,11 @@ def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -
             metrics["model_rebuilt"] = True
         state.weights = [np.asarray(w) for w in outcome.weights]
         state.server_state = outcome.server_state
-        models.trainer.set_weights(state.weights)
-    if models.evaluator is not None and (rnd % plan.eval_every == 0 or rnd == plan.rounds):
+    evaluate = models.evaluator is not None and (rnd % plan.eval_every == 0 or rnd == plan.rounds)
+    if evaluate or models.model_read_every_round:  # the model's variables: for evaluation and user callbacks
+        with phase("bookkeeping"):
+            models.trainer.set_weights(state.weights)
+    if evaluate:
         with phase("evaluation"):
             eval_loss, eval_acc = models.evaluator(*plan.eval_data)
         metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
@@ -367,6 +371,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     if resume and checkpoint.restore(state):
         models.adopt(state.weights, state)
     hooks = make_callbacks(checkpoint=checkpoint, log_dir=log_dir, progress=progress, callbacks=callbacks)
+    models.model_read_every_round = any(getattr(c, "reads_model", True) for c in callbacks)
     for cb in hooks:
         cb.on_train_begin(state)
     try:

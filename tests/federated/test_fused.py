@@ -108,3 +108,23 @@ def test_a_crash_inside_a_multi_round_call_resumes_exactly(tmp_path):
         simulate(tiny_model, cd, rounds=5, checkpoint_dir=tmp_path, callbacks=[crash], **kw)
     resumed = simulate(tiny_model, cd, rounds=5, checkpoint_dir=tmp_path, resume=True, **kw)
     _assert_same(full, resumed)
+
+
+def test_callbacks_see_each_rounds_global_weights_unless_they_say_they_never_read_the_model():
+    cd, _ = population()
+    seen = []
+
+    def reader(metrics, model):
+        seen.append([w.copy() for w in model.get_weights()])
+
+    class Timer:
+        reads_model = False
+
+        def on_round_end(self, metrics, model):
+            pass
+
+    history, model = simulate(tiny_model, cd, rounds=2, seed=2, callbacks=[reader], **KW)
+    _, alone = simulate(tiny_model, cd, rounds=1, seed=2, **KW)
+    for a, b in zip(seen[0], alone.get_weights()):  # round 1's weights, as a one-round run returns them
+        np.testing.assert_array_equal(a, b)
+    _assert_same((history, model), simulate(tiny_model, cd, rounds=2, seed=2, callbacks=[Timer()], **KW))
