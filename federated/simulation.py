@@ -8,6 +8,8 @@ One round:
    strategy's replicas and all-reduce the weighted updates, or (`client_runtime="litert"`) client by client
    through the LiteRT training signatures a phone would run (`litert.LiteRTTrainer`, exported once);
 3. aggregate (`round.aggregate_round`): validate -> payload -> postprocessors -> plain or secure sum -> finalize;
+   for the FedAvg family without `secure`, `postprocessors` or `strategy`, validation and the payload sum run in the
+   training graph instead and only `finalize` on the host (`fused.py`, `Execution`: the same results to the bit);
 4. evaluate every `eval_every` rounds;
 5. emit the round to the callbacks (`callbacks.py`: checkpoint, history files, TensorBoard, progress bar, the
    user's), which do all the file I/O.
