@@ -60,25 +60,64 @@ def _setup(seed):
     return cd, (x_te, y_te), loss
 
 
-def run_tfx_ext(cd, test, loss, *, rounds, seed, lr):
+class RoundClock:
+    """The benchmark's own clock: a `simulate` callback stamping the end of every round (the last hook, so a round's
+    span covers sampling, training, aggregation, evaluation, checkpointing and the other callbacks)."""
+
+    reads_model = False  # it never reads the model's weights (see `Callback.reads_model`)
+
+    def __init__(self, on_warm=None, warm_rounds=1):
+        self.start = time.perf_counter()
+        self.stamps, self.cpu = [], []
+        self.on_warm, self.warm_rounds = on_warm, warm_rounds
+
+    def __call__(self, metrics, model):
+        self.stamps.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+        if len(self.stamps) == self.warm_rounds and self.on_warm is not None:
+            self.on_warm()
+
+    def round_times(self) -> list[float]:
+        return list(np.diff([self.start, *self.stamps]))
+
+
+def steady_rates(times, cpu, per_round, skip=1):
+    """Updates/s (wall and process CPU) over the rounds after the first `skip` (the first traces the graph; with
+    `rounds_per_call`, the first call's rounds are all trained before the first round ends)."""
+    skip = skip if len(times) > skip else 0
+    steady = times[skip:]
+    return {"updates_per_s": per_round * len(steady) / sum(steady),
+            "updates_per_cpu_s": per_round * (len(cpu) - skip) / (cpu[-1] - cpu[skip - 1]) if skip else None,
+            "first_round_s": times[0]}
+
+
+def run_tfx_ext(cd, test, loss, *, rounds, seed, lr, clients_per_round=10, profile=False, **options):
+    """tfx-ext's `simulate`, timed per round by `RoundClock`; with `profile`, also the per-phase breakdown."""
+    import contextlib
+
     import keras
 
     from tfx_ext.federated import simulate
+    from tfx_ext.federated import profile as prof
     from tfx_ext.apps.federated_experiments import digits_cnn
 
-    cpu = []
-    history, model = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=10,
-                              local_epochs=1, batch_size=16, client_optimizer=keras.optimizers.SGD(lr), loss=loss,
-                              eval_data=test, eval_every=rounds, seed=seed, progress=False,
-                              callbacks=[lambda metrics, model: cpu.append(time.process_time())])
-    times = history["wall_time_s"]
-    steady = times[1:] or times
-    return {
-        "updates_per_s": 10 * len(steady) / sum(steady),
-        "updates_per_cpu_s": 10 * (len(cpu) - 1) / (cpu[-1] - cpu[0]) if len(cpu) > 1 else None,
-        "first_round_s": times[0],
-        "test_accuracy": history.last("eval_accuracy"),
-    }
+    skip = options["execution"].rounds_per_call if "execution" in options else 1
+    with prof.profiling() if profile else contextlib.nullcontext() as active:
+        clock = RoundClock(on_warm=(lambda: prof.reset(active)) if profile else None, warm_rounds=skip)
+        history, model = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds,
+                                  clients_per_round=clients_per_round, local_epochs=1, batch_size=16,
+                                  client_optimizer=keras.optimizers.SGD(lr), loss=loss, eval_data=test,
+                                  eval_every=rounds, seed=seed, progress=False, callbacks=[clock], **options)
+    inner = history["wall_time_s"]
+    row = {**steady_rates(clock.round_times(), clock.cpu, clients_per_round, skip),
+           "inner_updates_per_s": clients_per_round * len(inner[1:]) / sum(inner[1:]) if len(inner) > 1 else None,
+           "test_accuracy": history.last("eval_accuracy")}
+    if profile:
+        active.rounds = rounds - skip  # the rounds after the reset (the hook counts the reset round too)
+        row["profile_ms"], row["profile_cpu_ms"] = active.per_round_ms(), active.per_round_ms(cpu=True)
+        row["round_ms"] = 1000 * float(np.mean(clock.round_times()[skip:]))
+        row["round_cpu_ms"] = 1000 * float(np.mean(np.diff(clock.cpu[skip - 1:])))
+    return row
 
 
 def run_fit_loop(cd, test, loss, *, rounds, seed, lr):
@@ -107,13 +146,10 @@ def run_fit_loop(cd, test, loss, *, rounds, seed, lr):
         cpu.append(time.process_time())
     model.set_weights(weights)
     acc = float(model.evaluate(*test, verbose=0, batch_size=512)[1])
-    steady = times[1:] or times
-    return {"updates_per_s": 10 * len(steady) / sum(steady),
-            "updates_per_cpu_s": 10 * (len(cpu) - 1) / (cpu[-1] - cpu[0]) if len(cpu) > 1 else None,
-            "first_round_s": times[0], "test_accuracy": acc}
+    return {**steady_rates(times, cpu, 10), "test_accuracy": acc}
 
 
-def run_population(num_clients, *, rounds, seed, lr, loss):
+def run_population(num_clients, *, rounds, seed, lr, loss, clients_per_round=10, **options):
     import keras
 
     from tfx_ext.data import load_digits
@@ -128,9 +164,11 @@ def run_population(num_clients, *, rounds, seed, lr, loss):
 
     rss0 = _rss_mb()
     cd = ClientData.from_fn(num_clients, client)
-    history, _ = simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=10, batch_size=16,
-                          client_optimizer=keras.optimizers.SGD(lr), loss=loss, seed=seed, progress=False)
-    times = history["wall_time_s"][1:] or history["wall_time_s"]
+    clock = RoundClock()
+    simulate(lambda: digits_cnn(seed=seed), cd, rounds=rounds, clients_per_round=clients_per_round, batch_size=16,
+             client_optimizer=keras.optimizers.SGD(lr), loss=loss, seed=seed, progress=False, callbacks=[clock],
+             **options)
+    times = clock.round_times()[1:] or clock.round_times()
     return {"round_ms": 1000 * float(np.mean(times)), "rss_mb": _rss_mb(), "rss_growth_mb": _rss_mb() - rss0}
 
 
@@ -297,15 +335,37 @@ def _flower_worker(data_path, out_path, rounds, lr, seed):
                    "first_round_s": stamps[0] - start, "test_accuracy": acc}, f)
 
 
+def _profile_rows(bench, ours, label):
+    """The per-phase table of `--profile`: one row per phase, then the total of the phases and the bench clock."""
+    wall, cpu = ours["profile_ms"], ours["profile_cpu_ms"]
+    for name, ms in wall.items():
+        bench.add_row({"candidate": label, "phase": name, "ms_per_round": ms, "cpu_ms_per_round": cpu[name],
+                       "cpu_share": cpu[name] / ours["round_cpu_ms"]})
+    bench.add_row({"candidate": label, "phase": "(sum of phases)", "ms_per_round": sum(wall.values()),
+                   "cpu_ms_per_round": sum(cpu.values()), "cpu_share": sum(cpu.values()) / ours["round_cpu_ms"]})
+    bench.add_row({"candidate": label, "phase": "round, bench clock", "ms_per_round": ours["round_ms"],
+                   "cpu_ms_per_round": ours["round_cpu_ms"], "cpu_share": 1.0, "updates_per_s": ours["updates_per_s"],
+                   "updates_per_cpu_s": ours["updates_per_cpu_s"]})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="rounds for tfx-ext (and the fit loop)")
     parser.add_argument("--fit_rounds", type=int, default=None, help="rounds for the fit loop (default --rounds)")
+    parser.add_argument("--clients_per_round", default="10",
+                        help="tfx-ext cohort sizes, comma-separated (the peers run the first)")
+    parser.add_argument("--rounds_per_call", type=int, default=1, help="Execution(rounds_per_call=...) for tfx-ext")
+    parser.add_argument("--micro_cohort", type=int, default=None, help="Execution(micro_cohort=...) for tfx-ext")
     parser.add_argument("--populations", default="100,1000,10000")
+    parser.add_argument("--population_cohort", type=int, default=10, help="clients per round of the population rows")
     parser.add_argument("--population_rounds", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_dir", default=None)
+    parser.add_argument("--name", default=None, help="results file name (default federated, or federated_profile)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only tfx-ext, with the per-round breakdown by phase (sampling, data, training, ...)")
+    parser.add_argument("--only_populations", action="store_true", help="only the population rows (memory)")
     parser.add_argument("--pfl_python", default=None, help="a Python with pfl[tf] installed (optional)")
     parser.add_argument("--flower_python", default=None, help="a Python with flwr[simulation] installed (optional)")
     args = parser.parse_args(argv)
@@ -313,15 +373,41 @@ def main(argv=None):
     from bench.harness import RESULTS_DIR, Benchmark
 
     fit_rounds = args.fit_rounds or args.rounds
-    config = {"workload": "digits CNN, 100 clients Dirichlet(0.5), 10/round, 1 epoch, batch 16, SGD",
-              "rounds": args.rounds, "fit_rounds": fit_rounds, "lr": args.lr, "seed": args.seed}
-    bench = Benchmark("federated", config=config, results_dir=args.results_dir or RESULTS_DIR)
+    cohorts = [int(c) for c in args.clients_per_round.split(",") if c]
+    config = {"workload": "digits CNN, 100 clients Dirichlet(0.5), 1 epoch, batch 16, SGD",
+              "clients_per_round": cohorts, "rounds": args.rounds, "fit_rounds": fit_rounds, "lr": args.lr,
+              "seed": args.seed, "timing": "every candidate: consecutive round-end stamps of the benchmark's clock"}
+    name = args.name or ("federated_profile" if args.profile else "federated")
+    bench = Benchmark(name, config=config, results_dir=args.results_dir or RESULTS_DIR)
+    from tfx_ext.federated import Execution
+
+    execution = Execution(rounds_per_call=args.rounds_per_call, micro_cohort=args.micro_cohort)
+    config["execution"] = repr(execution)
     cd, test, loss = _setup(args.seed)
-    ours = run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr)
-    fit = run_fit_loop(cd, test, loss, rounds=fit_rounds, seed=args.seed, lr=args.lr)
-    bench.add_row({"candidate": "tfx-ext simulate", "rounds": args.rounds, **ours,
-                   "speedup": ours["updates_per_s"] / fit["updates_per_s"]})
-    bench.add_row({"candidate": "model.fit per client", "rounds": fit_rounds, **fit, "speedup": 1.0})
+    if args.profile:  # the host path (before the fused rounds) and `execution`, one after the other, same run
+        variants = [("host path", Execution(fused=False)), ("fused", execution)]
+        for k in cohorts:
+            for label, variant in variants:
+                ours = run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr,
+                                   clients_per_round=k, profile=True, execution=variant)
+                _profile_rows(bench, ours, f"{label}, {k}/round")
+        bench.note("ms per round after the first (tracing; with rounds_per_call, after the first call); phases timed "
+                   "inside simulate by the profile hook, the round by the benchmark's clock (round-end stamps); the "
+                   "rest is loop overhead outside phases. CPU ms: process time, all threads (steadier on a shared "
+                   "machine).")
+        return bench.finish(["candidate", "phase", "ms_per_round", "cpu_ms_per_round", "cpu_share", "updates_per_s",
+                             "updates_per_cpu_s"])
+    if args.only_populations:
+        cohorts, args.pfl_python, args.flower_python = [], None, None
+    rows = [run_tfx_ext(cd, test, loss, rounds=args.rounds, seed=args.seed, lr=args.lr, clients_per_round=k,
+                        execution=execution) for k in cohorts]
+    ours = rows[0] if rows else None
+    fit = run_fit_loop(cd, test, loss, rounds=fit_rounds, seed=args.seed, lr=args.lr) if rows else None
+    for k, row in zip(cohorts, rows):
+        bench.add_row({"candidate": "tfx-ext simulate" + (f", {k}/round" if k != 10 else ""), "rounds": args.rounds,
+                       **row, "speedup": row["updates_per_s"] / fit["updates_per_s"]})
+    if fit is not None:
+        bench.add_row({"candidate": "model.fit per client", "rounds": fit_rounds, **fit, "speedup": 1.0})
     if args.pfl_python:
         pfl = run_in_env(cd, test, rounds=args.rounds, seed=args.seed, lr=args.lr, python=args.pfl_python)
         bench.add_row({"candidate": "pfl 0.6.0 (keyed by path)", "rounds": args.rounds, **pfl,
@@ -331,25 +417,30 @@ def main(argv=None):
         bench.note(f"tfx-ext / pfl throughput: {ours['updates_per_s'] / pfl['updates_per_s']:.2f}x")
     if args.flower_python:
         flower = run_in_env(cd, test, rounds=args.rounds, seed=args.seed, lr=args.lr, python=args.flower_python,
-                         worker="--flower_worker")
+                            worker="--flower_worker")
         bench.add_row({"candidate": "Flower (Ray simulation)", "rounds": args.rounds, **flower,
                        "speedup": flower["updates_per_s"] / fit["updates_per_s"]})
         bench.note("Flower's first_round_s includes starting Ray; its CPU time is spread over Ray worker processes "
                    "and is not measured.")
         bench.note(f"tfx-ext / Flower throughput: {ours['updates_per_s'] / flower['updates_per_s']:.1f}x")
     for n in [int(p) for p in args.populations.split(",") if p]:
-        row = run_population(n, rounds=args.population_rounds, seed=args.seed, lr=args.lr, loss=loss)
-        bench.add_row({"candidate": f"tfx-ext, population {n}", "rounds": args.population_rounds,
-                       "updates_per_s": 10_000.0 / row["round_ms"], **row})
-    bench.note("updates_per_s excludes the first round (graph tracing), reported as first_round_s.")
+        k = args.population_cohort
+        row = run_population(n, rounds=args.population_rounds, seed=args.seed, lr=args.lr, loss=loss,
+                             clients_per_round=k, execution=execution)
+        bench.add_row({"candidate": f"tfx-ext, population {n}, {k}/round", "rounds": args.population_rounds,
+                       "updates_per_s": 1000.0 * k / row["round_ms"], **row})
+    bench.note("Every candidate is timed the same way: the benchmark's clock stamps the end of each round (a "
+               "simulate callback, pfl's after_central_iteration, Flower's aggregate_fit, the fit loop's own round); "
+               "updates_per_s excludes the first round (graph tracing), reported as first_round_s. "
+               "inner_updates_per_s is simulate's own history['wall_time_s'] (stops before the callbacks).")
     if not args.pfl_python:
-        bench.note("pfl not run (pass --pfl_python); issue 9 measured pfl (keyed by path) at ~71 updates/s here.")
+        bench.note("pfl not run (pass --pfl_python).")
     if not args.flower_python:
-        bench.note("Flower not run (pass --flower_python); issue 9 measured Flower 1.41 at ~2.7 updates/s here.")
+        bench.note("Flower not run (pass --flower_python).")
     bench.note("updates_per_cpu_s divides by the process CPU time of those rounds (all threads): a fairer figure "
                "when other processes share the cores.")
-    return bench.finish(["candidate", "rounds", "updates_per_s", "updates_per_cpu_s", "first_round_s", "test_accuracy", "speedup",
-                         "round_ms", "rss_mb", "rss_growth_mb"])
+    return bench.finish(["candidate", "rounds", "updates_per_s", "inner_updates_per_s", "updates_per_cpu_s",
+                         "first_round_s", "test_accuracy", "speedup", "round_ms", "rss_mb", "rss_growth_mb"])
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from tfx_ext.federated.compression import RandomK, StochasticQuantizer, TopK
 from tfx_ext.federated.distributed_dp import DistributedDP
 from tfx_ext.federated.fedma.aggregator import ClientSideMatching, FedMA
 from tfx_ext.federated.fedma.schedule import run_fedma
+from tfx_ext.federated.fused import Execution
 from tfx_ext.federated.history import History, plot_history
 from tfx_ext.federated.partition import dirichlet_partition, iid_partition, natural_partition, shard_partition
 from tfx_ext.federated.payload import Payload, sum_payloads
@@ -116,6 +117,7 @@ __all__ = [
     "plot_label_distribution",
     "shard_partition",
     "simulate",
+    "Execution",
     "sum_payloads",
     "validate_client_result",
     "weighted_average",

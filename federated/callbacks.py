@@ -62,7 +62,14 @@ class SimulationState:
 
 
 class Callback:
-    """Hooks around the rounds; each default does nothing."""
+    """Hooks around the rounds; each default does nothing.
+
+    `reads_model`: set it False on a callback (or a function) that never reads `state.model`'s weights (a timer, a
+    logger of metrics): with no such reader and no evaluation due, `simulate` skips assigning the new global
+    weights to the model's variables after the round (`state.weights` always holds them).
+    """
+
+    reads_model: bool = True
 
     def on_train_begin(self, state: SimulationState) -> None:
         """Before the first round (after a resume, `state.round` is the round the run continues from)."""

@@ -34,6 +34,7 @@ from tfx_ext._validate import is_int
 from tfx_ext.errors import MalformedUpdateError, SecureAggregationError
 from tfx_ext.federated.aggregators import Aggregator, ClientResult, RoundContext
 from tfx_ext.federated.payload import payload_problem, sum_payloads
+from tfx_ext.federated.profile import phase
 
 logger = logging.getLogger("tfx_ext.federated")
 
@@ -170,14 +171,15 @@ def _failed_round(inputs: RoundInputs, error: SecureAggregationError, metrics: d
     return RoundOutcome(list(inputs.weights), inputs.server_state, {}, metrics)
 
 
-def _check_enough(inputs: RoundInputs, valid, rejected):
+def check_enough(round: int, min_clients: int, valid: int, rejected) -> None:
+    """Logs each `(result, reason)` rejected; `MalformedUpdateError` (listing them) below `min_clients` valid."""
     for r, why in rejected:
-        logger.warning("Round %d: rejected client %r: %s", inputs.round, jsonable_id(r.client_id), why)
-    if len(valid) < inputs.min_clients:
+        logger.warning("Round %d: rejected client %r: %s", round, jsonable_id(r.client_id), why)
+    if valid < min_clients:
         listing = ", ".join(f"{jsonable_id(r.client_id)!r}: {why}" for r, why in rejected) or "none"
         raise MalformedUpdateError(
-            f"Round {inputs.round}: only {len(valid)} valid client results, fewer than "
-            f"min_clients={inputs.min_clients}. Rejected: {listing}"
+            f"Round {round}: only {valid} valid client results, fewer than "
+            f"min_clients={min_clients}. Rejected: {listing}"
         )
 
 
@@ -189,34 +191,37 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
         SecureAggregationError: the secure sum failed and `on_round_failure="raise"`.
     """
     rejected, valid = [], []
-    for r in inputs.results:
-        reason = validate_client_result(r, inputs.weights)
-        if reason is None:
-            valid.append(r)
-        else:
-            rejected.append((r, reason))
+    with phase("validation"):
+        for r in inputs.results:
+            reason = validate_client_result(r, inputs.weights)
+            if reason is None:
+                valid.append(r)
+            else:
+                rejected.append((r, reason))
     agg = inputs.aggregator
     hook_metrics: dict = {}
     payloads = None
     if not agg.needs_individual_updates:
-        payloads, valid, wire = _client_payloads(inputs, valid, rejected, hook_metrics)
-    _check_enough(inputs, valid, rejected)
+        with phase("payload"):
+            payloads, valid, wire = _client_payloads(inputs, valid, rejected, hook_metrics)
+    check_enough(inputs.round, inputs.min_clients, len(valid), rejected)
     metrics = {k: float(np.mean(v)) for k, v in hook_metrics.items()}  # client hook metrics: mean over clients
     if agg.needs_individual_updates:
         weights, state, agg_metrics = agg.aggregate(inputs.weights, valid, inputs.server_state)
         bytes_up = int(sum(sum(np.asarray(a).nbytes for a in r.weights) + 8 for r in valid))
     else:
-        try:
-            total, valid, bytes_up = _sum(inputs, payloads, valid, wire, metrics)
-        except SecureAggregationError as e:
-            if inputs.on_round_failure == "raise":
-                raise
-            return _failed_round(inputs, e, metrics, rejected)
-        server_ctx = _context(inputs, None)
-        for p in reversed(inputs.postprocessors):
-            total, pm = p.on_server(total, server_ctx)
-            metrics.update({f"{type(p).__name__}/{k}": v for k, v in pm.items()})
-        weights, state, agg_metrics = agg.finalize(inputs.weights, total, inputs.server_state)
+        with phase("aggregation"):
+            try:
+                total, valid, bytes_up = _sum(inputs, payloads, valid, wire, metrics)
+            except SecureAggregationError as e:
+                if inputs.on_round_failure == "raise":
+                    raise
+                return _failed_round(inputs, e, metrics, rejected)
+            server_ctx = _context(inputs, None)
+            for p in reversed(inputs.postprocessors):
+                total, pm = p.on_server(total, server_ctx)
+                metrics.update({f"{type(p).__name__}/{k}": v for k, v in pm.items()})
+            weights, state, agg_metrics = agg.finalize(inputs.weights, total, inputs.server_state)
     n_total = sum(r.num_examples for r in valid)
     metrics.update(
         round_failed=0,
@@ -231,4 +236,5 @@ def aggregate_round(inputs: RoundInputs) -> RoundOutcome:
     return RoundOutcome(weights, state, agg_metrics, metrics)
 
 
-__all__ = ["ROUND_FAILURE_POLICIES", "RoundInputs", "RoundOutcome", "aggregate_round", "validate_client_result"]
+__all__ = ["ROUND_FAILURE_POLICIES", "RoundInputs", "RoundOutcome", "aggregate_round", "check_enough",
+           "validate_client_result"]

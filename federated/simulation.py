@@ -8,6 +8,8 @@ One round:
    strategy's replicas and all-reduce the weighted updates, or (`client_runtime="litert"`) client by client
    through the LiteRT training signatures a phone would run (`litert.LiteRTTrainer`, exported once);
 3. aggregate (`round.aggregate_round`): validate -> payload -> postprocessors -> plain or secure sum -> finalize;
+   for the FedAvg family without `secure`, `postprocessors` or `strategy`, validation and the payload sum run in the
+   training graph instead and only `finalize` on the host (`fused.py`, `Execution`: the same results to the bit);
 4. evaluate every `eval_every` rounds;
 5. emit the round to the callbacks (`callbacks.py`: checkpoint, history files, TensorBoard, progress bar, the
    user's), which do all the file I/O.
@@ -31,9 +33,12 @@ from tfx_ext.errors import FederatedError, MalformedUpdateError
 import tfx_ext.federated.aggregators as agg
 from tfx_ext.federated.callbacks import Checkpoint, SimulationState, make_callbacks
 from tfx_ext.federated.client_data import ClientData
+from tfx_ext.federated.fused import (Execution, FusedRounds, fused_round, fused_supported, multi_round_supported,
+                                     planned_round)
 from tfx_ext.federated.history import History
 from tfx_ext.federated.litert import CLIENT_RUNTIMES, LiteRTTrainer, check_litert_options
 from tfx_ext.federated.payload import Payload
+from tfx_ext.federated.profile import phase, round_done
 from tfx_ext.federated.round import ROUND_FAILURE_POLICIES, RoundInputs, RoundOutcome, aggregate_round, validate_client_result
 from tfx_ext.federated.training import LocalTrainer, check_eval_data, make_evaluator, resolve_client_optimizer
 
@@ -149,6 +154,7 @@ class _Plan:
     strategy: Any = None
     on_round_failure: str = "skip"
     client_runtime: str = "keras"
+    execution: Execution = Execution()
 
 
 class _Models:
@@ -156,6 +162,7 @@ class _Models:
 
     def __init__(self, plan: _Plan, model):
         self.plan = plan
+        self.model_read_every_round = True  # False when no callback sees the model (it is set when evaluating)
         self.use(model)
 
     def use(self, model):
@@ -170,6 +177,13 @@ class _Models:
             check_eval_data(model, self.trainer.loss, self.plan.eval_data)
         self.evaluator = make_evaluator(model, loss) if self.plan.eval_data is not None else None
         self.shapes = [tuple(v.shape) for v in self.trainer.variables]
+        if getattr(self, "fused", None) is not None:
+            self.fused.close()
+        self.fused = FusedRounds(self.trainer, self.plan.client_data) if fused_supported(self.plan) else None
+
+    def close(self):
+        if self.fused is not None:
+            self.fused.close()
 
     def adopt(self, weights, state: SimulationState) -> bool:
         """Rebuilds the model when `weights` have other shapes than it; True when it did."""
@@ -217,15 +231,18 @@ def _all_reduced_round(plan: _Plan, models: _Models, state: SimulationState, rnd
 
 def _hosted_round(plan: _Plan, models: _Models, state: SimulationState, rnd, cohort, seeds, round_rng):
     """A round trained as one compiled cohort, aggregated on the host (`round.aggregate_round`)."""
-    x, y, off = plan.client_data.gather(cohort)
+    with phase("data"):
+        x, y, off = plan.client_data.gather(cohort)
     t0 = time.perf_counter()
-    stacked, client_metrics = models.trainer.train_cohort(state.weights, x, y, off, seeds)
+    with phase("training"):
+        stacked, client_metrics = models.trainer.train_cohort(state.weights, x, y, off, seeds)
     updates_per_s = len(cohort) / max(time.perf_counter() - t0, 1e-9)
-    results = [
-        agg.ClientResult(cid, [s[k] for s in stacked], int(client_metrics[k, 2]),
-                         {"loss_sum": float(client_metrics[k, 0]), "correct": float(client_metrics[k, 1])})
-        for k, cid in enumerate(cohort)
-    ]
+    with phase("payload"):
+        results = [
+            agg.ClientResult(cid, [s[k] for s in stacked], int(client_metrics[k, 2]),
+                             {"loss_sum": float(client_metrics[k, 0]), "correct": float(client_metrics[k, 1])})
+            for k, cid in enumerate(cohort)
+        ]
     outcome = aggregate_round(RoundInputs(rnd, results, state.weights, state.server_state, plan.aggregator,
                                           round_rng, plan.secure, plan.postprocessors, plan.min_clients,
                                           plan.on_round_failure))
@@ -244,25 +261,36 @@ def warn_if_diverged(metrics: dict, rnd: int) -> None:
 def _run_round(plan: _Plan, models: _Models, state: SimulationState, rnd: int) -> dict:
     """Round `rnd` (1-based): sample, train, aggregate, evaluate; updates `state` and returns the metrics."""
     t0 = time.perf_counter()
-    round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
-    cohort, seeds = _sample(plan, round_rng)
     model_bytes = int(sum(np.asarray(w).nbytes for w in state.weights))
     metrics: dict = {"round": rnd, "clients_sampled": plan.clients_per_round}
-    if plan.strategy is not None:
-        outcome = _all_reduced_round(plan, models, state, rnd, cohort, seeds)
+    if multi_round_supported(plan):  # trained ahead, rounds_per_call rounds per graph call
+        outcome = planned_round(plan, models, state, rnd, lambda round_rng: _sample(plan, round_rng))
     else:
-        outcome = _hosted_round(plan, models, state, rnd, cohort, seeds, round_rng)
-    metrics.update(outcome.metrics)
-    metrics["bytes_down"] = plan.clients_per_round * model_bytes
-    metrics["graph_traces"] = models.trainer.trace_count  # cumulative; constant after round 1 (no retracing)
-    metrics.update({f"aggregator/{k}": v for k, v in outcome.aggregator_metrics.items()})
-    if models.adopt(outcome.weights, state):
-        metrics["model_rebuilt"] = True
-    state.weights = [np.asarray(w) for w in outcome.weights]
-    state.server_state = outcome.server_state
-    models.trainer.set_weights(state.weights)
-    if models.evaluator is not None and (rnd % plan.eval_every == 0 or rnd == plan.rounds):
-        eval_loss, eval_acc = models.evaluator(*plan.eval_data)
+        with phase("sampling"):
+            round_rng = np.random.default_rng(int(state.rng.integers(0, 2**63 - 1)))
+            cohort, seeds = _sample(plan, round_rng)
+        if models.fused is not None:
+            outcome = fused_round(plan, models, state, rnd, cohort, seeds)
+        elif plan.strategy is not None:
+            outcome = _all_reduced_round(plan, models, state, rnd, cohort, seeds)
+        else:
+            outcome = _hosted_round(plan, models, state, rnd, cohort, seeds, round_rng)
+    with phase("bookkeeping"):
+        metrics.update(outcome.metrics)
+        metrics["bytes_down"] = plan.clients_per_round * model_bytes
+        metrics["graph_traces"] = models.trainer.trace_count  # cumulative; constant after round 1 (no retracing)
+        metrics.update({f"aggregator/{k}": v for k, v in outcome.aggregator_metrics.items()})
+        if models.adopt(outcome.weights, state):
+            metrics["model_rebuilt"] = True
+        state.weights = [np.asarray(w) for w in outcome.weights]
+        state.server_state = outcome.server_state
+    evaluate = models.evaluator is not None and (rnd % plan.eval_every == 0 or rnd == plan.rounds)
+    if evaluate or models.model_read_every_round:  # the model's variables: for evaluation and user callbacks
+        with phase("bookkeeping"):
+            models.trainer.set_weights(state.weights)
+    if evaluate:
+        with phase("evaluation"):
+            eval_loss, eval_acc = models.evaluator(*plan.eval_data)
         metrics.update(eval_loss=eval_loss, eval_accuracy=eval_acc)
     metrics["wall_time_s"] = time.perf_counter() - t0
     warn_if_diverged(metrics, rnd)
@@ -274,7 +302,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
              secure=None, eval_data=None, eval_every: int = 1, strategy=None, checkpoint_dir=None,
              resume: bool = False, log_dir=None, seed: int = 0, callbacks=(), min_clients: int = 1,
              postprocessors=(), shuffle: bool = True, progress: bool = True, on_round_failure: str = "skip",
-             client_runtime: str = "keras"):
+             client_runtime: str = "keras", execution: Execution | None = None):
     """Runs a federated simulation and returns `(history, model)`.
 
     Args:
@@ -313,6 +341,8 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
             global model; "raise" ends the run. Too few valid clients (`min_clients`) always ends it.
         client_runtime: "keras" (compiled cohort) or "litert": each client trains through the model's LiteRT
             training signatures (whole batches only; see `tfx_ext.federated.litert`).
+        execution: an `Execution` (fused rounds, micro-cohorts, rounds per graph call, prefetch): speed and
+            memory only, the results are the same (`tfx_ext.federated.fused`).
 
     Returns:
         `(History, keras.Model)`: the per-round metrics and the model holding the final global weights.
@@ -336,7 +366,7 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
                           client_optimizer=resolve_client_optimizer(model, client_optimizer),
                           batch_size=batch_size, local_epochs=local_epochs, shuffle=shuffle)
     plan = _Plan(model_fn, client_data, clients_per_round, aggregator, trainer_kwargs, eval_data, eval_every, rounds,
-                 min_clients, secure, postprocessors, strategy, on_round_failure, client_runtime)
+                 min_clients, secure, postprocessors, strategy, on_round_failure, client_runtime, execution or Execution())
     models = _Models(plan, model)
     weights = models.trainer.get_weights()
     state = SimulationState(model, weights, aggregator.init_state(weights), np.random.default_rng(seed), History(),
@@ -346,15 +376,19 @@ def simulate(model_fn, client_data: ClientData, *, rounds: int, clients_per_roun
     if resume and checkpoint.restore(state):
         models.adopt(state.weights, state)
     hooks = make_callbacks(checkpoint=checkpoint, log_dir=log_dir, progress=progress, callbacks=callbacks)
+    models.model_read_every_round = any(getattr(c, "reads_model", True) for c in callbacks)
     for cb in hooks:
         cb.on_train_begin(state)
     try:
         for rnd in range(state.round + 1, rounds + 1):
             state.history.append(_run_round(plan, models, state, rnd))
             state.round = rnd
-            for cb in hooks:
-                cb.on_round_end(rnd, state.history.rounds[-1], state)
+            with phase("callbacks"):
+                for cb in hooks:
+                    cb.on_round_end(rnd, state.history.rounds[-1], state)
+            round_done()
     finally:
+        models.close()
         for cb in hooks:
             cb.on_train_end(state)
     models.trainer.set_weights(state.weights)

@@ -13,6 +13,6 @@ def test_federated_benchmark_smoke(tmp_path, capsys):
                      f"--results_dir={tmp_path}"])
     saved = json.loads((tmp_path / "federated.json").read_text())
     assert [r["candidate"] for r in saved["rows"]] == [
-        "tfx-ext simulate", "model.fit per client", "tfx-ext, population 100", "tfx-ext, population 1000"]
+        "tfx-ext simulate", "model.fit per client", "tfx-ext, population 100, 10/round", "tfx-ext, population 1000, 10/round"]
     assert document["rows"][0]["updates_per_s"] > 0 and saved["config"]["seed"] == 0
     assert "== federated ==" in capsys.readouterr().out
