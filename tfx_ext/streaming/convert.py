@@ -60,7 +60,7 @@ def _whole(value):
     return int(value) if value.denominator == 1 else value
 
 
-def _summary_refusal(layer: StreamingLayer, info: _Info) -> str | None:
+def _summary_refusal(layer: StreamingLayer, info: _Info, lookahead: set) -> str | None:
     """A summary of the whole window (window cell, last RNN state) needs the window's last whole-sequence frames
     at a step boundary: not behind a layer with a tail (they come only after the window), not behind a look-ahead
     (they saw that layer's zero padding, which no stream reproduces), and not at a fraction of a model-input frame
@@ -73,8 +73,9 @@ def _summary_refusal(layer: StreamingLayer, info: _Info) -> str | None:
                 f"past the streamed frames (the overlap-add tail of {sources}, 'valid' padding): streamed, those "
                 f"frames come only after the window. Use padding='same' on {sources}, or crop its output (a "
                 "TemporalPadding with a negative size) so the window ends with the last streamed frame.")
-    if info.ahead:
-        sources = ", ".join(repr(n) for n in info.ahead)
+    ahead = [n for n in info.ahead if n in lookahead]  # not 'valid' layers: their delay needs no padding after
+    if ahead:
+        sources = ", ".join(repr(n) for n in ahead)
         return (f"{layer_label(layer)} summarizes the whole window behind the look-ahead of {sources}: the window's "
                 f"last frames saw that layer's zero padding after the sequence, which a stream (fed on) never "
                 f"reproduces. Use causal padding on {sources}, or keep the time axis to the output.")
@@ -162,6 +163,7 @@ class _Rebuild:
         self.source_layers = {layer.name: layer for layer in model.layers}
         self.problems: list[str] = []  # streaming refusals met so far (raised together at the end)
         self.refused = dict(refused or {})  # layer name -> make_streamable's reason (it knows plain layers best)
+        self.lookahead: set[str] = set()  # layers whose whole-sequence form pads after the sequence (look-ahead)
 
     def run(self) -> tuple[keras.Model, list[str]]:
         """The rebuilt model (weights copied, `output_delays` set) and its state names.
@@ -340,9 +342,11 @@ class _Rebuild:
             )
         if self.streaming:
             for problem in (_warm_up_refusal(layer, info, args[0].shape), _phase_refusal(layer, info),
-                            _summary_refusal(layer, info)):
+                            _summary_refusal(layer, info, self.lookahead)):
                 if problem is not None:
                     self.problems.append(problem)
+        if getattr(layer, "lookahead", 0) > 0 and layer.output_delay:
+            self.lookahead.add(layer.name)
         stride, ratio = max(int(layer.time_stride), 1), max(int(layer.output_ratio), 1)
         out_info = _Info(
             not layer.drops_time_axis,
