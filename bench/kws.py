@@ -109,7 +109,8 @@ def run(*, speakers=108, clips_per_speaker=1, epochs=None, model_kwargs=None, ro
     work = pathlib.Path(work_dir or tempfile.mkdtemp(prefix="bench_kws_"))
     config = {"speakers": speakers, "clips_per_speaker": clips_per_speaker, "epochs": epochs, "seed": seed,
               "model": "ds_cnn", "model_kwargs": model_kwargs, "batch_size": batch_size, "rows": rows,
-              "jobs": jobs}
+              "jobs": jobs, "recipe": {k: inspect.signature(kws.train).parameters[k].default
+                                       for k in ("learning_rate", "unknown_keep", "balance_classes")}}
     bench = Benchmark(name, config=config, **({} if results_dir is None else {"results_dir": results_dir}))
     from bench.kws import _row  # by module name, so spawned workers unpickle it when run as __main__
 
@@ -140,7 +141,7 @@ def run(*, speakers=108, clips_per_speaker=1, epochs=None, model_kwargs=None, ro
         if "int8_stream_unseen" in result:
             gap = result["int8_stream_unseen"] - result["test_unseen"]
             bench.note(f"{result['recipe']}: int8 streaming unseen-voice accuracy {result['int8_stream_unseen']:.3f}, "
-                       f"{100 * gap:+.1f} pt from float ({'meets' if gap >= -INT8_GAP else 'misses'} the "
+                       f"{100 * gap:+.1f} pt from float ({'meets' if abs(gap) <= INT8_GAP else 'misses'} the "
                        f"{100 * INT8_GAP:.1f} pt target), top-1 agreement {result['int8_agreement']:.3f}.")
     return bench.finish(columns=["recipe", "engine", "speakers", "clips", "train", "val", "test_seen", "test_unseen",
                                  "int8_stream_unseen", "worst_word", "train_s", "pipeline_s_per_epoch"])
