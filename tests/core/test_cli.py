@@ -53,7 +53,7 @@ def test_kws_subcommand_help_lists_only_its_flags():
     assert train.startswith("usage: tfx-ext kws train [--flags]") and "train a reference model" in train
     assert _flag_names(train) == {"model", "data_root", "output_dir", "epochs", "batch_size", "seed", "learning_rate",
                                   "progress", "model_kwargs", "labels", "strategy", "local_workers", "logical_cpus",
-                                  "worker_timeout"}
+                                  "worker_timeout", "augment", "unknown_keep"}
     assert _flag_names(convert) == {"model_path", "mode", "output", "tflite", "frames_per_step"}
     assert _flag_names(evaluate) == {"model_path", "data_root", "mode", "split", "batch_size", "labels"}
     assert _flag_names(export) == {"model_path", "output", "quantize", "mode", "data_root", "labels", "seed",

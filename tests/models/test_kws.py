@@ -185,3 +185,21 @@ def test_evaluate_breaks_accuracy_down_by_the_voices_in_speakers_json(trained):
         assert result["per_word"]["yes"] == pytest.approx(correct[yes].mean())
         assert np.sum(result["confusion"]) == len(examples) == result["num_examples"]
     assert result["num_unseen"] > 0  # The test split's one speaker has a held-out voice.
+
+
+def test_unknown_subsampling_keeps_a_fresh_fraction_each_epoch(tmp_path):
+    from tfx_ext.data.speech_commands import list_examples
+
+    words = COMMAND_WORDS + ("bed", "bird", "cat", "dog", "wow", "happy", "house", "learn", "marvin", "nine")
+    synthesize_keywords(tmp_path, words=words, speakers=4, clips_per_speaker=2, engine="numpy", progress=False,
+                        seed=0)
+    counts = np.bincount([e.label for e in list_examples(tmp_path, "train", "12")], minlength=12)
+    ds = kws._train_dataset(tmp_path, 16, FeatureConfig(), "12", 0, None, 0.5)
+    expected = int(np.ceil((counts.sum() - counts[1] / 2) / 16))  # counted here, not by the code under test
+    assert int(ds.cardinality()) == expected
+    epochs = [np.concatenate([y.numpy() for _, y in ds]) for _ in range(2)]
+    for labels in epochs:
+        assert abs(np.sum(labels == 1) / len(labels) - counts[1] / 2 / (counts.sum() - counts[1] / 2)) < 0.15
+    assert not np.array_equal(epochs[0], epochs[1])
+    weights = kws.class_weights(tmp_path, "12", 0, 0.5)
+    assert weights[1] * counts[1] / 2 == pytest.approx(weights[2] * counts[2])  # unknown weighs like one keyword

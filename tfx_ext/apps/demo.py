@@ -71,13 +71,13 @@ class DemoConfig:
 
     output_dir: str = "demo_output"
     cache_dir: str | None = None
-    speakers: int = 36
-    clips_per_speaker: int = 3
+    speakers: int = 108
+    clips_per_speaker: int = 1
     engine: str = "auto"
     model: str = "ds_cnn"
     model_kwargs: dict = dataclasses.field(default_factory=lambda: {"width": 32})
-    epochs: int = 20
-    batch_size: int = 32
+    epochs: int = 30
+    batch_size: int = 64
     stream_clips: int = 8
     federated_rounds: int = 10
     federated_clients: int = 20

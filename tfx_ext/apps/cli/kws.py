@@ -1,6 +1,6 @@
 """`tfx-ext kws`: keyword spotting with the reference models.
 
-    tfx-ext kws train --model=ds_cnn --data_root=DIR --output_dir=DIR [--epochs=10 --batch_size=64 --seed=0]
+    tfx-ext kws train --model=ds_cnn --data_root=DIR --output_dir=DIR [--epochs=30 --batch_size=64 --seed=0 --augment]
         Trains a reference model (ds_cnn, crnn, gru, tc_resnet) on a Speech Commands directory, saves
         DIR/<model>.keras and DIR/<model>_metrics.json and prints the metrics.
     tfx-ext kws convert --model_path=M.keras --mode=internal|external --output=S.keras [--tflite=S.tflite]
@@ -24,6 +24,7 @@ from tfx_ext.apps import kws
 from tfx_ext.apps.cli import flags as cli_flags
 from tfx_ext.apps.cli import parse_subcommand
 from tfx_ext.data import LABEL_VIEWS
+from tfx_ext.data.augment import AugmentConfig
 from tfx_ext.errors import TfxExtError
 
 FLAGS = flags.FLAGS
@@ -43,10 +44,14 @@ flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet", "svd
 flags.DEFINE_string("data_root", None, "train/evaluate/export: Speech Commands directory (export: int8 calibration "
                     "and LiteRT verification data).")
 flags.DEFINE_string("output_dir", None, "train: where the .keras model and metrics go.")
-flags.DEFINE_integer("epochs", 10, "train: epochs.", lower_bound=1)
+flags.DEFINE_integer("epochs", 30, "train: epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "train/export: random seed (export: of the calibration sample).")
-flags.DEFINE_float("learning_rate", 3e-3, "train: initial learning rate.")
+flags.DEFINE_float("learning_rate", 6e-3, "train: peak learning rate (linear warm-up, then cosine decay).")
+flags.DEFINE_bool("augment", False, "train: augment (tfx_ext.data.augment.AugmentConfig(); off by default: "
+                  "not yet measured to help, bench/README.md).")
+flags.DEFINE_float("unknown_keep", 1.0, "train: fraction of the _unknown_ clips each epoch keeps (drawn afresh "
+                   "every epoch).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("progress", True, "train: one progress line per epoch (loss, accuracy); --noprogress: silent.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
 flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "train/evaluate/export: label view of the data set.")
@@ -118,7 +123,8 @@ def main(argv):
                                    strategy=strategy,
                                    batch_size=FLAGS.batch_size, seed=FLAGS.seed, labels=FLAGS.labels,
                                    learning_rate=FLAGS.learning_rate, verbose=2 if FLAGS.progress else 0,
-                                   model_kwargs=model_kwargs)
+                                   model_kwargs=model_kwargs, unknown_keep=FLAGS.unknown_keep,
+                                   augment=AugmentConfig() if FLAGS.augment else None)
             print(json.dumps(metrics, indent=2))
         elif command == "convert":
             if not _require(command, "model_path", "output"):
