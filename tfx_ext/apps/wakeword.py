@@ -7,11 +7,13 @@
    variants no train or validation speaker has.
 2. **Clips.** Every speaker says the phrase (positives) and negatives: confusable phrases (each word alone, the
    phrase with one word swapped, its words with another first sound, a truncated last word), other speech (the
-   Speech Commands words, everyday phrases) and positives cut off before their end (a stream sees those just before
-   every real detection). Clips are `clip_seconds` long, speech at a random offset.
+   Speech Commands words, everyday phrases), the end of one utterance running into the next, and positives cut off
+   before their end (a stream sees those just before every real detection). Clips are `clip_seconds` long, speech
+   at a random offset.
 3. **Training.** A two-class streaming DS-CNN on log-mel features with the recipe's augmentation inside tf.data
    (background noise and babble, speed, reverberation, gain, SpecAugment; `tfx_ext.data.augment`), Adam with a
-   warm-up and cosine decay, classes balanced in the loss.
+   warm-up and cosine decay, classes balanced in the loss. Then hard-negative mining: the model streams the
+   training speakers' negatives, and the windows it fires on join the training set for a few more epochs.
 4. **Streaming evaluation.** Long streams of negatives (>= 1 h simulated at the default size: the validation and
    test speakers' negatives at random gaps over continuous background noise) and of the test speakers' positives in
    noise are streamed through the Keras streaming model (many streams in one batch) and the int8 LiteRT streaming
@@ -62,6 +64,8 @@ class WakeWordSize:
         width, num_blocks: DS-CNN size.
         negative_hours: simulated hours of each negative stream (validation and test).
         batch_size: training batch size.
+        mining_hours: hours of a stream of the *training* negatives that the trained model is run over; the windows
+            it fires on (hard negatives) join the training set for `mining_epochs` more epochs (0: no mining).
     """
 
     speakers: int
@@ -72,13 +76,15 @@ class WakeWordSize:
     num_blocks: int
     negative_hours: float
     batch_size: int = 64
+    mining_hours: float = 0.0
+    mining_epochs: int = 0
 
 
 SIZES = {
     "tiny": WakeWordSize(speakers=10, positives_per_speaker=4, negatives_per_speaker=6, epochs=2, width=4,
-                         num_blocks=1, negative_hours=0.02, batch_size=32),
-    "default": WakeWordSize(speakers=120, positives_per_speaker=6, negatives_per_speaker=24, epochs=16, width=24,
-                            num_blocks=3, negative_hours=1.0),
+                         num_blocks=1, negative_hours=0.02, batch_size=32, mining_hours=0.02, mining_epochs=1),
+    "default": WakeWordSize(speakers=120, positives_per_speaker=6, negatives_per_speaker=18, epochs=20, width=24,
+                            num_blocks=3, negative_hours=1.0, mining_hours=0.5, mining_epochs=6),
 }
 
 
@@ -138,14 +144,25 @@ def _trim(speech: np.ndarray) -> np.ndarray:
 
 
 def _place(speech: np.ndarray, samples: int, rng: np.random.Generator, cut: bool = False) -> np.ndarray:
-    """A `samples`-long clip with `speech` at a random offset and peak level; `cut`: only the first 40-75% of
-    the speech, at the clip's end (what a stream holds just before the phrase ends)."""
+    """A `samples`-long clip with `speech` at a random offset and peak level; `cut`: only the first 30-60% of
+    the speech, at the clip's end (what a stream holds before the phrase is said; more would be the phrase)."""
     if cut:
-        speech = speech[: int(speech.size * rng.uniform(0.4, 0.75))]
+        speech = speech[: int(speech.size * rng.uniform(0.3, 0.6))]
     speech = speech[:samples] * rng.uniform(0.3, 0.9)
     clip = np.zeros(samples, np.float32)
     offset = samples - speech.size if cut else int(rng.integers(0, samples - speech.size + 1))
     clip[offset: offset + speech.size] = speech
+    return clip
+
+
+def _join(first: np.ndarray, second: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The end of one utterance, a short pause, the start of the next: the windows a stream of speech shows."""
+    tail = first[-int(rng.uniform(0.2, 0.6) * samples):] * rng.uniform(0.3, 0.9)
+    start = tail.size + int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)
+    clip = np.zeros(samples, np.float32)
+    clip[: min(tail.size, samples)] = tail[:samples]
+    head = second[: max(samples - start, 0)] * rng.uniform(0.3, 0.9)
+    clip[start: start + head.size] = head
     return clip
 
 
@@ -183,8 +200,10 @@ def synthesize_wakeword_data(phrase: str, size: WakeWordSize, *, seed: int = 0, 
             pool = confusables if k % 3 == 0 else others
             text = pool[int(rng.integers(len(pool)))]
             speech = _trim(speak_as(engine, text, profile, rng))
+            previous = part["negative"][-1] if k % 3 == 2 else None
             part["negative"].append(speech)
-            part["clips"].append(_place(speech, samples, rng))
+            part["clips"].append(_place(speech, samples, rng) if previous is None else
+                                 _join(previous, speech, samples, rng))
             part["labels"].append(0)
     clips = {split: (np.stack(p["clips"]).astype(np.float32), np.asarray(p["labels"], np.int32))
              for split, p in data.items() if p["clips"]}
@@ -239,8 +258,10 @@ def _training_dataset(waveforms, labels, noise, size: WakeWordSize, seed: int, f
 
 
 def train_model(clips: dict, noise: np.ndarray, size: WakeWordSize, *, seed: int = 0,
-                features: FeatureConfig = FeatureConfig(), learning_rate: float = 3e-3, verbose: int = 0):
-    """Trains the two-class streaming DS-CNN on the train clips (validation clips for Keras's val_accuracy)."""
+                features: FeatureConfig = FeatureConfig(), learning_rate: float = 3e-3, verbose: int = 0,
+                model=None, epochs: int | None = None):
+    """Trains the two-class streaming DS-CNN on the train clips (validation clips for Keras's val_accuracy), or
+    goes on training `model` (a fresh optimizer and schedule) for `epochs`."""
     import keras
     import tensorflow as tf
 
@@ -256,9 +277,11 @@ def train_model(clips: dict, noise: np.ndarray, size: WakeWordSize, *, seed: int
     if "validation" in clips:
         vx, vy = clips["validation"]
         val = (np.asarray(compute_features(tf.constant(vx), features)), vy)
-    model = ds_cnn((num_frames(x.shape[1], features), features.num_features), len(LABELS), width=size.width,
-                   num_blocks=size.num_blocks, name="wakeword")
-    steps = max(int(train_ds.cardinality()), 1) * size.epochs
+    if model is None:
+        model = ds_cnn((num_frames(x.shape[1], features), features.num_features), len(LABELS), width=size.width,
+                       num_blocks=size.num_blocks, name="wakeword")
+    epochs = epochs or size.epochs
+    steps = max(int(train_ds.cardinality()), 1) * epochs
     warmup = steps // 20
     schedule = keras.optimizers.schedules.CosineDecay(
         0.1 * learning_rate if warmup else learning_rate, decay_steps=max(steps - warmup, 1), alpha=0.05,
@@ -267,7 +290,7 @@ def train_model(clips: dict, noise: np.ndarray, size: WakeWordSize, *, seed: int
                   metrics=["accuracy"])
     counts = np.bincount(y, minlength=2)
     weights = {k: float(len(y) / (2 * max(c, 1))) for k, c in enumerate(counts)}
-    history = model.fit(train_ds, validation_data=val, epochs=size.epochs, verbose=verbose, class_weight=weights,
+    history = model.fit(train_ds, validation_data=val, epochs=epochs, verbose=verbose, class_weight=weights,
                         shuffle=False)  # the data set shuffles itself (seeded)
     return model, {key: float(values[-1]) for key, values in history.history.items()}
 
@@ -308,13 +331,14 @@ def _step_windows(spans, features: FeatureConfig, tolerance_s: float = 0.5) -> l
     return [(max((a - window) // hop + 1, 0), (b + late - window) // hop) for a, b in spans]
 
 
-def streams(utterances, seconds: float | None, count: int, noise, seed: int, features: FeatureConfig):
+def streams(utterances, seconds: float | None, count: int, noise, seed: int, features: FeatureConfig, *,
+            waveforms: bool = False):
     """`count` streams in one batch: `seconds / count` each of utterances drawn at random (negatives), or
     (`seconds=None`) every utterance once, dealt round robin (positives).
 
     Returns:
         `(features (count, frames, bins), windows, indices)`: per stream the step windows of its utterances (see
-        `_step_windows`) and their indices into `utterances`.
+        `_step_windows`) and their indices into `utterances`; with `waveforms`, the `(count, samples)` audio too.
     """
     import tensorflow as tf
 
@@ -330,15 +354,33 @@ def streams(utterances, seconds: float | None, count: int, noise, seed: int, fea
         else:
             made.append(_stream(utterances, seconds / count, noise, rng))
     length = max(w.size for w, _, _ in made)  # one batch: pad every stream to the longest (with silence)
-    frames = np.stack([np.asarray(compute_features(tf.constant(np.pad(w, (0, length - w.size))), features))
-                       for w, _, _ in made])
+    audio = np.stack([np.pad(w, (0, length - w.size)) for w, _, _ in made])
+    frames = np.stack([np.asarray(compute_features(tf.constant(w), features)) for w in audio])
     steps = frames.shape[1]
     windows, indices = [], []
     for _, spans, picked in made:
         kept = [(w, i) for w, i in zip(_step_windows(spans, features), picked) if w[1] < steps]
         windows.append([w for w, _ in kept])
         indices.append([i for _, i in kept])
-    return frames, windows, indices
+    return (frames, windows, indices, audio) if waveforms else (frames, windows, indices)
+
+
+def mine_false_accepts(model, utterances, noise, seconds: float, seed: int, features: FeatureConfig, samples: int,
+                       *, smoothing: int, refractory: int, threshold: float = 0.5, limit: int = 1000) -> np.ndarray:
+    """Hard negatives: the `samples`-long audio windows that end where the trained model fires (score >=
+    `threshold`) on a `seconds` stream of negative `utterances` (training speakers only), at most `limit`."""
+    from tfx_ext.streaming.detection import detect
+
+    frames, _, _, audio = streams(utterances, seconds, 32, noise, seed, features, waveforms=True)
+    scores = _keyword_scores(keras_posteriors(model, frames), smoothing)
+    clips = []
+    for stream, wave in zip(scores, audio):
+        for step in detect(stream, threshold, refractory):
+            end = int(step) * features.hop_samples + features.window_samples
+            if end >= samples:
+                clips.append(wave[end - samples: end])
+    clips = np.asarray(clips, np.float32).reshape(-1, samples)
+    return clips[np.random.default_rng(seed).permutation(len(clips))[:limit]]
 
 
 def _keyword_scores(posteriors: np.ndarray, window: int) -> np.ndarray:
@@ -510,6 +552,15 @@ def train_wakeword(phrase: str, output_dir, *, size: str | WakeWordSize = "defau
     noise = _noise_bank(seed, utterances["train"]["negative"])
     trained = time.perf_counter()
     model, history = train_model(data["clips"], noise, size, seed=seed, features=features, verbose=verbose)
+    mined = np.zeros((0, data["clips"]["train"][0].shape[1]), np.float32)
+    if size.mining_hours and size.mining_epochs:
+        x, y = data["clips"]["train"]
+        mined = mine_false_accepts(model, utterances["train"]["negative"], noise, size.mining_hours * 3600, seed + 99,
+                                   features, x.shape[1], smoothing=smoothing, refractory=refractory,
+                                   limit=int(2 * y.sum()))
+        data["clips"]["train"] = (np.concatenate([x, mined]), np.concatenate([y, np.zeros(len(mined), np.int32)]))
+        model, history = train_model(data["clips"], noise, size, seed=seed + 1, features=features, verbose=verbose,
+                                     model=model, epochs=size.mining_epochs, learning_rate=1e-3)
     train_seconds = time.perf_counter() - trained
     model.save(output_dir / "wakeword.keras")
 
@@ -546,7 +597,8 @@ def train_wakeword(phrase: str, output_dir, *, size: str | WakeWordSize = "defau
     report["streaming_seconds"] = timings
     report["data"] = {
         "engine": data["engine"], "speakers": size.speakers, "held_out": data["held_out"],
-        "train_clips": int(len(data["clips"]["train"][1])), "confusable_phrases": confusable_phrases(phrase),
+        "train_clips": int(len(data["clips"]["train"][1])), "mined_hard_negatives": int(len(mined)),
+        "confusable_phrases": confusable_phrases(phrase),
         "validation_negative_hours": report["keras"]["det_validation"]["negative_hours"],
         "test_negative_hours": report["keras"]["det_test"]["negative_hours"],
         "distinct_validation_negatives": len(utterances["validation"]["negative"]),
