@@ -10,7 +10,7 @@
    Speech Commands words, everyday phrases), the end of one utterance running into the next, and positives cut off
    before their end (a stream sees those just before every real detection). Clips are `clip_seconds` long, speech
    at a random offset.
-3. **Training.** A two-class streaming DS-CNN on log-mel features with the recipe's augmentation inside tf.data
+3. **Training.** A two-class streaming SVDF model (kws_streaming's) on log-mel features with the recipe's augmentation inside tf.data
    (background noise and babble, speed, reverberation, gain, SpecAugment; `tfx_ext.data.augment`), Adam with a
    warm-up and cosine decay, classes balanced in the loss. Then hard-negative mining: the model streams the
    training speakers' negatives, and the windows it fires on join the training set for a few more epochs.
@@ -37,6 +37,7 @@ import numpy as np
 
 from tfx_ext._validate import check_choice, check_int, check_number
 from tfx_ext.data.features import FeatureConfig, num_frames
+from tfx_ext.models import MODELS, TINY_KWARGS
 
 SAMPLE_RATE = 16000
 OTHER_SPEECH = (
@@ -61,7 +62,10 @@ class WakeWordSize:
         positives_per_speaker: times each speaker says the phrase.
         negatives_per_speaker: negative clips per speaker (confusable phrases, other speech, cut-off positives).
         epochs: training epochs.
-        width, num_blocks: DS-CNN size.
+        model: a reference model of `tfx_ext.models` ("svdf": its flattened window keeps the order of the
+            sounds, which a DS-CNN's average pool over the window loses: measured, the DS-CNN could not tell
+            "hey tiffany" from its confusables well enough).
+        model_kwargs: the model's size knobs.
         negative_hours: simulated hours of each negative stream (validation and test).
         batch_size: training batch size.
         mining_hours: hours of a stream of the *training* negatives that the trained model is run over; the windows
@@ -72,8 +76,8 @@ class WakeWordSize:
     positives_per_speaker: int
     negatives_per_speaker: int
     epochs: int
-    width: int
-    num_blocks: int
+    model: str
+    model_kwargs: dict
     negative_hours: float
     batch_size: int = 64
     mining_hours: float = 0.0
@@ -81,10 +85,12 @@ class WakeWordSize:
 
 
 SIZES = {
-    "tiny": WakeWordSize(speakers=10, positives_per_speaker=4, negatives_per_speaker=6, epochs=2, width=4,
-                         num_blocks=1, negative_hours=0.02, batch_size=32, mining_hours=0.02, mining_epochs=1),
-    "default": WakeWordSize(speakers=120, positives_per_speaker=6, negatives_per_speaker=18, epochs=20, width=24,
-                            num_blocks=3, negative_hours=1.0, mining_hours=0.5, mining_epochs=6),
+    "tiny": WakeWordSize(speakers=10, positives_per_speaker=4, negatives_per_speaker=6, epochs=2, model="svdf",
+                         model_kwargs=TINY_KWARGS["svdf"], negative_hours=0.02, batch_size=32, mining_hours=0.02, mining_epochs=1),
+    "default": WakeWordSize(speakers=120, positives_per_speaker=6, negatives_per_speaker=18, epochs=20,
+                            model="svdf", model_kwargs={"units1": (48, 48, 48), "memory_size": (4, 10, 10),
+                                                        "units2": (24, 24, 24), "dense": 48},
+                            negative_hours=1.0, mining_hours=0.5, mining_epochs=6),
 }
 
 
@@ -172,8 +178,9 @@ def synthesize_wakeword_data(phrase: str, size: WakeWordSize, *, seed: int = 0, 
 
     Returns:
         `{"engine", "held_out", "utterances": {split: {"positive": [...], "negative": [...]}}, "unseen": {split:
-        [bool per positive]}, "clips": {split: (waveforms, labels)}}`: trimmed utterances (16 kHz float32) for the
-        streams, and `clip_seconds` clips with 0/1 labels for training and validation.
+        [bool per positive]}, "negative_texts": {split: [text per negative]}, "clips": {split: (waveforms,
+        labels)}}`: trimmed utterances (16 kHz float32) for the streams, and `clip_seconds` clips with 0/1 labels
+        for training and validation.
     """
     from tfx_ext.apps.synthesis import _speaker_ids, _speaker_profiles, assign_speaker_splits, resolve_engine, speak_as
 
@@ -183,7 +190,7 @@ def synthesize_wakeword_data(phrase: str, size: WakeWordSize, *, seed: int = 0, 
     profiles, held = _speaker_profiles(engine, ids, split_of, seed)
     confusables, others = confusable_phrases(phrase), _other_speech(phrase)
     samples = int(round(clip_seconds * SAMPLE_RATE))
-    data = {split: {"positive": [], "negative": [], "unseen": [], "clips": [], "labels": []}
+    data = {split: {"positive": [], "negative": [], "texts": [], "unseen": [], "clips": [], "labels": []}
             for split in ("train", "validation", "test")}
     for s, (sid, profile) in enumerate(zip(ids, profiles)):
         rng = np.random.default_rng([seed, s, 7])
@@ -202,6 +209,7 @@ def synthesize_wakeword_data(phrase: str, size: WakeWordSize, *, seed: int = 0, 
             speech = _trim(speak_as(engine, text, profile, rng))
             previous = part["negative"][-1] if k % 3 == 2 else None
             part["negative"].append(speech)
+            part["texts"].append(text)
             part["clips"].append(_place(speech, samples, rng) if previous is None else
                                  _join(previous, speech, samples, rng))
             part["labels"].append(0)
@@ -209,7 +217,8 @@ def synthesize_wakeword_data(phrase: str, size: WakeWordSize, *, seed: int = 0, 
              for split, p in data.items() if p["clips"]}
     return {"engine": engine, "held_out": held, "clips": clips,
             "utterances": {split: {"positive": p["positive"], "negative": p["negative"]} for split, p in data.items()},
-            "unseen": {split: p["unseen"] for split, p in data.items()}}
+            "unseen": {split: p["unseen"] for split, p in data.items()},
+            "negative_texts": {split: p["texts"] for split, p in data.items()}}
 
 
 def _noise_bank(seed: int, babble: list[np.ndarray], seconds: int = 20) -> np.ndarray:
@@ -260,26 +269,25 @@ def _training_dataset(waveforms, labels, noise, size: WakeWordSize, seed: int, f
 def train_model(clips: dict, noise: np.ndarray, size: WakeWordSize, *, seed: int = 0,
                 features: FeatureConfig = FeatureConfig(), learning_rate: float = 3e-3, verbose: int = 0,
                 model=None, epochs: int | None = None):
-    """Trains the two-class streaming DS-CNN on the train clips (validation clips for Keras's val_accuracy), or
+    """Trains the two-class streaming model on the train clips (validation clips for Keras's val_accuracy), or
     goes on training `model` (a fresh optimizer and schedule) for `epochs`."""
     import keras
     import tensorflow as tf
 
     from tfx_ext.data.augment import AugmentConfig
     from tfx_ext.data.features import compute_features
-    from tfx_ext.models import ds_cnn
 
     keras.utils.set_random_seed(seed)
     x, y = clips["train"]
-    augment = AugmentConfig(background_noise=0.3, time_shift_ms=0.0)
+    augment = AugmentConfig(background_noise=1.0, time_shift_ms=0.0)  # noise RMS up to 0.1: streams are noisy
     train_ds = _training_dataset(x, y, noise, size, seed, features, augment)
     val = None
     if "validation" in clips:
         vx, vy = clips["validation"]
         val = (np.asarray(compute_features(tf.constant(vx), features)), vy)
     if model is None:
-        model = ds_cnn((num_frames(x.shape[1], features), features.num_features), len(LABELS), width=size.width,
-                       num_blocks=size.num_blocks, name="wakeword")
+        model = MODELS[size.model]((num_frames(x.shape[1], features), features.num_features), len(LABELS),
+                                   name="wakeword", **size.model_kwargs)
     epochs = epochs or size.epochs
     steps = max(int(train_ds.cardinality()), 1) * epochs
     warmup = steps // 20
@@ -366,7 +374,7 @@ def streams(utterances, seconds: float | None, count: int, noise, seed: int, fea
 
 
 def mine_false_accepts(model, utterances, noise, seconds: float, seed: int, features: FeatureConfig, samples: int,
-                       *, smoothing: int, refractory: int, threshold: float = 0.5, limit: int = 1000) -> np.ndarray:
+                       *, smoothing: int, refractory: int, threshold: float = 0.3, limit: int = 1000) -> np.ndarray:
     """Hard negatives: the `samples`-long audio windows that end where the trained model fires (score >=
     `threshold`) on a `seconds` stream of negative `utterances` (training speakers only), at most `limit`."""
     from tfx_ext.streaming.detection import detect
