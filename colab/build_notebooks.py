@@ -130,21 +130,19 @@ def streaming_kws() -> list:
 
         Speech Commands v2 has 1 s clips of 35 words by 2,618 speakers; the 12-label view keeps ten command words
         plus `_unknown_` (every other word) and `_silence_` (cut from background noise). Offline (and in the tiny
-        run) `synthesize_keywords` writes a data set in exactly the same layout: spoken by espeak-ng when it is
-        installed, else numpy formant patterns, with speakers split like the real data set. In Colab,
-        `!apt-get -qq install -y espeak-ng` before this cell gives spoken synthetic keywords.
+        run, and whenever the download fails: no network) `synthesize_keywords` writes a data set in exactly the
+        same layout, spoken by espeak-ng (the `espeakng-loader` wheel, or the binary), with speakers split like the
+        real data set.
         """),
         code('''
-        from tfx_ext.apps.synthesis import synthesize_keywords
-        from tfx_ext.data import compute_features, download_speech_commands, label_names, read_wav, speech_commands_info
+        from tfx_ext.apps.synthesis import speech_commands_or_synthesized
+        from tfx_ext.data import compute_features, label_names, read_wav, speech_commands_info
 
-        if SIZE == "full" and USE_SPEECH_COMMANDS:
-            DATA_ROOT = download_speech_commands(WORK / "speech_commands")
-        else:
-            summary = synthesize_keywords(WORK / "keywords", engine="auto", seed=0, progress=not TINY, **SYNTH)
-            DATA_ROOT = summary["root"]
-            print(f"synthesized with {summary['engine']}: {summary['num_clips']} clips")
+        # Without a network the download fails with a named DataError: this then says so and synthesizes instead.
+        DATA_ROOT, SOURCE = speech_commands_or_synthesized(
+            WORK, download=SIZE == "full" and USE_SPEECH_COMMANDS, engine="auto", seed=0, progress=not TINY, **SYNTH)
         info = speech_commands_info(DATA_ROOT)
+        print(f"data: {SOURCE}")
         NAMES = label_names("12")
         print("clips per split:", info["split_totals"], "| speakers per split:", info["speakers_per_split"])
         '''),

@@ -45,7 +45,8 @@ def _flag_names(text):
 
 
 def test_kws_subcommand_help_lists_only_its_flags():
-    helps = _helps(*[("kws", sub, "--help") for sub in ("train", "convert", "evaluate", "export")], ("kws", "--help"))
+    helps = _helps(*[("kws", sub, "--help") for sub in ("train", "convert", "evaluate", "export", "wakeword")],
+                   ("kws", "--help"))
     codes = {key: code for key, (code, _) in helps.items()}
     assert set(codes.values()) == {0}, codes
     train, convert = helps["kws train --help"][1], helps["kws convert --help"][1]
@@ -58,6 +59,10 @@ def test_kws_subcommand_help_lists_only_its_flags():
     assert _flag_names(evaluate) == {"model_path", "data_root", "mode", "split", "batch_size", "labels"}
     assert _flag_names(export) == {"model_path", "output", "quantize", "mode", "data_root", "labels", "seed",
                                    "raw_audio"}
+    wakeword = helps["kws wakeword --help"][1]
+    assert wakeword.startswith("usage: tfx-ext kws wakeword [--flags]") and "train a wake-word detector" in wakeword
+    assert _flag_names(wakeword) == {"phrase", "output_dir", "size", "seed", "max_false_accepts_per_hour", "engine",
+                                     "progress"}
     # Each flag keeps its help text, without the scope prefix that selected it (the enum's values stay).
     assert "--epochs: epochs." in train and "train: epochs" not in train
     assert "--mode: <internal|external|none>: streaming mode" in convert

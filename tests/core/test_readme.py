@@ -98,6 +98,16 @@ def _personalization(out):
     assert accuracy >= 0.75 and train_size > int8_size > 0
 
 
+def _wakeword(out):
+    # The tiny run's operating point (a threshold in [0, 1], FA/h >= 0, FRR in [0, 1]); smoothing [0.1, 0.9, 0.9,
+    # 0.2, 0.1, 0.95, 0.9] over 2 steps gives [0.1, 0.5, 0.9, 0.55, 0.15, 0.525, 0.925]: steps 1, 2, 3, 5, 6 reach
+    # 0.5, and a 3-step refractory period keeps 1 and 5.
+    point, fired = out.splitlines()[-2:]
+    threshold, fa_per_hour, frr = _numbers(point)
+    assert 0.0 <= threshold <= 1.0 and fa_per_hour >= 0.0 and 0.0 <= frr <= 1.0
+    assert fired == "[1 5]"
+
+
 CLAIMS = {
     "Streaming conversion": _streaming,
     "Streaming a plain Keras model you already trained": _streaming,  # ~1e-7 against the original plain model
@@ -110,6 +120,7 @@ CLAIMS = {
     "tf.distribute, including multi-worker": _distribute,
     "Federated learning with client-side matching and secure aggregation": _federated,
     "On-device personalization: fine-tune the head in LiteRT": _personalization,
+    "Custom wake words: detection, FA/h and an int8 streaming detector": _wakeword,
 }
 
 

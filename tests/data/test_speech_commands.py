@@ -339,3 +339,25 @@ def test_arrays_with_speakers(hand_root):
     assert set(speakers[y != 0]) == {"bbbb2222"} and set(speakers[y == 0]) == {""}
     x, _, _ = load_speech_commands_arrays(hand_root, "test")
     assert x.shape == (26, 49, 40)
+
+
+def test_download_without_network_is_a_named_data_error(tmp_path, monkeypatch):
+    """Nothing listens on the discard port: keras's get_file fails as it does offline ("URL fetch failure")."""
+    monkeypatch.setattr(sc_module, "SPEECH_COMMANDS_URL", "http://127.0.0.1:9/speech_commands_v0.02.tar.gz")
+    with pytest.raises(DataError, match="could not download Speech Commands from http://127.0.0.1:9/") as caught:
+        sc_module.download_speech_commands(tmp_path / "dl")
+    assert "synthesize_keywords" in str(caught.value) and "tfx-ext data synthesize" in str(caught.value)
+
+
+def test_offline_notebook_data_falls_back_to_synthesized_speech(tmp_path, monkeypatch, capsys):
+    from tfx_ext.apps.synthesis import speech_commands_or_synthesized
+
+    monkeypatch.setattr(sc_module, "SPEECH_COMMANDS_URL", "http://127.0.0.1:9/speech_commands_v0.02.tar.gz")
+    root, source = speech_commands_or_synthesized(tmp_path, words=("yes", "no"), speakers=3, clips_per_speaker=1,
+                                                  engine="numpy", progress=False)
+    assert source == "numpy" and root == str(tmp_path / "keywords")
+    assert sorted(p.name for p in (tmp_path / "keywords").iterdir() if p.is_dir())[-2:] == ["no", "yes"]
+    printed = capsys.readouterr().out
+    assert "Speech Commands is not available (could not download" in printed
+    assert "Falling back to synthesized speech" in printed
+    assert not (tmp_path / "speech_commands" / "validation_list.txt").exists()

@@ -1,4 +1,4 @@
-"""The application's figures (confusion matrices, learning curves), as PNG files.
+"""The application's figures (confusion matrices, learning curves, DET curves), as PNG files.
 
 Built on `tfx_ext._plotting`: pyplot is imported on first use and the user's backend is left alone (matplotlib
 chooses a non-interactive one by itself on machines without a display), and `save_figure` closes each figure.
@@ -81,5 +81,38 @@ def plot_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike, *, 
     ax.grid(alpha=0.3)
     if len(curves) > 1:
         ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=_DPI)
+
+
+def plot_det(curves: dict[str, dict], path: str | os.PathLike, *, title: str = "DET curve",
+             operating_point: tuple[float, float] | None = None, target_fa_per_hour: float | None = None) -> str:
+    """Saves DET curves (false rejection rate against false accepts per hour, one line per named
+    `tfx_ext.streaming.detection.det_curve` result); x on a symmetric log scale so 0 FA/h stays on the plot.
+
+    Args:
+        curves: name -> a `det_curve` dict (`false_accepts_per_hour`, `false_rejection_rate`).
+        path: output `.png`.
+        title: figure title.
+        operating_point: (FA/h, FRR) of the chosen threshold, drawn as a star.
+        target_fa_per_hour: drawn as a dashed vertical line.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(curve["false_accepts_per_hour"], 100 * np.asarray(curve["false_rejection_rate"]), marker=".",
+                markersize=3, label=name)
+    if target_fa_per_hour is not None:
+        ax.axvline(target_fa_per_hour, color="0.5", ls="--", lw=1, label=f"target {target_fa_per_hour:g} FA/h")
+    if operating_point is not None:
+        ax.plot([operating_point[0]], [100 * operating_point[1]], marker="*", markersize=12, color="black", ls="",
+                label="operating point")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("false accepts per hour")
+    ax.set_ylabel("false rejection rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, dpi=_DPI)

@@ -530,21 +530,26 @@ def _clip_writer(root: Path, engine: str, ids: list[str], profiles: list[dict], 
     def write_clip(job):
         word, s, k = job
         clip_rng = np.random.default_rng([seed, s, zlib.crc32(word.encode("utf-8")), k])
-        profile = profiles[s]
-        if engine != "numpy":
-            voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
-            speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
-            pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
-            audio = _speak(engine, word, voice, speed, pitch, profile["amplitude"], profile["pitch_range"],
-                           profile["word_gap"])
-            speech = resample_poly(audio, 320, 441).astype(np.float32)
-        else:
-            speech = _numpy_word(word, profile, clip_rng)
+        speech = speak_as(engine, word, profiles[s], clip_rng, resample_poly)
         relative = f"{word}/{ids[s]}_nohash_{k}.wav"
         _write_wav(root / relative, _place(speech, clip_rng, noise))
         return relative
 
     return write_clip
+
+
+def speak_as(engine: str, text: str, profile: dict, clip_rng: np.random.Generator, resample=None) -> np.ndarray:
+    """`text` spoken by the speaker `profile` (from `_speaker_profiles`) with this clip's speed and pitch jitter:
+    float32 speech at 16 kHz, untrimmed (the numpy engine draws a pattern for `text` instead)."""
+    if engine == "numpy":
+        return _numpy_word(text, profile, clip_rng)
+    if resample is None:
+        from scipy.signal import resample_poly as resample
+    voice = f"{profile['voice']}+{profile['variant']}" if profile["variant"] else profile["voice"]
+    speed = int(round(profile["speed"] * clip_rng.uniform(0.92, 1.08)))
+    pitch = int(np.clip(profile["pitch"] + clip_rng.integers(-4, 5), 0, 99))
+    audio = _speak(engine, text, voice, speed, pitch, profile["amplitude"], profile["pitch_range"], profile["word_gap"])
+    return resample(audio, 320, 441).astype(np.float32)
 
 
 def _write_clips(root: Path, words, jobs, write_clip, split_of: dict[str, str], workers: int | None,
@@ -580,6 +585,31 @@ def voice_groups(root) -> dict[str, bool]:
                         "delete the data set and synthesize it again.") from error
 
 
+def speech_commands_or_synthesized(directory, *, download: bool = True, **synthesize_kwargs) -> tuple[str, str]:
+    """Real Speech Commands when it can be downloaded, else a synthesized set in the same layout (notebooks).
+
+    Args:
+        directory: where `speech_commands/` (downloaded) or `keywords/` (synthesized) goes.
+        download: try the download first (2.3 GB); False synthesizes at once.
+        **synthesize_kwargs: for `synthesize_keywords` (speakers, clips_per_speaker, engine, seed, progress, ...).
+
+    Returns:
+        `(root, source)`: the data set directory and `"speech_commands"` or the synthesis engine used. When the
+        download fails (no network), a message says so and that the figures are then on synthesized speech.
+    """
+    from tfx_ext.data.speech_commands import download_speech_commands
+
+    directory = Path(directory).expanduser()
+    if download:
+        try:
+            return download_speech_commands(directory / "speech_commands"), "speech_commands"
+        except DataError as error:
+            print(f"Speech Commands is not available ({error})\nFalling back to synthesized speech: the "
+                  "keywords are spoken by espeak-ng voices, and the accuracies below are on that synthetic set.")
+    summary = synthesize_keywords(directory / "keywords", **synthesize_kwargs)
+    return summary["root"], summary["engine"]
+
+
 __all__ = [
     "DEFAULT_WORDS",
     "ENGINES",
@@ -593,6 +623,8 @@ __all__ = [
     "espeak_voices",
     "held_out",
     "resolve_engine",
+    "speak_as",
+    "speech_commands_or_synthesized",
     "synthesize_keywords",
     "voice_groups",
 ]

@@ -604,15 +604,24 @@ def download_speech_commands(dest) -> str:
         The extracted Speech Commands root (holds the word folders and the list files); pass it as `root`.
 
     Raises:
-        DataError: the extracted archive does not contain `validation_list.txt`.
+        DataError: the download fails (no network: the message says how to proceed offline), or the extracted
+            archive does not contain `validation_list.txt`.
     """
     import keras
 
     dest = os.path.abspath(os.path.expanduser(os.fspath(dest)))
     os.makedirs(dest, exist_ok=True)
-    path = keras.utils.get_file(
-        fname="speech_commands_v2", origin=SPEECH_COMMANDS_URL, extract=True, cache_dir=dest, cache_subdir=""
-    )
+    try:
+        path = keras.utils.get_file(
+            fname="speech_commands_v2", origin=SPEECH_COMMANDS_URL, extract=True, cache_dir=dest, cache_subdir=""
+        )
+    except Exception as error:  # noqa: BLE001 - get_file raises a bare Exception ("URL fetch failure on ...")
+        raise DataError(
+            f"could not download Speech Commands from {SPEECH_COMMANDS_URL} into {dest!r} ({error}). Without a "
+            "network, synthesize a data set in the same layout (`tfx_ext.apps.synthesis.synthesize_keywords(root)` "
+            "or `tfx-ext data synthesize --root=DIR`), or download and extract the archive elsewhere and pass its "
+            "directory as `root`."
+        ) from error
     for candidate in (path, os.path.dirname(path), os.path.join(dest, "speech_commands_v2")):
         if os.path.isfile(os.path.join(candidate, VALIDATION_LIST)):
             return candidate

@@ -21,7 +21,7 @@ import sys
 COMMANDS = {
     "demo": "End-to-end demo: synthesize keywords, train, stream, export, federated run, report.",
     "data": "Data sets: `data synthesize` writes the offline keyword data set in Speech Commands layout.",
-    "kws": "Keyword spotting: `kws train`, `kws convert`, `kws export`, `kws evaluate`.",
+    "kws": "Keyword spotting: `kws train`, `kws convert`, `kws export`, `kws evaluate`, `kws wakeword`.",
     "federated": "Federated simulation: `federated simulate`.",
 }
 

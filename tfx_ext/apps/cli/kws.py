@@ -11,11 +11,16 @@
         [--mode=internal|external|none --data_root=DIR]   (int8 calibrates on DIR; DIR also verifies in LiteRT)
         [--raw_audio]   (the model behind a LogMelFrontend: raw audio in, one hop of samples per streamed step)
         Float TFLite of a (streaming or non-streaming) model.
+    tfx-ext kws wakeword --phrase="hey tiffany" --output_dir=DIR [--size=tiny|default --seed=0
+        --max_false_accepts_per_hour=0.5 --engine=auto]
+        Synthesizes the phrase and confusable negatives with many voices, trains a small streaming model, picks the
+        threshold for the FA/h target, exports int8 streaming TFLite and writes DIR/report.md, report.json, det.png.
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 
 from absl import flags
@@ -34,6 +39,8 @@ SUBCOMMANDS = {
     "convert": "convert --model_path to a streaming model (--mode) saved at --output (and --tflite)",
     "evaluate": "accuracy of --model_path on --data_root (--mode=none for whole clips, or streamed)",
     "export": "write a TFLite of --model_path to --output (float, dynamic, float16 or full int8), verified",
+    "wakeword": "train a wake-word detector for --phrase from synthesized speech; int8 TFLite + report in "
+                "--output_dir",
 }
 SHARED_FLAGS_FOR = ("train",)  # --strategy, --local_workers, ... (tfx_ext.apps.cli.flags)
 MODES = {"internal": "stream_internal_state", "external": "stream_external_state"}
@@ -43,16 +50,18 @@ flags.DEFINE_enum("model", "ds_cnn", ["ds_cnn", "crnn", "gru", "tc_resnet", "svd
                   "train: reference model.")
 flags.DEFINE_string("data_root", None, "train/evaluate/export: Speech Commands directory (export: int8 calibration "
                     "and LiteRT verification data).")
-flags.DEFINE_string("output_dir", None, "train: where the .keras model and metrics go.")
+flags.DEFINE_string("output_dir", None, "train/wakeword: where the .keras model and metrics (wakeword: the int8 "
+                    ".tflite and the report) go.")
 flags.DEFINE_integer("epochs", 30, "train: epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "train/evaluate: batch size.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "train/export: random seed (export: of the calibration sample).")
+flags.DEFINE_integer("seed", 0, "train/export/wakeword: random seed (export: of the calibration sample).")
 flags.DEFINE_float("learning_rate", 6e-3, "train: peak learning rate (linear warm-up, then cosine decay).")
 flags.DEFINE_bool("augment", False, "train: augment (tfx_ext.data.augment.AugmentConfig(); off by default: "
                   "not yet measured to help, bench/README.md).")
 flags.DEFINE_float("unknown_keep", 1.0, "train: fraction of the _unknown_ clips each epoch keeps (drawn afresh "
                    "every epoch).", lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_bool("progress", True, "train: one progress line per epoch (loss, accuracy); --noprogress: silent.")
+flags.DEFINE_bool("progress", True, "train/wakeword: one progress line per epoch (loss, accuracy); --noprogress: "
+                  "silent.")
 flags.DEFINE_string("model_kwargs", None, 'train: JSON dict of model size knobs, e.g. \'{"width": 32}\'.')
 flags.DEFINE_enum("labels", "12", list(LABEL_VIEWS), "train/evaluate/export: label view of the data set.")
 flags.DEFINE_string("model_path", None, "convert/evaluate/export: a .keras model.")
@@ -63,6 +72,12 @@ flags.DEFINE_string("output", None, "convert/export: where to write (convert: th
 flags.DEFINE_string("tflite", None, "convert: also write a float .tflite of the streaming model here.")
 flags.DEFINE_integer("frames_per_step", None, "convert: frames per step (default: the model's time stride).")
 flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "evaluate: split.")
+flags.DEFINE_string("phrase", None, 'wakeword: the wake word, e.g. "hey tiffany".')
+flags.DEFINE_enum("size", "default", ["tiny", "default"], "wakeword: tiny (tests, < 1 min) or default (a few "
+                  "minutes on 2 cores).")
+flags.DEFINE_float("max_false_accepts_per_hour", 0.5, "wakeword: false accepts per hour the threshold is chosen "
+                   "for (on held-out negatives).", lower_bound=0)
+flags.DEFINE_enum("engine", "auto", ["auto", "espeak", "libespeak", "numpy"], "wakeword: speech synthesis engine.")
 flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "float16", "int8"],
                   "export: quantization (int8: full integer, calibrated on --data_root).")
 flags.DEFINE_bool("raw_audio", False, "export: the model behind a LogMelFrontend (its training features): raw audio "
@@ -141,6 +156,8 @@ def main(argv):
             result = kws.evaluate(FLAGS.model_path, FLAGS.data_root, split=FLAGS.split, batch_size=FLAGS.batch_size,
                                   labels=FLAGS.labels, mode=None if FLAGS.mode == "none" else MODES[FLAGS.mode])
             print(json.dumps(result, indent=2))
+        elif command == "wakeword":
+            return _wakeword()
         else:
             if not _require(command, "model_path", "output"):
                 return 2
@@ -152,4 +169,27 @@ def main(argv):
     except (TfxExtError, ValueError, OSError) as error:
         print(f"tfx-ext kws {command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _wakeword() -> int:
+    """`kws wakeword`: a bad --phrase is a usage error (exit 2), named like the other flags."""
+    from tfx_ext.apps import wakeword
+
+    if not _require("wakeword", "phrase", "output_dir"):
+        return 2
+    try:
+        wakeword.check_phrase(FLAGS.phrase)
+    except ValueError as error:
+        print(f"tfx-ext kws wakeword: error: --phrase: {error}", file=sys.stderr)
+        return 2
+    report = wakeword.train_wakeword(FLAGS.phrase, FLAGS.output_dir, size=FLAGS.size, seed=FLAGS.seed,
+                                     engine=FLAGS.engine, max_false_accepts_per_hour=FLAGS.max_false_accepts_per_hour,
+                                     verbose=2 if FLAGS.progress else 0)
+    summary = {key: report[key] for key in ("phrase", "tflite", "tflite_bytes", "seconds")}
+    summary.update({name: {k: report[name][k] for k in ("threshold", "test_false_accepts_per_hour",
+                                                        "test_false_rejection_rate", "test_frr_unseen_voices")}
+                    for name in ("keras", "int8")})
+    summary["report"] = str(pathlib.Path(FLAGS.output_dir) / "report.md")
+    print(json.dumps(summary, indent=2))
     return 0
